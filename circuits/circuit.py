@@ -1,0 +1,159 @@
+"""`Circuit`: one netlist plus its design space, outputs and time window; loaded from configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from circuits.errors import ConfigError
+from circuits.netlist import Netlist, parse_file, parse_netlist
+from circuits.params import ParamSpace
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "circuit"
+
+__all__ = ["Circuit", "load_circuit", "circuit_from_config", "CONFIG_DIR"]
+
+
+@dataclass
+class Circuit:
+    """A netlist with the design space, the outputs of interest and the transient window."""
+
+    name: str
+    netlist: Netlist
+    space: ParamSpace
+    outputs: list[str]
+    tstop: float
+    tstep: float
+    uic: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.space.names if n not in self.netlist.params]
+        if unknown:
+            raise ConfigError(f"circuit '{self.name}': design parameter(s) {unknown} are not .param "
+                              f"names of the netlist (known: {list(self.netlist.params)})")
+
+    def overrides(self, params: Mapping[str, float] | None) -> dict[str, float]:
+        """Nominal design merged with user values; checks names and ranges."""
+        params = {str(k).lower(): float(v) for k, v in (params or {}).items()}
+        unknown = [k for k in params if k not in self.netlist.params]
+        if unknown:
+            raise ConfigError(f"circuit '{self.name}': unknown parameter(s) {unknown}; "
+                              f"design parameters are {self.space.names}")
+        self.space.check(params, where=f"circuit '{self.name}': ")
+        return {**self.space.nominal(), **params}
+
+    def param_values(self, params: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Every netlist parameter resolved to a float for one design."""
+        values = self.netlist.resolve_params(self.overrides(params))
+        return {k: float(v) for k, v in values.items()}
+
+    def design_matrix(self, designs: Tensor | list[Mapping[str, float]] | Mapping[str, float] | None
+                      ) -> Tensor:
+        """Normalise designs to a (B, P) float64 tensor ordered like `space.names`."""
+        if designs is None:
+            return self.space.nominal_vector().unsqueeze(0)
+        if isinstance(designs, Tensor):
+            return designs.unsqueeze(0) if designs.dim() == 1 else designs
+        if isinstance(designs, Mapping):
+            designs = [designs]
+        rows = []
+        for d in designs:
+            extra = [k for k in d if str(k).lower() not in self.space.names]
+            if extra:
+                raise ConfigError(f"circuit '{self.name}': {extra} are not design parameters "
+                                  f"({self.space.names})")
+            self.space.check({str(k).lower(): v for k, v in d.items()}, where=f"circuit '{self.name}': ")
+            rows.append(self.space.vector({str(k).lower(): v for k, v in d.items()}))
+        return torch.stack(rows)
+
+
+def ring_netlist(stages: int, vdd: float = 1.8) -> str:
+    """An N-stage CMOS ring oscillator netlist with ring5's devices and kick pattern."""
+    if stages < 3 or stages % 2 == 0:
+        raise ConfigError(f"ring: stages must be an odd number >= 3, got {stages}")
+    nodes = [f"n{k}" for k in range(1, stages + 1)]
+    lines = [f"{stages}-stage CMOS ring oscillator", ".param cload=10f wn=1u wp=2u",
+             ".model nch nmos level=1 vto=0.5 kp=200u lambda=0.05",
+             ".model pch pmos level=1 vto=-0.5 kp=100u lambda=0.05",
+             ".subckt inv in out vdd", "MP out in vdd vdd pch w={wp} l=1u",
+             "MN out in 0 0 nch w={wn} l=1u", "CL out 0 {cload}", ".ends inv", f"VDD vdd 0 {vdd}"]
+    for k in range(stages):
+        lines.append(f"X{k + 1} {nodes[k - 1]} {nodes[k]} vdd inv")
+    ics = [f"v({n})={0 if k % 2 == 0 else vdd}" for k, n in enumerate(nodes[:-1])]
+    ics.append(f"v({nodes[-1]})={vdd / 2}")
+    lines += [".ic " + " ".join(ics), ".tran 1p 4n uic", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+GENERATORS = {"ring": ring_netlist}
+
+
+def circuit_from_config(cfg: Mapping[str, Any], source: str = "<config>") -> Circuit:
+    """Build a Circuit from a config mapping (a Hydra `circuit` node or a loaded YAML)."""
+    cfg = dict(cfg)
+    name = str(cfg.get("name", "circuit"))
+    if "generator" in cfg:
+        gen = GENERATORS.get(str(cfg["generator"]))
+        if gen is None:
+            raise ConfigError(f"{source}: unknown generator {cfg['generator']!r} (known: {list(GENERATORS)})")
+        text = gen(int(cfg.get("stages", 5)))
+        if "outputs" not in cfg or not cfg["outputs"]:
+            cfg["outputs"] = [f"v(n{k})" for k in range(1, int(cfg.get("stages", 5)) + 1)]
+        netlist = parse_netlist(text, file=f"{source}[generated]")
+    elif "netlist" in cfg:
+        netlist = parse_netlist(str(cfg["netlist"]), file=f"{source}[netlist]")
+    elif "netlist_file" in cfg:
+        netlist = parse_file(Path(source).parent / str(cfg["netlist_file"]))
+    else:
+        raise ConfigError(f"{source}: a circuit config needs 'netlist', 'netlist_file' or 'generator'")
+    space = ParamSpace.from_config(cfg.get("params"))
+    tran = netlist.tran
+    tstop = float(cfg.get("tstop") or (tran.tstop if tran else 0.0))
+    tstep = float(cfg.get("tstep") or (tran.tstep if tran else tstop / 1000))
+    if tstop <= 0:
+        raise ConfigError(f"{source}: no time window: give .tran in the netlist or tstop in the config")
+    outputs = [str(o).lower() for o in (cfg.get("outputs") or [])]
+    if not outputs:
+        outputs = [f"v({n})" for n in netlist.nodes()]
+    return Circuit(name=name, netlist=netlist, space=space, outputs=outputs, tstop=tstop, tstep=tstep,
+                   uic=bool(tran.uic) if tran else False, config=cfg)
+
+
+def load_circuit(name_or_path: str | Path, **overrides: Any) -> Circuit:
+    """Load a circuit by config name (``ring5``), a ``.yaml`` config, or a raw ``.cir`` netlist."""
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"{path}: no such circuit config")
+        return circuit_from_config({**_read_yaml(path), **overrides}, source=str(path))
+    if path.suffix:  # a raw netlist
+        netlist = parse_file(path)
+        cfg = {"name": path.stem, "netlist": None, **overrides}
+        tran = netlist.tran
+        if tran is None and "tstop" not in overrides:
+            raise ConfigError(f"{path}: the netlist has no .tran card")
+        return Circuit(name=path.stem, netlist=netlist, space=ParamSpace([]),
+                       outputs=[str(o).lower() for o in overrides.get("outputs") or
+                                [f"v({n})" for n in netlist.nodes()]],
+                       tstop=float(overrides.get("tstop") or tran.tstop),
+                       tstep=float(overrides.get("tstep") or tran.tstep),
+                       uic=bool(tran.uic) if tran else False, config=cfg)
+    cfg_path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not cfg_path.exists():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown circuit '{name_or_path}' (known: {', '.join(known)})")
+    return circuit_from_config({**_read_yaml(cfg_path), **overrides}, source=str(cfg_path))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+    except Exception as exc:  # omegaconf raises many types for malformed YAML
+        raise ConfigError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None

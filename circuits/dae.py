@@ -1,0 +1,270 @@
+"""Modified nodal analysis: assemble a `Circuit` into ``d q(x,p)/dt + f(x,t,p) = 0``.
+
+Unknowns ``x`` are the node voltages (ground excluded) followed by every device's internal states
+(voltage-source and inductor branch currents, ferroelectric polarisation, ...).  Elements are grouped
+by device family so that one torch call evaluates all instances of a family for a whole batch of
+designs; currents and charges are scattered into KCL rows with ``index_add``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+import circuits.devices  # noqa: F401  (registers the built-in devices)
+from circuits.circuit import Circuit
+from circuits.devices.base import Device, device_for_letter, device_for_model_type
+from circuits.errors import ConfigError, NetlistError
+from circuits.expr import Expr
+from circuits.netlist import Element
+
+__all__ = ["CircuitDAE", "BoundDAE", "assemble"]
+
+NODE_ATOL = 1e-6     # V: absolute tolerance scale of node voltages
+CURRENT_ATOL = 1e-9  # A: absolute tolerance scale of branch currents
+
+
+@dataclass
+class Group:
+    """All instances of one device family that share a torch call."""
+
+    device: Device
+    elements: list[Element]
+    node_idx: Tensor            # (n_inst, n_terminals) into [x, ground]
+    state_idx: Tensor           # (n_inst, n_states) into x
+    param_exprs: dict[str, list[Expr | float]]
+
+
+@dataclass
+class CircuitDAE:
+    """Structure of the MNA system of a circuit; `bind` attaches a batch of designs."""
+
+    circuit: Circuit
+    node_names: list[str]
+    state_names: list[str]            # output-style names: ``i(vdd)``, ``n1.p``
+    groups: list[Group]
+    atol: Tensor                      # (n,) absolute tolerance scale per unknown
+    initial_hold: list[tuple[Group, int, int]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Number of unknowns."""
+        return len(self.node_names) + len(self.state_names)
+
+    @property
+    def names(self) -> list[str]:
+        """Output-style name of every unknown (``v(n1)`` ... then states)."""
+        return [f"v({n})" for n in self.node_names] + self.state_names
+
+    def index(self, output: str) -> int:
+        """Position of an output name (``v(n1)``, ``i(vdd)``, ``n1.p``) in x."""
+        try:
+            return self.names.index(output.lower())
+        except ValueError:
+            raise KeyError(f"unknown output {output!r}; available: {', '.join(self.names)}") from None
+
+    def bind(self, designs: Tensor | None = None, extra: Mapping[str, float] | None = None) -> "BoundDAE":
+        """Evaluate all parameters for a (B, P) batch of designs (space order); differentiable."""
+        circuit = self.circuit
+        P = circuit.design_matrix(designs)
+        overrides: dict[str, Any] = {k: float(v) for k, v in (extra or {}).items()}
+        for k, name in enumerate(circuit.space.names):
+            overrides[name] = P[:, k]
+        env = circuit.netlist.resolve_params(overrides)
+        B = P.shape[0]
+        tran = {"tstep": circuit.tstep, "tstop": circuit.tstop}
+        params, ctxs = [], []
+        for g in self.groups:
+            values = {}
+            for name, exprs in g.param_exprs.items():
+                cols = [_as_batch(e.evaluate(env) if isinstance(e, Expr) else e, B, P) for e in exprs]
+                values[name] = torch.stack(cols, dim=-1)
+            params.append(values)
+            ctxs.append(g.device.prepare(g.elements, env, tran))
+        return BoundDAE(self, P, params, ctxs, env)
+
+
+def _as_batch(value: Tensor | float, B: int, like: Tensor) -> Tensor:
+    return torch.broadcast_to(torch.as_tensor(value, dtype=like.dtype, device=like.device), (B,))
+
+
+@dataclass
+class BoundDAE:
+    """The DAE for a batch of B designs: `evaluate(x, t) -> (q, f)` with x of shape (B, n)."""
+
+    dae: CircuitDAE
+    designs: Tensor
+    params: list[dict[str, Tensor]]
+    ctxs: list[Any]
+    env: dict[str, Any]
+
+    @property
+    def batch(self) -> int:
+        """Number of designs B."""
+        return self.designs.shape[0]
+
+    def evaluate(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor."""
+        B, n = x.shape
+        t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
+        x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
+        q = x.new_zeros(B, n + 1)
+        f = x.new_zeros(B, n + 1)
+        for g, p, ctx in zip(self.dae.groups, self.params, self.ctxs):
+            v = x_ext[:, g.node_idx]
+            s = x[:, g.state_idx]
+            out = g.device.evaluate(v, s, t, p, ctx)
+            if out.i is not None:
+                f = f.index_add(1, g.node_idx.reshape(-1), out.i.reshape(B, -1))
+            if out.q is not None:
+                q = q.index_add(1, g.node_idx.reshape(-1), out.q.reshape(B, -1))
+            if out.fs is not None:
+                f = f.index_add(1, g.state_idx.reshape(-1), out.fs.reshape(B, -1))
+            if out.qs is not None:
+                q = q.index_add(1, g.state_idx.reshape(-1), out.qs.reshape(B, -1))
+        return q[:, :n], f[:, :n]
+
+    def jacobians(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), by vectorised forward-mode AD."""
+        B, n = x.shape
+        basis = torch.eye(n, dtype=x.dtype, device=x.device).unsqueeze(1).expand(n, B, n)
+
+        def tangent(v: Tensor):
+            return torch.func.jvp(lambda y: self.evaluate(y, t), (x,), (v,))
+
+        (q, f), (dq, df) = _jvp_all(tangent, basis)
+        return q, f, dq.permute(1, 2, 0), df.permute(1, 2, 0)
+
+    def initial_states(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(values, mask) of internal states that have a prescribed initial value (e.g. LK p0)."""
+        B, n = x.shape
+        values = x.new_zeros(B, n)
+        mask = torch.zeros(n, dtype=torch.bool)
+        x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
+        for g, p in zip(self.dae.groups, self.params):
+            s0 = g.device.initial_states(p, x_ext[:, g.node_idx])
+            if s0 is not None and g.state_idx.numel():
+                idx = g.state_idx.reshape(-1)
+                values = values.index_copy(1, idx, s0.reshape(B, -1).to(x))
+                mask[idx] = True
+        return values, mask
+
+    def ic_values(self) -> tuple[Tensor, Tensor]:
+        """(values (B, n), mask (n,)) of node voltages given by `.ic`."""
+        dae = self.dae
+        values = self.designs.new_zeros(self.batch, dae.size)
+        mask = torch.zeros(dae.size, dtype=torch.bool)
+        for node, expr in dae.circuit.netlist.ic.items():
+            if node not in dae.node_names:
+                continue
+            k = dae.node_names.index(node)
+            values[:, k] = _as_batch(expr.evaluate(self.env), self.batch, self.designs)
+            mask[k] = True
+        return values, mask
+
+    def breakpoints(self) -> list[float]:
+        """Union over the batch of all source corner times in (0, tstop)."""
+        from circuits import waveforms
+
+        pts: set[float] = set()
+        tran = self.dae.circuit
+        for g, ctx in zip(self.dae.groups, self.ctxs):
+            if g.device.letter in ("v", "i"):
+                for kind, args in ctx[0]:
+                    pts.update(waveforms.breakpoints(kind, args, tstep=tran.tstep, tstop=tran.tstop))
+        return sorted(pts)
+
+
+def _jvp_all(tangent, basis: Tensor):
+    """vmap a jvp over all basis directions; primal outputs are taken from the first direction."""
+    (q, f), (dq, df) = torch.func.vmap(tangent)(basis)
+    return (q[0], f[0]), (dq, df)
+
+
+def _element_device(el: Element, circuit: Circuit) -> Device:
+    netlist = circuit.netlist
+    if el.model is not None:
+        model = netlist.models.get(el.model)
+        if model is None:
+            raise NetlistError(f"unknown model '{el.model}'", el.loc.file, el.loc.line)
+        dev = device_for_model_type(model.type)
+    else:
+        dev = device_for_letter(el.kind)
+    if dev is None:
+        raise NetlistError(f"no device implements element '{el.name}'", el.loc.file, el.loc.line)
+    return dev
+
+
+def _param_exprs(dev: Device, el: Element, circuit: Circuit) -> dict[str, Expr | float]:
+    """Each parameter of one element: instance value, else model value, else device default."""
+    model = circuit.netlist.models[el.model].params if el.model else {}
+    out: dict[str, Expr | float] = {}
+    for name, default in {**dev.model_params, **dev.instance_params}.items():
+        if name == "value" and el.value is not None:
+            out[name] = el.value
+        elif name in el.params:
+            out[name] = el.params[name]
+        elif name in model:
+            out[name] = model[name]
+        else:
+            out[name] = float(default)
+    return out
+
+
+def _state_name(el: Element, state: str) -> str:
+    return f"i({el.name})" if state == "i" else f"{el.name}.{state}"
+
+
+def assemble(circuit: Circuit) -> CircuitDAE:
+    """Build the MNA structure of a circuit (node/state numbering, device groups)."""
+    elements = circuit.netlist.elements
+    nodes: list[str] = []
+    devices = [_element_device(el, circuit) for el in elements]
+    for el, dev in zip(elements, devices):
+        for n in dev.nodes_for(el):
+            if n != "0" and n not in nodes:
+                nodes.append(n)
+    grouped: dict[Any, tuple[Device, list[Element]]] = {}
+    for el, dev in zip(elements, devices):
+        key = (id(dev), el.name if dev.per_instance else None)
+        grouped.setdefault(key, (dev, []))[1].append(el)
+
+    n_nodes = len(nodes)
+    ground = None  # index of the ground dump row, known once the states are counted
+    state_names: list[str] = []
+    state_atol: list[float] = []
+    raw_groups = []
+    for dev, els in grouped.values():
+        node_rows, state_rows = [], []
+        for el in els:
+            node_rows.append([nodes.index(n) if n != "0" else -1 for n in dev.nodes_for(el)])
+            rows = []
+            for s in dev.states_for(el):
+                rows.append(n_nodes + len(state_names))
+                state_names.append(_state_name(el, s))
+                state_atol.append(CURRENT_ATOL if s == "i" else 1e-6)
+            state_rows.append(rows)
+        raw_groups.append((dev, els, node_rows, state_rows))
+    ground = n_nodes + len(state_names)
+    groups = []
+    for dev, els, node_rows, state_rows in raw_groups:
+        node_idx = torch.tensor([[ground if k < 0 else k for k in row] for row in node_rows], dtype=torch.long)
+        state_idx = torch.tensor(state_rows, dtype=torch.long).reshape(len(els), -1)
+        per_inst = [_param_exprs(dev, el, circuit) for el in els]
+        names = per_inst[0].keys()
+        groups.append(Group(dev, els, node_idx, state_idx, {k: [pi[k] for pi in per_inst] for k in names}))
+    for node in circuit.netlist.ic:
+        if node not in nodes:
+            el = elements[0]
+            raise NetlistError(f".ic names unknown node '{node}'", el.loc.file, None)
+    atol = torch.tensor([NODE_ATOL] * n_nodes + state_atol, dtype=torch.float64)
+    dae = CircuitDAE(circuit, nodes, state_names, groups, atol)
+    for out in circuit.outputs:
+        try:
+            dae.index(out)
+        except KeyError as exc:
+            raise ConfigError(f"circuit '{circuit.name}': {exc.args[0]}") from None
+    return dae

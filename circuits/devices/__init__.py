@@ -1,0 +1,8 @@
+"""Device families; importing this package registers all built-in devices."""
+
+from circuits.devices import diode, ferro, mosfet, passive, sources  # noqa: F401  (registration)
+from circuits.devices.base import (Device, DeviceEval, device_for_letter, device_for_model_type,
+                                   known_model_types, register)
+
+__all__ = ["Device", "DeviceEval", "register", "device_for_letter", "device_for_model_type",
+           "known_model_types"]

@@ -1,0 +1,121 @@
+"""Device interface and registry.
+
+A device family is a small class whose `evaluate` is a pure torch function, vectorised over all
+instances of the family (and over a leading batch of designs):
+
+    v  (..., n_inst, n_terminals)  terminal voltages
+    s  (..., n_inst, n_states)     internal states (branch currents, polarisation ...)
+    t  (..., 1)                    time, broadcastable against the instance axis
+    p  {name: (..., n_inst)}       model and instance parameters, merged
+
+It returns `DeviceEval`: the current flowing *into* the device at each terminal (`i`), the charge
+stored at each terminal (`q`), and the residual of each internal-state equation split the same way,
+`d qs/dt + fs = 0`.  The assembler adds ``i`` and ``dq/dt`` to the KCL rows of the terminal nodes and
+appends the state equations, so adding a device never touches the assembler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["Device", "DeviceEval", "register", "device_for_letter", "device_for_model_type",
+           "known_model_types", "two_terminal"]
+
+
+@dataclass
+class DeviceEval:
+    """Terminal currents/charges and internal-state residual terms of one device family."""
+
+    i: Tensor | None = None
+    q: Tensor | None = None
+    fs: Tensor | None = None
+    qs: Tensor | None = None
+
+
+class Device:
+    """Base class of a device family; subclasses set the class attributes and `evaluate`."""
+
+    letter: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    terminals: ClassVar[int | None] = 2
+    states: ClassVar[tuple[str, ...]] = ()
+    model_params: ClassVar[dict[str, float]] = {}
+    instance_params: ClassVar[dict[str, float]] = {}
+    rejected_params: ClassVar[dict[str, str]] = {}
+    per_instance: ClassVar[bool] = False  # True: every element is its own group (B sources)
+
+    def evaluate(self, v: Tensor, s: Tensor, t: Tensor, p: dict[str, Tensor], ctx=None) -> DeviceEval:
+        """Return currents, charges and state residual terms for all instances.
+
+        ``ctx`` is whatever `prepare` returned for this group (None for most devices).
+        """
+        raise NotImplementedError
+
+    def prepare(self, elements: list, env: dict, tran: dict):
+        """Per-group static context built once per design batch (source waveforms, B expressions)."""
+        return None
+
+    def nodes_for(self, element) -> list[str]:
+        """The device terminals of an element (B sources add the nodes their expression reads)."""
+        return list(element.nodes)
+
+    def states_for(self, element) -> tuple[str, ...]:
+        """Names of the element's internal states."""
+        return self.states
+
+    def initial_states(self, p: dict[str, Tensor], v: Tensor) -> Tensor | None:
+        """Initial value of the internal states (held during the DC operating point), or None."""
+        return None
+
+    def state_scales(self, p: dict[str, Tensor]) -> Tensor | None:
+        """Typical magnitude of each internal state (for tolerances); None means 1."""
+        return None
+
+    def ngspice_lines(self, name: str, nodes: list[str], model: dict[str, float],
+                      inst: dict[str, float]) -> list[str]:
+        """Equivalent ngspice netlist lines for one instance (Python devices only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ngspice equivalent")
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        """Every accepted model or instance parameter name."""
+        return set(cls.model_params) | set(cls.instance_params)
+
+
+_BY_LETTER: dict[str, Device] = {}
+_BY_MODEL: dict[str, Device] = {}
+
+
+def register(cls: type[Device]) -> type[Device]:
+    """Class decorator: register a device family by its letter and/or model types."""
+    dev = cls()
+    if cls.model_types:
+        for m in cls.model_types:
+            _BY_MODEL[m.lower()] = dev
+    elif cls.letter:
+        _BY_LETTER[cls.letter.lower()] = dev
+    return cls
+
+
+def device_for_letter(letter: str) -> Device | None:
+    """The model-less device family for an element letter (R, C, L, V, I, E, G, B), or None."""
+    return _BY_LETTER.get(letter.lower())
+
+
+def device_for_model_type(model_type: str) -> Device | None:
+    """The device family implementing a `.model` type (``nmos``, ``d``, ``lk`` ...), or None."""
+    return _BY_MODEL.get(model_type.lower())
+
+
+def known_model_types() -> list[str]:
+    """All registered `.model` types."""
+    return sorted(_BY_MODEL)
+
+
+def two_terminal(x: Tensor) -> Tensor:
+    """Stack a branch quantity x (..., n) as (+x, -x) on a device's two terminals -> (..., n, 2)."""
+    return torch.stack((x, -x), dim=-1)

@@ -1,0 +1,144 @@
+"""Independent sources (V, I), linear controlled sources (E, G) and behavioural sources (B)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from circuits import waveforms
+from circuits.devices.base import Device, DeviceEval, register, two_terminal
+
+
+def _wave_context(elements, env, tran) -> list[tuple[str, list]]:
+    """Evaluate every instance's waveform arguments once per design batch."""
+    ctx = []
+    for el in elements:
+        w = el.waveform
+        args = [a.evaluate(env) for a in w.args] if w.kind != "dc" else [w.dc.evaluate(env)]
+        ctx.append((w.kind, args))
+    return ctx
+
+
+def _source_values(ctx, t: Tensor, tran: dict, like: Tensor) -> Tensor:
+    """Stack the waveform values of all instances at time t -> (..., n_inst) shaped like `like`."""
+    vals = [waveforms.evaluate(kind, args, t if isinstance(t, Tensor) else like.new_tensor(t),
+                               tstep=tran["tstep"], tstop=tran["tstop"]) for kind, args in ctx]
+    return torch.stack([torch.broadcast_to(x, like.shape[:-1]) for x in vals], dim=-1)
+
+
+@register
+class VoltageSource(Device):
+    """V n+ n- waveform: branch current i (into n+, as ngspice's i(v)) with v+ - v- = V(t)."""
+
+    letter = "v"
+    states = ("i",)
+
+    def prepare(self, elements, env, tran):
+        return _wave_context(elements, env, tran), tran
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        waves, tran = ctx
+        value = _source_values(waves, t, tran, v[..., 0])
+        return DeviceEval(i=two_terminal(s[..., 0]),
+                          fs=(v[..., 0] - v[..., 1] - value).unsqueeze(-1))
+
+    def state_scales(self, p):
+        return None
+
+
+@register
+class CurrentSource(Device):
+    """I n+ n- waveform: current I(t) flows from n+ through the source to n-."""
+
+    letter = "i"
+
+    def prepare(self, elements, env, tran):
+        return _wave_context(elements, env, tran), tran
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        waves, tran = ctx
+        return DeviceEval(i=two_terminal(_source_values(waves, t, tran, v[..., 0])))
+
+
+@register
+class VCVS(Device):
+    """E n+ n- nc+ nc- gain: v+ - v- = gain (vc+ - vc-), with a branch-current state."""
+
+    letter = "e"
+    terminals = 4
+    states = ("i",)
+    instance_params = {"value": 1.0}
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        i = s[..., 0]
+        zero = torch.zeros_like(i)
+        residual = v[..., 0] - v[..., 1] - p["value"] * (v[..., 2] - v[..., 3])
+        return DeviceEval(i=torch.stack((i, -i, zero, zero), -1), fs=residual.unsqueeze(-1))
+
+
+@register
+class VCCS(Device):
+    """G n+ n- nc+ nc- gm: current gm (vc+ - vc-) flows from n+ through the source to n-."""
+
+    letter = "g"
+    terminals = 4
+    instance_params = {"value": 1.0}
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        i = p["value"] * (v[..., 2] - v[..., 3])
+        zero = torch.zeros_like(i)
+        return DeviceEval(i=torch.stack((i, -i, zero, zero), -1))
+
+
+def control_nodes(element) -> list[str]:
+    """Nodes read by a B source's expression that are not already its terminals."""
+    extra: list[str] = []
+    for a, b in element.behavior[1].nodes:
+        for n in (a, b):
+            if n != "0" and n not in element.nodes and n not in extra:
+                extra.append(n)
+    return extra
+
+
+@register
+class Behavioral(Device):
+    """B n+ n- I=expr | V=expr: arbitrary differentiable expression of v(...), time and params.
+
+    Each B element forms its own group; its terminals are n+, n- and then every node the expression
+    reads (see `control_nodes`).
+    """
+
+    letter = "b"
+    terminals = None
+    per_instance = True
+
+    def prepare(self, elements, env, tran):
+        (el,) = elements
+        names = list(el.nodes) + control_nodes(el)
+        return el.behavior[0], el.behavior[1], {n: k for k, n in enumerate(names)}, env
+
+    def nodes_for(self, element) -> list[str]:
+        return list(element.nodes) + control_nodes(element)
+
+    def states_for(self, element) -> tuple[str, ...]:
+        return ("i",) if element.behavior[0] == "v" else ()
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        kind, expr, index, env = ctx
+        vi = v[..., 0, :]
+
+        def volt(a: str, b: str) -> Tensor:
+            va = vi[..., index[a]] if a != "0" else torch.zeros_like(vi[..., 0])
+            vb = vi[..., index[b]] if b != "0" else torch.zeros_like(vi[..., 0])
+            return va - vb
+
+        val = expr.evaluate(env, v=volt, time=t)
+        val = torch.broadcast_to(torch.as_tensor(val, dtype=v.dtype), vi.shape[:-1]).unsqueeze(-1)
+        n = v.shape[-1]
+        if kind == "i":
+            cur = torch.cat([val, -val, torch.zeros(*val.shape[:-1], n - 2, dtype=v.dtype)], -1)
+            return DeviceEval(i=cur.unsqueeze(-2))
+        i = s[..., 0]
+        cur = torch.cat([i.unsqueeze(-1), -i.unsqueeze(-1),
+                         torch.zeros(*i.shape, n - 2, dtype=v.dtype)], -1)
+        return DeviceEval(i=cur, fs=(v[..., 0] - v[..., 1] - val).unsqueeze(-1))

@@ -1,0 +1,497 @@
+"""Arithmetic expressions in netlist values, parsed once and evaluated with torch.
+
+`Expr` holds a small syntax tree.  Evaluation uses torch operations as soon as any operand is a
+tensor (so parameters may be batched tensors and gradients flow through them) and plain floats
+otherwise.  The grammar is the SPICE subset used by `.param`, `{...}` values and B sources:
+
+    numbers with SI suffixes (``10p``, ``1meg``, ``2.5ns``), parameter names, ``+ - * /``, unary
+    ``+ -``, power ``**`` / ``^`` (right associative), parentheses, the functions below, node
+    voltages ``v(a)`` / ``v(a,b)`` and the simulation time ``time``.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from circuits.errors import NetlistError
+
+__all__ = ["Expr", "Value", "parse_number"]
+
+Value = Union[Tensor, float]
+VoltageFn = Callable[[str, str], Tensor]
+
+_MAX_DEPTH = 400        # deepest syntax tree accepted (keeps every recursive walk far from the limit)
+_MAX_NESTING = 60       # deepest parenthesis / unary nesting accepted by the parser
+
+_SCALE = {"t": "1e12", "g": "1e9", "k": "1e3", "m": "1e-3", "u": "1e-6", "n": "1e-9", "p": "1e-12",
+          "f": "1e-15"}
+
+_NUMBER_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TOKEN_RE = re.compile(
+    r"(?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?P<unit>[A-Za-z]*)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)"
+    r"|(?P<op>\*\*|[-+*/^(),])"
+)
+_VREF_RE = re.compile(r"\s*\(([^()]*)\)")
+
+
+def _unit_scale(unit: str) -> str:
+    """Decimal scale factor of a SPICE suffix such as ``meg``, ``p``, ``pF``, ``ns`` (unknown: 1)."""
+    unit = unit.lower()
+    if unit.startswith("meg"):
+        return "1e6"
+    if unit.startswith("mil"):
+        return "25.4e-6"
+    return _SCALE.get(unit[:1], "1")
+
+
+def parse_number(text: str) -> float | None:
+    """Value of a SPICE number with optional suffix/units (``10pF`` -> 1e-11), or None."""
+    m = re.fullmatch(r"(" + _NUMBER_RE.pattern + r")([A-Za-z]*)", text.strip())
+    return None if m is None else _number(m.group(1), m.group(2))
+
+
+def _number(digits: str, unit: str) -> float:
+    """Correctly rounded value of ``digits`` scaled by the suffix ``unit``."""
+    try:
+        return float(Decimal(digits) * Decimal(_unit_scale(unit)))
+    except ArithmeticError:  # exponent beyond Decimal's range: plain float arithmetic is fine there
+        return float(digits) * float(_unit_scale(unit))
+
+
+# ----------------------------------------------------------------------------------------------
+# numeric helpers: torch when any operand is a tensor, IEEE floats (via numpy, no exceptions) else
+
+
+def _apply(np_fn: Callable, torch_fn: Callable, *args: Value) -> Value:
+    """Apply a numpy/torch function pair to the arguments, choosing torch if any is a tensor."""
+    ref = next((a for a in args if isinstance(a, Tensor)), None)
+    if ref is not None:
+        dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+        return torch_fn(*(a if isinstance(a, Tensor) else torch.as_tensor(a, dtype=dtype, device=ref.device)
+                          for a in args))
+    with np.errstate(all="ignore"):
+        return float(np_fn(*(np.float64(a) for a in args)))
+
+
+_BINARY = {
+    "+": (np.add, torch.add),
+    "-": (np.subtract, torch.sub),
+    "*": (np.multiply, torch.mul),
+    "/": (np.divide, torch.div),
+    "^": (np.power, torch.pow),
+}
+
+# name -> (arity, numpy function, torch function)
+_FUNCTIONS: dict[str, tuple[int, Callable, Callable]] = {
+    "sqrt": (1, np.sqrt, torch.sqrt),
+    "exp": (1, np.exp, torch.exp),
+    "log": (1, np.log, torch.log),
+    "ln": (1, np.log, torch.log),
+    "abs": (1, np.abs, torch.abs),
+    "tanh": (1, np.tanh, torch.tanh),
+    "sin": (1, np.sin, torch.sin),
+    "cos": (1, np.cos, torch.cos),
+    "min": (2, np.minimum, torch.minimum),
+    "max": (2, np.maximum, torch.maximum),
+    "pow": (2, np.power, torch.pow),
+}
+
+
+def _fmt(x: float) -> str:
+    """A float as full-precision SPICE text; negative values are parenthesised."""
+    s = repr(float(x))
+    return f"({s})" if s.startswith("-") else s
+
+
+# ----------------------------------------------------------------------------------------------
+# syntax tree
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """Everything a node needs while being evaluated."""
+
+    env: Mapping[str, Value]
+    v: VoltageFn | None
+    time: Value | None
+
+
+@dataclass(frozen=True)
+class _Node:
+    depth: int = field(default=1, compare=False, kw_only=True)
+
+    def ev(self, ctx: _Ctx) -> Value:
+        raise NotImplementedError
+
+    def ren(self, names: Mapping[str, str], nodes: Mapping[str, str]) -> _Node:
+        return self
+
+    def txt(self, params: Mapping[str, Value] | None, node_name: Callable[[str], str]) -> str:
+        raise NotImplementedError
+
+    def children(self) -> tuple[_Node, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class _Num(_Node):
+    value: float
+
+    def ev(self, ctx: _Ctx) -> Value:
+        return self.value
+
+    def txt(self, params, node_name) -> str:
+        return _fmt(self.value)
+
+
+@dataclass(frozen=True)
+class _Name(_Node):
+    name: str
+
+    def ev(self, ctx: _Ctx) -> Value:
+        x = ctx.env[self.name]
+        return x if isinstance(x, Tensor) else float(x)
+
+    def ren(self, names, nodes) -> _Node:
+        return _Name(names.get(self.name, self.name))
+
+    def txt(self, params, node_name) -> str:
+        return self.name if params is None else _fmt(float(params[self.name]))
+
+
+@dataclass(frozen=True)
+class _Time(_Node):
+    def ev(self, ctx: _Ctx) -> Value:
+        if ctx.time is None:
+            raise ValueError("expression uses 'time' but no time was given")
+        return ctx.time
+
+    def txt(self, params, node_name) -> str:
+        return "time"
+
+
+@dataclass(frozen=True)
+class _Volt(_Node):
+    a: str
+    b: str
+
+    def ev(self, ctx: _Ctx) -> Value:
+        if ctx.v is None:
+            raise ValueError("expression uses node voltages but no voltage function was given")
+        return ctx.v(self.a, self.b)
+
+    def ren(self, names, nodes) -> _Node:
+        return _Volt(nodes.get(self.a, self.a), nodes.get(self.b, self.b))
+
+    def txt(self, params, node_name) -> str:
+        a = node_name(self.a)
+        return f"v({a})" if self.b == "0" else f"v({a},{node_name(self.b)})"
+
+
+@dataclass(frozen=True)
+class _Neg(_Node):
+    x: _Node
+
+    def ev(self, ctx: _Ctx) -> Value:
+        x = self.x.ev(ctx)
+        return -x if isinstance(x, Tensor) else -float(x)
+
+    def ren(self, names, nodes) -> _Node:
+        return _Neg(self.x.ren(names, nodes), depth=self.depth)
+
+    def txt(self, params, node_name) -> str:
+        return f"(-{self.x.txt(params, node_name)})"
+
+    def children(self) -> tuple[_Node, ...]:
+        return (self.x,)
+
+
+@dataclass(frozen=True)
+class _Bin(_Node):
+    op: str
+    a: _Node
+    b: _Node
+
+    def ev(self, ctx: _Ctx) -> Value:
+        np_fn, torch_fn = _BINARY[self.op]
+        return _apply(np_fn, torch_fn, self.a.ev(ctx), self.b.ev(ctx))
+
+    def ren(self, names, nodes) -> _Node:
+        return _Bin(self.op, self.a.ren(names, nodes), self.b.ren(names, nodes), depth=self.depth)
+
+    def txt(self, params, node_name) -> str:
+        a, b = self.a.txt(params, node_name), self.b.txt(params, node_name)
+        return f"pow({a},{b})" if self.op == "^" else f"({a}{self.op}{b})"
+
+    def children(self) -> tuple[_Node, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class _Call(_Node):
+    fn: str
+    args: tuple[_Node, ...]
+
+    def ev(self, ctx: _Ctx) -> Value:
+        _, np_fn, torch_fn = _FUNCTIONS[self.fn]
+        return _apply(np_fn, torch_fn, *(a.ev(ctx) for a in self.args))
+
+    def ren(self, names, nodes) -> _Node:
+        return _Call(self.fn, tuple(a.ren(names, nodes) for a in self.args), depth=self.depth)
+
+    def txt(self, params, node_name) -> str:
+        fn = "ln" if self.fn == "log" else self.fn
+        return f"{fn}({','.join(a.txt(params, node_name) for a in self.args)})"
+
+    def children(self) -> tuple[_Node, ...]:
+        return self.args
+
+
+# ----------------------------------------------------------------------------------------------
+# tokenizer and recursive-descent parser
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str          # "num", "name", "op", "vref", "end"
+    text: str
+    pos: int
+    value: float = 0.0
+    nodes: tuple[str, str] = ("", "")
+
+
+class _Parser:
+    """Recursive-descent parser producing a `_Node` tree; errors are `NetlistError`s."""
+
+    def __init__(self, text: str, file: str, line: int):
+        self.text, self.file, self.line = text, file, line
+        self.nesting = 0
+        self.toks = self._tokenize()
+        self.i = 0
+
+    def fail(self, reason: str) -> NetlistError:
+        shown = " ".join(self.text.split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return NetlistError(f"bad expression '{shown}': {reason}", self.file, self.line)
+
+    def _tokenize(self) -> list[_Tok]:
+        text, toks, pos = self.text, [], 0
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                toks.append(_Tok("end", "", pos))
+                return toks
+            m = _TOKEN_RE.match(text, pos)
+            if m is None:
+                raise self.fail(f"unexpected character '{text[pos]}'")
+            if m.group("num") is not None:
+                value = _number(m.group("num"), m.group("unit"))
+                toks.append(_Tok("num", m.group(0), pos, value=value))
+            elif m.group("name") is not None and m.group("name").lower() == "v" and _VREF_RE.match(text, m.end()):
+                ref = _VREF_RE.match(text, m.end())
+                toks.append(_Tok("vref", text[pos:ref.end()], pos, nodes=self._vref_nodes(ref.group(1))))
+                pos = ref.end()
+                continue
+            elif m.group("name") is not None:
+                toks.append(_Tok("name", m.group(0).lower(), pos))
+            else:
+                toks.append(_Tok("op", m.group(0), pos))
+            pos = m.end()
+
+    def _vref_nodes(self, inner: str) -> tuple[str, str]:
+        parts = [p.strip().lower() for p in inner.split(",")]
+        if not 1 <= len(parts) <= 2 or any(not p or any(c.isspace() for c in p) for p in parts):
+            raise self.fail(f"bad node voltage reference 'v({inner})'")
+        return (parts[0], parts[1] if len(parts) == 2 else "0")
+
+    # -- token helpers
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
+
+    def take(self) -> _Tok:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def accept(self, *ops: str) -> str | None:
+        tok = self.peek()
+        if tok.kind == "op" and tok.text in ops:
+            self.i += 1
+            return tok.text
+        return None
+
+    def expect(self, op: str) -> None:
+        if self.accept(op) is None:
+            raise self.fail(f"expected '{op}' but found {self.describe(self.peek())}")
+
+    @staticmethod
+    def describe(tok: _Tok) -> str:
+        return "end of expression" if tok.kind == "end" else f"'{tok.text}'"
+
+    def build(self, node: _Node, *kids: _Node) -> _Node:
+        depth = 1 + max((k.depth for k in kids), default=0)
+        if depth > _MAX_DEPTH:
+            raise self.fail("expression is too deeply nested")
+        object.__setattr__(node, "depth", depth)
+        return node
+
+    def nest(self) -> None:
+        self.nesting += 1
+        if self.nesting > _MAX_NESTING:
+            raise self.fail("expression is too deeply nested")
+
+    # -- grammar
+    def parse(self) -> _Node:
+        if self.peek().kind == "end":
+            raise self.fail("empty expression")
+        node = self.additive()
+        if self.peek().kind != "end":
+            raise self.fail(f"unexpected {self.describe(self.peek())}")
+        return node
+
+    def additive(self) -> _Node:
+        node = self.multiplicative()
+        while (op := self.accept("+", "-")) is not None:
+            rhs = self.multiplicative()
+            node = self.build(_Bin(op, node, rhs), node, rhs)
+        return node
+
+    def multiplicative(self) -> _Node:
+        node = self.unary()
+        while (op := self.accept("*", "/")) is not None:
+            rhs = self.unary()
+            node = self.build(_Bin(op, node, rhs), node, rhs)
+        return node
+
+    def unary(self) -> _Node:
+        op = self.accept("+", "-")
+        if op is None:
+            return self.power()
+        self.nest()
+        x = self.unary()
+        self.nesting -= 1
+        return x if op == "+" else self.build(_Neg(x), x)
+
+    def power(self) -> _Node:
+        base = self.atom()
+        if self.accept("**", "^") is None:
+            return base
+        self.nest()
+        exponent = self.unary()
+        self.nesting -= 1
+        return self.build(_Bin("^", base, exponent), base, exponent)
+
+    def atom(self) -> _Node:
+        tok = self.take()
+        if tok.kind == "num":
+            return _Num(tok.value)
+        if tok.kind == "vref":
+            return _Volt(*tok.nodes)
+        if tok.kind == "name":
+            return self.name_or_call(tok)
+        if tok.kind == "op" and tok.text == "(":
+            self.nest()
+            node = self.additive()
+            self.expect(")")
+            self.nesting -= 1
+            return node
+        raise self.fail(f"unexpected {self.describe(tok)}")
+
+    def name_or_call(self, tok: _Tok) -> _Node:
+        if self.accept("(") is None:
+            return _Time() if tok.text == "time" else _Name(tok.text)
+        if tok.text not in _FUNCTIONS:
+            raise self.fail(f"unknown function '{tok.text}'")
+        self.nest()
+        args = [self.additive()]
+        while self.accept(","):
+            args.append(self.additive())
+        self.expect(")")
+        self.nesting -= 1
+        arity = _FUNCTIONS[tok.text][0]
+        if len(args) != arity:
+            raise self.fail(f"{tok.text}() takes {arity} argument{'s' if arity > 1 else ''}, got {len(args)}")
+        return self.build(_Call(tok.text, tuple(args)), *args)
+
+
+def _walk(root: _Node) -> list[_Node]:
+    """All nodes of a tree in pre-order (iterative)."""
+    out, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(reversed(node.children()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class Expr:
+    """A parsed arithmetic expression; see the module docstring for the grammar."""
+
+    __slots__ = ("text", "_root", "names", "nodes", "uses_time")
+
+    def __init__(self, root: _Node, text: str):
+        self.text = text
+        self._root = root
+        nodes = _walk(root)
+        self.names: frozenset[str] = frozenset(n.name for n in nodes if isinstance(n, _Name))
+        self.nodes: tuple[tuple[str, str], ...] = tuple(
+            dict.fromkeys((n.a, n.b) for n in nodes if isinstance(n, _Volt)))
+        self.uses_time: bool = any(isinstance(n, _Time) for n in nodes)
+
+    @classmethod
+    def parse(cls, text: str, file: str = "<string>", line: int = 0) -> Expr:
+        """Parse ``text``; raises `NetlistError` (at ``file:line``) on bad syntax."""
+        return cls(_Parser(text, file, line).parse(), text.strip())
+
+    @classmethod
+    def const(cls, x: float) -> Expr:
+        """A constant expression."""
+        return cls(_Num(float(x)), repr(float(x)))
+
+    @property
+    def is_constant(self) -> bool:
+        """True if the expression uses no parameters, node voltages or time."""
+        return not (self.names or self.nodes or self.uses_time)
+
+    def value(self) -> float:
+        """The value of a constant expression."""
+        if not self.is_constant:
+            raise ValueError(f"expression '{self.text}' is not constant")
+        return float(self._root.ev(_Ctx({}, None, None)))
+
+    def evaluate(self, env: Mapping[str, Value], v: VoltageFn | None = None,
+                 time: Value | None = None) -> Value:
+        """Evaluate with parameter values ``env``, node-voltage function ``v(a, b)`` and ``time``."""
+        return self._root.ev(_Ctx(env, v, time))
+
+    def rename(self, names: Mapping[str, str] = {}, nodes: Mapping[str, str] = {}) -> Expr:
+        """A copy with parameter names and v() node names substituted."""
+        root = self._root.ren(names, nodes)
+        return self if root == self._root else Expr(root, root.txt(None, str))
+
+    def to_text(self, params: Mapping[str, Value] | None = None,
+                node_name: Callable[[str], str] | None = None) -> str:
+        """Render in ngspice B-source syntax, parameters replaced by their values (if given)."""
+        return self._root.txt(params, node_name or str)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Expr) and self._root == other._root
+
+    def __hash__(self) -> int:
+        return hash(self._root)
+
+    def __repr__(self) -> str:
+        return f"Expr({self.text!r})"

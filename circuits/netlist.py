@@ -1,0 +1,943 @@
+"""SPICE-subset netlist: plain data types and the parser that produces them.
+
+The parser flattens `.subckt` hierarchies: every element in `Netlist.elements` is a leaf element with
+hierarchical names (``x1.mp``) and node names (``x1.mid``; ground is always ``"0"``).  All numbers are
+kept as `Expr` objects so that later stages can evaluate them with batched torch tensors of design
+parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from circuits.errors import NetlistError
+from circuits.expr import Expr, Value
+
+__all__ = [
+    "NetlistError",
+    "SourceLoc",
+    "Waveform",
+    "Element",
+    "Model",
+    "Tran",
+    "Netlist",
+    "parse_netlist",
+    "parse_file",
+]
+
+
+@dataclass(frozen=True)
+class SourceLoc:
+    """Where a netlist item was written: file name (or ``<string>``) and 1-based line number."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class Waveform:
+    """An independent-source value: kind is ``dc``, ``pulse``, ``sin`` or ``pwl``.
+
+    ``args`` are the positional arguments exactly as written in SPICE order (PWL: t1 v1 t2 v2 ...);
+    ``dc`` is the DC value if one was given (``DC 1.8`` or a bare value), else None.
+    """
+
+    kind: str
+    args: list[Expr] = field(default_factory=list)
+    dc: Expr | None = None
+
+
+@dataclass
+class Element:
+    """One flattened circuit element.
+
+    kind: lower-case SPICE letter (``r c l v i e g b d m n``).
+    name: lower-case hierarchical instance name, e.g. ``r1`` or ``x2.mn``.
+    nodes: lower-case hierarchical node names in SPICE order; ground is ``"0"`` (``gnd`` maps to it).
+    value: R/C/L resistance/capacitance/inductance, E/G gain; None otherwise.
+    waveform: V/I sources only.
+    model: lower-case model name for D, M, N.
+    params: instance parameters (``w``, ``l``, ``tfe``, ``ic`` ...), lower-case keys.
+    behavior: B sources only: ``("i", expr)`` or ``("v", expr)``; the expr may call ``v(a)``,
+        ``v(a,b)`` with hierarchical node names, and use ``time``.
+    """
+
+    kind: str
+    name: str
+    nodes: list[str]
+    loc: SourceLoc
+    value: Expr | None = None
+    waveform: Waveform | None = None
+    model: str | None = None
+    params: dict[str, Expr] = field(default_factory=dict)
+    behavior: tuple[str, Expr] | None = None
+
+
+@dataclass
+class Model:
+    """A ``.model name type k=v ...`` card; ``type`` is lower-case (``nmos``, ``pmos``, ``d``, ``lk`` ...)."""
+
+    name: str
+    type: str
+    params: dict[str, Expr]
+    loc: SourceLoc
+
+
+@dataclass
+class Tran:
+    """A ``.tran tstep tstop [tstart [tmax]] [uic]`` card."""
+
+    tstep: float
+    tstop: float
+    tstart: float = 0.0
+    tmax: float | None = None
+    uic: bool = False
+
+
+@dataclass
+class Netlist:
+    """A parsed, flattened netlist.
+
+    params: every parameter in evaluation order (a parameter only refers to earlier ones): global
+        ``.param`` lines first, then scoped subcircuit-instance parameters under mangled names
+        (the parser rewrites expressions inside a subcircuit to refer to those names).
+    ic: ``.ic v(node)=value`` entries, hierarchical node name -> Expr.
+    """
+
+    title: str
+    elements: list[Element]
+    models: dict[str, Model]
+    params: dict[str, Expr]
+    ic: dict[str, Expr]
+    tran: Tran | None
+    file: str
+
+    def element(self, name: str) -> Element:
+        """Return the element called ``name`` (case-insensitive)."""
+        for e in self.elements:
+            if e.name == name.lower():
+                return e
+        raise KeyError(name)
+
+    def resolve_params(self, overrides: Mapping[str, Value] | None = None) -> dict[str, Value]:
+        """Evaluate every parameter in order; ``overrides`` replace global parameters' expressions."""
+        overrides = dict(overrides or {})
+        for name in overrides:
+            if name not in self.params or "." in name:
+                raise KeyError(name)
+        env: dict[str, Value] = {}
+        for name, expr in self.params.items():
+            env[name] = overrides[name] if name in overrides else expr.evaluate(env)
+        return env
+
+    def nodes(self) -> list[str]:
+        """All non-ground node names in first-appearance order."""
+        seen: dict[str, None] = {}
+        for e in self.elements:
+            for n in e.nodes:
+                if n != "0":
+                    seen.setdefault(n, None)
+        return list(seen)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading: comments, continuation lines, lower-casing, .include, .end
+
+_MAX_INCLUDE_DEPTH = 32
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+_BAD_NAME_CHARS = set("=(){}',;\"")
+_IGNORED_CARDS = {".options", ".option", ".opt", ".temp"}
+_SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "pwl": (2, None)}
+_SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
+_RLC_PARAMS = {"r": set(), "c": {"ic"}, "l": {"ic"}}
+
+
+@dataclass
+class _Line:
+    """One logical netlist line (continuations joined) and where it starts."""
+
+    text: str
+    loc: SourceLoc
+
+
+def _strip_comment(line: str) -> str:
+    """Remove ``;`` and ``$ `` inline comments."""
+    line = line.split(";", 1)[0]
+    m = re.search(r"(?:^|\s)\$(?:\s|$)", line)
+    return line[: m.start()] if m else line
+
+
+def _logical_lines(text: str, file: str, first: int) -> list[_Line]:
+    """Join ``+`` continuations and drop comments/blank lines, starting at 1-based line ``first``."""
+    out: list[_Line] = []
+    for no, raw in enumerate(text.split("\n")[first - 1:], first):
+        line = _strip_comment(raw.rstrip("\r")).strip()
+        if not line or line.startswith("*"):
+            continue
+        if line.startswith("+"):
+            if not out:
+                raise NetlistError("continuation line '+' has no line to continue", file, no)
+            out[-1].text += " " + line[1:]
+        else:
+            out.append(_Line(line, SourceLoc(file, no)))
+    return out
+
+
+class _Reader:
+    """Expands `.include` recursively, lower-cases cards and stops at `.end`."""
+
+    def __init__(self) -> None:
+        self.stack: list[Path] = []
+
+    def read(self, text: str, file: str, base_dir: Path, first: int) -> list[_Line]:
+        """Logical lines of ``text`` with includes expanded."""
+        out: list[_Line] = []
+        for line in _logical_lines(text, file, first):
+            card = line.text.split(None, 1)[0].lower()
+            if card in (".include", ".inc"):
+                out.extend(self.include(line, base_dir))
+            elif card == ".end":
+                break
+            else:
+                out.append(_Line(line.text.lower(), line.loc))
+        return out
+
+    def include(self, line: _Line, base_dir: Path) -> list[_Line]:
+        """Lines of the file named by an `.include` card."""
+        parts = line.text.split(None, 1)
+        name = parts[1].strip().strip("\"'").strip() if len(parts) > 1 else ""
+        if not name:
+            raise NetlistError(".include needs a file name", line.loc.file, line.loc.line)
+        path = base_dir / name
+        try:
+            resolved = path.resolve()
+            if resolved in self.stack or len(self.stack) > _MAX_INCLUDE_DEPTH:
+                chain = " -> ".join(p.name for p in [*self.stack, resolved])
+                raise NetlistError(f"include cycle: {chain}", line.loc.file, line.loc.line)
+            text = path.read_text()
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a readable text file"
+            raise NetlistError(f"cannot read include file '{name}': {reason}",
+                               line.loc.file, line.loc.line) from None
+        self.stack.append(resolved)
+        try:
+            return self.read(text, str(path), path.parent, first=1)
+        finally:
+            self.stack.pop()
+
+
+# ----------------------------------------------------------------------------------------------
+# tokens
+
+
+def _tokenize(text: str, loc: SourceLoc) -> list[str]:
+    """Split a card into words; ``{..}``, ``'..'`` and parenthesised groups stay inside their word.
+
+    ``=`` is a token of its own; whitespace and commas outside groups separate words.
+    """
+    tokens: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace() or c == ",":
+            i += 1
+        elif c == "=":
+            tokens.append("=")
+            i += 1
+        else:
+            j = _word_end(text, i, loc)
+            tokens.append(text[i:j])
+            i = j
+    return tokens
+
+
+def _word_end(text: str, i: int, loc: SourceLoc) -> int:
+    """Index just past the word starting at ``i``."""
+    depth, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "{":
+            i = _group_end(text, i, "{", "}", loc)
+            continue
+        if c == "'":
+            i = _group_end(text, i, "'", "'", loc)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            if depth == 0:
+                raise NetlistError("unbalanced ')'", loc.file, loc.line)
+            depth -= 1
+        elif depth == 0 and (c.isspace() or c in "=,"):
+            break
+        i += 1
+    if depth:
+        raise NetlistError("unbalanced '('", loc.file, loc.line)
+    return i
+
+
+def _group_end(text: str, i: int, open_: str, close: str, loc: SourceLoc) -> int:
+    """Index just past the ``{...}`` (nested) or ``'...'`` group starting at ``i``."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == close and (depth == 1 or open_ == close) and j > i:
+            return j + 1
+        if text[j] == open_:
+            depth += 1
+        elif text[j] == close:
+            depth -= 1
+    raise NetlistError(f"unterminated '{open_}'", loc.file, loc.line)
+
+
+def _paren_end(text: str, i: int, loc: SourceLoc) -> int:
+    """Index just past the ``)`` matching the ``(`` at ``i`` (groups skipped)."""
+    depth = 0
+    while i < len(text):
+        c = text[i]
+        if c in "{'":
+            i = _group_end(text, i, c, "}" if c == "{" else "'", loc)
+            continue
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        i += 1
+        if depth == 0:
+            return i
+    raise _err(loc, "unbalanced '('")
+
+
+def _split_call(word: str, loc: SourceLoc) -> tuple[str, list[str]] | None:
+    """``head(a b c)`` -> (head, tokens of the group) if the whole word is one call, else None."""
+    p = word.find("(")
+    if p < 0 or not word.endswith(")") or _paren_end(word, p, loc) != len(word):
+        return None
+    head = word[:p].strip()
+    if "{" in head or "'" in head:
+        return None
+    return head, _tokenize(word[p + 1:-1], loc)
+
+
+def _err(loc: SourceLoc, message: str) -> NetlistError:
+    """A `NetlistError` at ``loc``."""
+    return NetlistError(message, loc.file, loc.line)
+
+
+def _expr(token: str, loc: SourceLoc) -> Expr:
+    """A value token (number, ``{expr}``, ``'expr'`` or bare expression) as an `Expr`."""
+    if token == "=":
+        raise _err(loc, "missing value before '='")
+    if len(token) >= 2 and ((token[0], token[-1]) in (("{", "}"), ("'", "'"))):
+        token = token[1:-1]
+    return Expr.parse(token, loc.file, loc.line)
+
+
+def _check_name(word: str, what: str, loc: SourceLoc) -> str:
+    """Validate a parameter/subcircuit name."""
+    if not _NAME_RE.fullmatch(word):
+        raise _err(loc, f"bad {what} name '{word}'")
+    return word
+
+
+def _node(word: str, loc: SourceLoc) -> str:
+    """Validate a node name; ``gnd`` becomes ``0``."""
+    if _BAD_NAME_CHARS & set(word):
+        raise _err(loc, f"bad node name '{word}'")
+    return "0" if word == "gnd" else word
+
+
+def _split_args(tokens: list[str], loc: SourceLoc) -> tuple[list[str], dict[str, Expr]]:
+    """Positional words followed by ``key=value`` pairs."""
+    pos: list[str] = []
+    kv: dict[str, Expr] = {}
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t == "=":
+            raise _err(loc, "unexpected '='")
+        if i + 1 < len(tokens) and tokens[i + 1] == "=":
+            if i + 2 >= len(tokens) or tokens[i + 2] == "=":
+                raise _err(loc, f"missing value for '{t}'")
+            key = _check_name(t, "parameter", loc)
+            if key in kv:
+                raise _err(loc, f"duplicate parameter '{key}'")
+            kv[key] = _expr(tokens[i + 2], loc)
+            i += 3
+            continue
+        if kv:
+            raise _err(loc, f"unexpected '{t}' after parameters")
+        pos.append(t)
+        i += 1
+    return pos, kv
+
+
+def _check_keys(kv: dict[str, Expr], allowed: set[str] | dict, what: str, loc: SourceLoc) -> None:
+    """Reject parameter names that ``what`` does not accept."""
+    for k in kv:
+        if k not in allowed:
+            raise _err(loc, f"unknown parameter '{k}' for {what}")
+
+
+# ----------------------------------------------------------------------------------------------
+# element cards (local, unflattened names)
+
+
+@dataclass
+class _Instance:
+    """An ``X`` card before flattening."""
+
+    name: str
+    nodes: list[str]
+    subckt: str
+    overrides: dict[str, Expr]
+    loc: SourceLoc
+
+
+def _two_terminal_value(name: str, args: list[str], loc: SourceLoc, n_nodes: int) -> tuple[list[str], Expr]:
+    """Nodes and value of ``name n1 .. nk value`` (no extra fields)."""
+    if len(args) < n_nodes:
+        raise _err(loc, f"{name}: expected {n_nodes} nodes and a value")
+    if len(args) == n_nodes:
+        raise _err(loc, f"{name}: missing value")
+    if len(args) > n_nodes + 1:
+        raise _err(loc, f"{name}: unexpected '{args[n_nodes + 1]}'")
+    return [_node(a, loc) for a in args[:n_nodes]], _expr(args[n_nodes], loc)
+
+
+def _rlc(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """R, C, L: ``name n1 n2 value [ic=v]``."""
+    pos, kv = _split_args(toks, loc)
+    nodes, value = _two_terminal_value(name, pos, loc, 2)
+    _check_keys(kv, _RLC_PARAMS[name[0]], name, loc)
+    return Element(name[0], name, nodes, loc, value=value, params=kv)
+
+
+def _controlled(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """E, G: ``name n+ n- nc+ nc- gain``."""
+    pos, kv = _split_args(toks, loc)
+    nodes, value = _two_terminal_value(name, pos, loc, 4)
+    _check_keys(kv, set(), name, loc)
+    return Element(name[0], name, nodes, loc, value=value)
+
+
+def _waveform_args(kind: str, words: list[str], loc: SourceLoc) -> list[Expr]:
+    """Check the arity of a PULSE/SIN/PWL argument list and parse it."""
+    lo, hi = _SOURCE_KINDS[kind]
+    args = [_expr(w, loc) for w in words]
+    if len(args) < lo or (hi is not None and len(args) > hi) or (kind == "pwl" and len(args) % 2):
+        need = "an even number (>= 2) of" if kind == "pwl" else f"{lo} to {hi}"
+        raise _err(loc, f"{kind.upper()} needs {need} values, got {len(args)}")
+    if kind == "pwl":
+        times = [a.value() if a.is_constant else None for a in args[::2]]
+        for t0, t1 in zip(times, times[1:]):
+            if t0 is not None and t1 is not None and t1 < t0:
+                raise _err(loc, "PWL times must be non-decreasing")
+    return args
+
+
+def _source(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """V, I: ``name n+ n- [DC] v | [DC v] PULSE(..) | SIN(..) | PWL(..) [AC mag [phase]]``."""
+    if len(toks) < 2:
+        raise _err(loc, f"{name}: expected 2 nodes and a value")
+    nodes = [_node(t, loc) for t in toks[:2]]
+    rest, dc, wave, i = toks[2:], None, None, 0
+    while i < len(rest):
+        word, call = rest[i], _split_call(rest[i], loc)
+        if word == "dc" or (call is None and word not in _SOURCE_KEYWORDS and dc is None and wave is None):
+            i += word == "dc"
+            if dc is not None or i >= len(rest) or rest[i] in _SOURCE_KEYWORDS:
+                raise _err(loc, f"{name}: missing or repeated DC value")
+            dc, i = _expr(rest[i], loc), i + 1
+        elif word == "ac":
+            i = _skip_ac(name, rest, i + 1, loc)
+        elif wave is None and (word in _SOURCE_KINDS or (call and call[0] in _SOURCE_KINDS)):
+            wave, i = _waveform(word, call, rest, i, loc)
+        else:
+            raise _err(loc, f"{name}: unexpected '{word}'")
+    if wave is None:
+        if dc is None:
+            raise _err(loc, f"{name}: missing value")
+        wave = Waveform("dc", [dc], dc)
+    wave.dc = dc
+    return Element(name[0], name, nodes, loc, waveform=wave)
+
+
+def _skip_ac(name: str, rest: list[str], i: int, loc: SourceLoc) -> int:
+    """Skip the magnitude (and optional phase) after ``AC``; they are ignored."""
+    if i >= len(rest) or rest[i] in _SOURCE_KEYWORDS or _split_call(rest[i], loc):
+        raise _err(loc, f"{name}: AC needs a magnitude")
+    _expr(rest[i], loc)
+    i += 1
+    if i < len(rest) and rest[i] not in _SOURCE_KEYWORDS and not _split_call(rest[i], loc):
+        _expr(rest[i], loc)
+        i += 1
+    return i
+
+
+def _waveform(word: str, call: tuple[str, list[str]] | None, rest: list[str], i: int,
+              loc: SourceLoc) -> tuple[Waveform, int]:
+    """Parse ``KIND(args)``, ``KIND (args)`` or ``KIND a b c`` starting at ``rest[i]``."""
+    if call is not None:
+        kind, words, i = call[0], call[1], i + 1
+    else:
+        kind, i = word, i + 1
+        group = _split_call(rest[i], loc) if i < len(rest) else None
+        if group is not None and group[0] == "":
+            words, i = group[1], i + 1
+        else:
+            j = i
+            while j < len(rest) and rest[j] not in _SOURCE_KEYWORDS:
+                j += 1
+            words, i = rest[i:j], j
+    return Waveform(kind, _waveform_args(kind, words, loc)), i
+
+
+def _behavioral(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """B: ``name n+ n- I=expr`` or ``V=expr``."""
+    if len(toks) < 5 or toks[2] not in ("i", "v") or toks[3] != "=":
+        raise _err(loc, f"{name}: expected 'n+ n- I=expr' or 'n+ n- V=expr'")
+    text = toks[4] if len(toks) == 5 else " ".join(toks[4:])
+    expr = _expr(text, loc) if "=" not in toks[4:] else None
+    if expr is None:
+        raise _err(loc, f"{name}: unexpected '=' in expression")
+    return Element("b", name, [_node(t, loc) for t in toks[:2]], loc, behavior=(toks[2], expr))
+
+
+def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """D, M, N: ``name nodes... model [area] [k=v ...]`` (node counts checked here and later)."""
+    pos, kv = _split_args(toks, loc)
+    kind = name[0]
+    if kind == "d" and len(pos) == 4:
+        if "area" in kv:
+            raise _err(loc, f"{name}: area given twice")
+        kv = {"area": _expr(pos.pop(), loc), **kv}
+    need = {"d": 2, "m": 4}.get(kind)
+    if len(pos) < 2 or (need is not None and len(pos) != need + 1):
+        count = f"{need} nodes" if need else "nodes"
+        raise _err(loc, f"{name}: expected {count} and a model name")
+    model = pos[-1]
+    if _BAD_NAME_CHARS & set(model):
+        raise _err(loc, f"{name}: bad model name '{model}'")
+    return Element(kind, name, [_node(t, loc) for t in pos[:-1]], loc, model=model, params=kv)
+
+
+def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
+    """X: ``name nodes... subckt [params:] k=v ...``."""
+    toks = [t.removeprefix("params:") for t in toks if t != "params:"]
+    pos, kv = _split_args(toks, loc)
+    if not pos:
+        raise _err(loc, f"{name}: missing subcircuit name")
+    return _Instance(name, [_node(t, loc) for t in pos[:-1]], pos[-1], kv, loc)
+
+
+_ELEMENT_PARSERS = {
+    "r": _rlc, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
+    "b": _behavioral, "d": _modeled, "m": _modeled, "n": _modeled, "x": _instance,
+}
+
+
+def _element(toks: list[str], loc: SourceLoc) -> Element | _Instance:
+    """Parse one element card."""
+    name = toks[0]
+    parser = _ELEMENT_PARSERS.get(name[0])
+    if parser is None:
+        raise _err(loc, f"unknown element type '{name[0]}' ({name})")
+    if _BAD_NAME_CHARS & set(name):
+        raise _err(loc, f"bad element name '{name}'")
+    return parser(name, toks[1:], loc)
+
+
+# ----------------------------------------------------------------------------------------------
+# control cards and subcircuit structure
+
+
+@dataclass
+class _Block:
+    """The body of the top level or of one `.subckt` definition."""
+
+    parent: _Block | None
+    params: list[tuple[str, Expr, SourceLoc]] = field(default_factory=list)
+    cards: list[Element | _Instance] = field(default_factory=list)
+    subckts: dict[str, _Subckt] = field(default_factory=dict)
+
+    def lookup(self, name: str) -> _Subckt | None:
+        """The subcircuit definition visible from this block (innermost first)."""
+        block: _Block | None = self
+        while block is not None:
+            if name in block.subckts:
+                return block.subckts[name]
+            block = block.parent
+        return None
+
+
+@dataclass
+class _Subckt:
+    """A `.subckt` definition."""
+
+    name: str
+    ports: list[str]
+    defaults: dict[str, Expr]
+    block: _Block
+    loc: SourceLoc
+
+
+def _device(model_type: str):
+    """The registered device family for a model type, or None."""
+    import circuits.devices  # noqa: F401  (fills the registry)
+    from circuits.devices.base import device_for_model_type
+
+    return device_for_model_type(model_type)
+
+
+def _parse_model(toks: list[str], loc: SourceLoc) -> Model:
+    """``.model name type [(] k=v ... [)]``, checked against the device registry."""
+    if len(toks) < 2:
+        raise _err(loc, ".model needs a name and a type")
+    name, rest = toks[0], toks[2:]
+    call = _split_call(toks[1], loc)
+    mtype = call[0] if call else toks[1]
+    if call:
+        if rest:
+            raise _err(loc, f".model {name}: unexpected '{rest[0]}'")
+        rest = call[1]
+    elif len(rest) == 1 and (group := _split_call(rest[0], loc)) and group[0] == "":
+        rest = group[1]
+    pos, params = _split_args(rest, loc)
+    if pos or _BAD_NAME_CHARS & set(name):
+        raise _err(loc, f".model {name}: expected 'name type k=v ...'")
+    _check_model_params(name, mtype, params, loc)
+    return Model(name, mtype, params, loc)
+
+
+def _check_model_params(name: str, mtype: str, params: dict[str, Expr], loc: SourceLoc) -> None:
+    """Reject unknown model types, unknown or unsupported parameters and levels other than 1."""
+    dev = _device(mtype)
+    if dev is None:
+        raise _err(loc, f".model {name}: unknown model type '{mtype}'")
+    for k in params:
+        if k in dev.rejected_params:
+            raise _err(loc, f".model {name}: parameter '{k}' is not supported: {dev.rejected_params[k]}")
+        if k not in dev.model_params:
+            raise _err(loc, f".model {name}: unknown parameter '{k}' for model type '{mtype}'")
+    level = params.get("level")
+    if level is not None and not (level.is_constant and level.value() == 1):
+        raise _err(loc, f".model {name}: only level=1 is supported")
+
+
+def _parse_tran(toks: list[str], loc: SourceLoc) -> Tran:
+    """``.tran tstep tstop [tstart [tmax]] [uic]``."""
+    uic = bool(toks) and toks[-1] == "uic"
+    words = toks[:-1] if uic else toks
+    if not 2 <= len(words) <= 4:
+        raise _err(loc, ".tran needs 'tstep tstop [tstart [tmax]] [uic]'")
+    values = []
+    for w in words:
+        e = _expr(w, loc)
+        if not e.is_constant:
+            raise _err(loc, f".tran values must be constants, got '{w}'")
+        values.append(e.value())
+    if not all(v >= 0 and v < float("inf") for v in values) or values[0] <= 0 or values[1] <= 0:
+        raise _err(loc, ".tran times must be finite, tstep and tstop positive")
+    tstart = values[2] if len(values) > 2 else 0.0
+    if tstart >= values[1]:
+        raise _err(loc, ".tran tstart must be less than tstop")
+    return Tran(values[0], values[1], tstart, values[3] if len(values) > 3 else None, uic)
+
+
+def _parse_ic(toks: list[str], loc: SourceLoc) -> list[tuple[str, Expr]]:
+    """``.ic v(n1)=x v(n2)=y ...``."""
+    if not toks or len(toks) % 3:
+        raise _err(loc, ".ic needs 'v(node)=value' entries")
+    out = []
+    for i in range(0, len(toks), 3):
+        m = re.fullmatch(r"v\(\s*([^\s(),]+)\s*\)", toks[i])
+        if m is None or toks[i + 1] != "=":
+            raise _err(loc, f".ic: expected 'v(node)=value', got '{toks[i]}'")
+        out.append((_node(m.group(1), loc), _expr(toks[i + 2], loc)))
+    return out
+
+
+class _Structure:
+    """First pass: sorts cards into blocks, subcircuits, models, `.ic` and `.tran`."""
+
+    def __init__(self) -> None:
+        self.top = _Block(parent=None)
+        self.models: dict[str, Model] = {}
+        self.ic: list[tuple[str, Expr, SourceLoc]] = []
+        self.tran: Tran | None = None
+        self.open: list[_Subckt] = []
+
+    def block(self) -> _Block:
+        """The block cards currently go to."""
+        return self.open[-1].block if self.open else self.top
+
+    def add(self, line: _Line) -> None:
+        """Sort one logical line."""
+        toks = _tokenize(line.text, line.loc)
+        if not toks:
+            return
+        if toks[0].startswith("."):
+            self.control(toks[0], toks[1:], line.loc)
+        else:
+            self.block().cards.append(_element(toks, line.loc))
+
+    def control(self, card: str, toks: list[str], loc: SourceLoc) -> None:
+        """Handle one dot card."""
+        if card == ".subckt":
+            self.begin_subckt(toks, loc)
+        elif card == ".ends":
+            self.end_subckt(toks, loc)
+        elif card == ".param":
+            self.add_params(toks, loc)
+        elif card == ".model":
+            model = _parse_model(toks, loc)
+            if model.name in self.models:
+                raise _err(loc, f"duplicate model '{model.name}'")
+            self.models[model.name] = model
+        elif card in (".ic", ".tran"):
+            self.top_level_card(card, toks, loc)
+        elif card not in _IGNORED_CARDS:
+            raise _err(loc, f"unsupported control card {card}")
+
+    def add_params(self, toks: list[str], loc: SourceLoc) -> None:
+        """``.param a=1 b={2*a} ...``."""
+        pos, kv = _split_args(toks, loc)
+        if pos or not kv:
+            raise _err(loc, ".param needs 'name=value' entries")
+        self.block().params.extend((k, e, loc) for k, e in kv.items())
+
+    def top_level_card(self, card: str, toks: list[str], loc: SourceLoc) -> None:
+        """``.ic`` and ``.tran`` (top level only)."""
+        if self.open:
+            raise _err(loc, f"{card} is not allowed inside .subckt")
+        if card == ".ic":
+            self.ic.extend((n, e, loc) for n, e in _parse_ic(toks, loc))
+        elif self.tran is not None:
+            raise _err(loc, "duplicate .tran")
+        else:
+            self.tran = _parse_tran(toks, loc)
+
+    def begin_subckt(self, toks: list[str], loc: SourceLoc) -> None:
+        """``.subckt name ports... [params:] k=v ...``."""
+        toks = [t.removeprefix("params:") for t in toks if t != "params:"]
+        pos, defaults = _split_args(toks, loc)
+        if not pos:
+            raise _err(loc, ".subckt needs a name")
+        name = _check_name(pos[0], "subcircuit", loc)
+        ports = [_node(p, loc) for p in pos[1:]]
+        if "0" in ports or len(set(ports)) != len(ports):
+            raise _err(loc, f".subckt {name}: ports must be distinct non-ground nodes")
+        parent = self.block()
+        if name in parent.subckts:
+            raise _err(loc, f"duplicate subcircuit '{name}'")
+        sub = _Subckt(name, ports, defaults, _Block(parent=parent), loc)
+        parent.subckts[name] = sub
+        self.open.append(sub)
+
+    def end_subckt(self, toks: list[str], loc: SourceLoc) -> None:
+        """``.ends [name]``."""
+        if not self.open:
+            raise _err(loc, ".ends without .subckt")
+        if toks and toks[0] != self.open[-1].name:
+            raise _err(loc, f".ends {toks[0]} does not match .subckt {self.open[-1].name}")
+        self.open.pop()
+
+    def finish(self) -> None:
+        """Check that every `.subckt` was closed."""
+        if self.open:
+            sub = self.open[-1]
+            raise _err(sub.loc, f"unterminated .subckt {sub.name} (missing .ends)")
+
+
+# ----------------------------------------------------------------------------------------------
+# flattening
+
+
+@dataclass
+class _Scope:
+    """Name mapping of one subcircuit instance (or the top level)."""
+
+    prefix: str
+    names: dict[str, str]
+    ports: dict[str, str]
+
+    def node(self, n: str) -> str:
+        """Hierarchical name of local node ``n``."""
+        if n in ("0", "gnd"):
+            return "0"
+        return self.ports.get(n, self.prefix + n)
+
+
+class _Flattener:
+    """Second pass: expands instances into hierarchical elements and scoped parameters."""
+
+    def __init__(self, structure: _Structure) -> None:
+        self.s = structure
+        self.params: dict[str, Expr] = {}
+        self.elements: list[Element] = []
+        self.names: set[str] = set()
+
+    def run(self) -> tuple[list[Element], dict[str, Expr], dict[str, Expr]]:
+        """Flatten; returns elements, params and the `.ic` map."""
+        scope = _Scope("", {}, {})
+        self.define(self.s.top.params, scope)
+        for model in self.s.models.values():
+            for e in model.params.values():
+                self.rename(e, scope, model.loc)
+        self.expand(self.s.top, scope, ())
+        self.check_behavioral_nodes()
+        return self.elements, self.params, self.initial_conditions(scope)
+
+    def rename(self, expr: Expr, scope: _Scope, loc: SourceLoc, dynamic: bool = False) -> Expr:
+        """``expr`` with parameter and node names made hierarchical (all names must be visible)."""
+        for n in sorted(expr.names):
+            if n not in scope.names:
+                raise _err(loc, f"undefined parameter '{n}'")
+        if not dynamic and (expr.nodes or expr.uses_time):
+            raise _err(loc, "node voltages and 'time' are only allowed in B sources")
+        nodes = {n: scope.node(n) for pair in expr.nodes for n in pair}
+        return expr.rename(scope.names, nodes)
+
+    def define(self, params: list[tuple[str, Expr, SourceLoc]], scope: _Scope) -> None:
+        """Add ``.param`` definitions of a block (in order) under scoped names."""
+        for name, expr, loc in params:
+            self.define_one(name, self.rename(expr, scope, loc), scope, loc)
+
+    def define_one(self, name: str, expr: Expr, scope: _Scope, loc: SourceLoc) -> None:
+        """Add one already-renamed parameter to the netlist and make it visible in ``scope``."""
+        full = scope.prefix + name
+        if full in self.params:
+            raise _err(loc, f"duplicate parameter '{name}'")
+        self.params[full] = expr
+        scope.names[name] = full
+
+    def claim(self, name: str, loc: SourceLoc) -> None:
+        """Register a hierarchical element/instance name."""
+        if name in self.names:
+            raise _err(loc, f"duplicate element name '{name}'")
+        self.names.add(name)
+
+    def expand(self, block: _Block, scope: _Scope, stack: tuple[_Subckt, ...]) -> None:
+        """Emit every card of ``block`` in ``scope``."""
+        for card in block.cards:
+            if isinstance(card, _Instance):
+                self.instantiate(card, block, scope, stack)
+            else:
+                el = self.place(card, scope)
+                self.claim(el.name, el.loc)
+                self.elements.append(el)
+
+    def place(self, el: Element, scope: _Scope) -> Element:
+        """A hierarchical copy of a local element."""
+        def ren(e: Expr) -> Expr:
+            return self.rename(e, scope, el.loc)
+
+        wave = el.waveform and Waveform(el.waveform.kind, [ren(a) for a in el.waveform.args],
+                                        el.waveform.dc and ren(el.waveform.dc))
+        behavior = el.behavior and (el.behavior[0], self.rename(el.behavior[1], scope, el.loc, True))
+        return Element(el.kind, scope.prefix + el.name, [scope.node(n) for n in el.nodes], el.loc,
+                       value=el.value and ren(el.value), waveform=wave, model=el.model,
+                       params={k: ren(e) for k, e in el.params.items()}, behavior=behavior)
+
+    def instantiate(self, inst: _Instance, block: _Block, scope: _Scope,
+                    stack: tuple[_Subckt, ...]) -> None:
+        """Expand one ``X`` instance."""
+        sub = block.lookup(inst.subckt)
+        if sub is None:
+            raise _err(inst.loc, f"{inst.name}: unknown subcircuit '{inst.subckt}'")
+        if sub in stack:
+            raise _err(inst.loc, f"{inst.name}: recursive instantiation of subcircuit '{sub.name}'")
+        if len(inst.nodes) != len(sub.ports):
+            raise _err(inst.loc, f"{inst.name}: subcircuit '{sub.name}' has {len(sub.ports)} ports, "
+                                 f"got {len(inst.nodes)} nodes")
+        _check_keys(inst.overrides, sub.defaults, f"subcircuit '{sub.name}'", inst.loc)
+        full = scope.prefix + inst.name
+        self.claim(full, inst.loc)
+        child = _Scope(full + ".", dict(scope.names),
+                       {p: scope.node(n) for p, n in zip(sub.ports, inst.nodes)})
+        for k, default in sub.defaults.items():
+            value = (self.rename(inst.overrides[k], scope, inst.loc) if k in inst.overrides
+                     else self.rename(default, child, sub.loc))
+            self.define_one(k, value, child, inst.loc)
+        self.define(sub.block.params, child)
+        self.expand(sub.block, child, (*stack, sub))
+
+    def initial_conditions(self, scope: _Scope) -> dict[str, Expr]:
+        """The `.ic` map (values in the top-level scope); every node must exist."""
+        known = self.known_nodes()
+        ic = {}
+        for node, e, loc in self.s.ic:
+            if node not in known:
+                raise _err(loc, f".ic: unknown node '{node}'")
+            ic[node] = self.rename(e, scope, loc)
+        return ic
+
+    def known_nodes(self) -> set[str]:
+        """Every non-ground node of the flat netlist."""
+        return {n for el in self.elements for n in el.nodes if n != "0"}
+
+    def check_behavioral_nodes(self) -> None:
+        """Every node referenced by a B source's v() exists."""
+        known = self.known_nodes() | {"0"}
+        for el in self.elements:
+            for n in (n for pair in (el.behavior[1].nodes if el.behavior else ()) for n in pair):
+                if n not in known:
+                    raise _err(el.loc, f"{el.name}: unknown node '{n}' in v()")
+
+
+def _check_elements(nl: Netlist) -> None:
+    """Cross-checks on the flat netlist: not empty, device models used correctly."""
+    if not nl.elements:
+        raise NetlistError("netlist has no elements", nl.file, 1)
+    for el in nl.elements:
+        if el.model is not None:
+            _check_device_use(el, nl.models)
+
+
+def _check_device_use(el: Element, models: dict[str, Model]) -> None:
+    """The element's model exists, is of the right kind, and its instance parameters are known."""
+    model = models.get(el.model)
+    if model is None:
+        raise _err(el.loc, f"{el.name}: unknown model '{el.model}'")
+    dev = _device(model.type)
+    if dev.letter.lower() != el.kind:
+        raise _err(el.loc, f"{el.name}: model '{model.name}' (type {model.type}) is not a "
+                           f"'{el.kind}' device model")
+    if el.kind == "n" and dev.terminals is not None and len(el.nodes) != dev.terminals:
+        raise _err(el.loc, f"{el.name}: model type '{model.type}' needs {dev.terminals} nodes, "
+                           f"got {len(el.nodes)}")
+    for k in el.params:
+        if k in dev.rejected_params:
+            raise _err(el.loc, f"{el.name}: parameter '{k}' is not supported: {dev.rejected_params[k]}")
+        if k not in dev.instance_params:
+            raise _err(el.loc, f"{el.name}: unknown instance parameter '{k}'")
+
+
+def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = None) -> Netlist:
+    """Parse SPICE netlist text (first line = title) into a flattened `Netlist`."""
+    base = Path(".") if base_dir is None else Path(base_dir)
+    title = text.split("\n", 1)[0].strip()
+    reader = _Reader()
+    if Path(file).is_file():
+        reader.stack.append(Path(file).resolve())
+    structure = _Structure()
+    for line in reader.read(text, file, base, first=2):
+        structure.add(line)
+    structure.finish()
+    elements, params, ic = _Flattener(structure).run()
+    nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file)
+    _check_elements(nl)
+    return nl
+
+
+def parse_file(path: str | Path) -> Netlist:
+    """Parse a netlist file; `.include` paths are resolved relative to it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NetlistError(f"{path}: cannot read netlist: {exc.strerror}") from None
+    return parse_netlist(text, file=str(path), base_dir=path.parent)

@@ -1,0 +1,88 @@
+"""Reference solver against analytic solutions, convergence orders and finite differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from circuits import load_circuit, simulate, simulate_batch
+from circuits.circuit import circuit_from_config
+from circuits.measure import cross_time
+
+
+def ramp_response(t: np.ndarray, tau: float) -> np.ndarray:
+    """RC response to the unit ramp max(t, 0)."""
+    tp = np.maximum(t, 0.0)
+    return tp - tau * (1.0 - np.exp(-tp / tau))
+
+
+def rc_pulse_exact(t: np.ndarray, tau: float, td=0.2e-9, tr=10e-12, pw=4e-9, tf=10e-12) -> np.ndarray:
+    """Exact RC output for the rc config's PULSE(0 1 td tr tf pw) as a sum of ramps."""
+    return (ramp_response(t - td, tau) - ramp_response(t - td - tr, tau)) / tr \
+        - (ramp_response(t - td - tr - pw, tau) - ramp_response(t - td - tr - pw - tf, tau)) / tf
+
+
+@pytest.mark.parametrize("r,c", [(1e3, 1e-12), (500.0, 2e-12), (2e3, 0.5e-12)])
+def test_rc_matches_analytic(r, c):
+    circuit = load_circuit("rc")
+    df = simulate(circuit, {"r": r, "c": c})
+    exact = rc_pulse_exact(df.time.to_numpy(), r * c)
+    assert np.abs(df["v(out)"].to_numpy() - exact).max() < 1e-4
+
+
+SINE_RC = {
+    "name": "rc_sine",
+    "netlist": "rc sine\n.param r=1k c=1p\nV1 in 0 SIN(0 1 1G)\nR1 in out {r}\nC1 out 0 {c}\n.tran 1p 3n\n.end\n",
+    "params": {"r": {"low": 100, "high": 1e4, "nominal": 1e3}},
+    "outputs": ["v(out)"],
+}
+
+
+def sine_rc_exact(t: float, tau: float, f: float = 1e9) -> float:
+    w = 2 * math.pi * f
+    k = 1.0 / (1.0 + (w * tau) ** 2)
+    return k * (math.sin(w * t) - w * tau * math.cos(w * t)) + k * w * tau * math.exp(-t / tau)
+
+
+@pytest.mark.parametrize("method", ["trap", "bdf2"])
+def test_fixed_step_convergence_order_is_two(method):
+    circuit = circuit_from_config(SINE_RC)
+    errors, steps = [], [40e-12, 20e-12, 10e-12, 5e-12]
+    for dt in steps:
+        df = simulate(circuit, dt=dt, method=method)
+        errors.append(abs(df["v(out)"].iloc[-1] - sine_rc_exact(df.time.iloc[-1], 1e-9)))
+    slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert 1.8 < slope < 2.3, (errors, slope)
+
+
+def test_delay_gradient_matches_finite_differences():
+    circuit = load_circuit("rc")
+    P = torch.tensor([[1.3e3, 0.8e-12]], dtype=torch.float64, requires_grad=True)
+
+    def delay(P):
+        t, y = simulate_batch(circuit, P, dt=2e-12)
+        return cross_time(t, y[:, :, 0], 0.5, "rise") - 0.205e-9
+
+    d = delay(P)
+    (g,) = torch.autograd.grad(d.sum(), P)
+    with torch.no_grad():
+        for k, h in ((0, 1.0), (1, 1e-15)):
+            Pp, Pm = P.detach().clone(), P.detach().clone()
+            Pp[0, k] += h
+            Pm[0, k] -= h
+            fd = (delay(Pp) - delay(Pm)) / (2 * h)
+            assert torch.allclose(g[0, k], fd[0], rtol=1e-5), (k, g, fd)
+    assert float(d) == pytest.approx(1.3e3 * 0.8e-12 * math.log(2), rel=1e-2)
+
+
+def test_batched_equals_single_designs():
+    circuit = load_circuit("amp")
+    designs = [{"rd": 3e3, "w": 1.5e-6, "cl": 30e-15}, {"rd": 7e3, "w": 3e-6, "cl": 12e-15}]
+    t_grid = torch.linspace(0, 4e-9, 201, dtype=torch.float64)
+    _, y = simulate_batch(circuit, designs, t=t_grid)
+    for k, d in enumerate(designs):
+        single = simulate(circuit, d, t=t_grid)
+        assert np.abs(single["v(d)"].to_numpy() - y[k, :, 1].numpy()).max() < 2e-4
