@@ -24,8 +24,13 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def exit_code_for_hydra(main: Callable[[], Any]) -> None:
-    """Run a @hydra.main function; Hydra's own composition errors (exit 1) become exit 2."""
+def exit_code_for_hydra(main: Callable[[], Any], free_groups: tuple[str, ...] = ("params.",)) -> None:
+    """Run a @hydra.main function; Hydra's own composition errors (exit 1) become exit 2.
+
+    Overrides under ``free_groups`` (``params.cload=12e-15``) may name keys the config does not
+    list, so they are passed to Hydra as add-or-override (``++params.cload=...``).
+    """
+    sys.argv[1:] = [f"++{a}" if a.startswith(free_groups) else a for a in sys.argv[1:]]
     try:
         main()
     except SystemExit as exc:
