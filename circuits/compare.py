@@ -48,7 +48,7 @@ def reference_vs_ngspice(circuit: Circuit, params: Mapping[str, float] | None = 
         t0 = time.perf_counter()
         ng = run_ngspice(circuit, params)
         metrics["ngspice_time_s"] = time.perf_counter() - t0
-        ref_on_ng = simulate(circuit, params, t=torch.as_tensor(ng.time.to_numpy()), rtol=rtol)
+        ref_on_ng = simulate(circuit, params, t=torch.tensor(ng.time.to_numpy()), rtol=rtol)
         nrmse = measure.compare(ng, ref_on_ng, columns=circuit.outputs)
         metrics["nrmse"] = nrmse
         metrics["ngspice"] = headline(ng, circuit.outputs)
