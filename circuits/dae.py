@@ -37,6 +37,10 @@ class Group:
     state_idx: Tensor           # (n_inst, n_states) into x
     param_exprs: dict[str, list[Expr | float]]
 
+    def __post_init__(self) -> None:
+        self.node_flat = self.node_idx.reshape(-1)
+        self.state_flat = self.state_idx.reshape(-1)
+
 
 @dataclass
 class CircuitDAE:
@@ -113,20 +117,22 @@ class BoundDAE:
         B, n = x.shape
         t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
         x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
-        q = x.new_zeros(B, n + 1)
-        f = x.new_zeros(B, n + 1)
+        f_parts, f_idx, q_parts, q_idx = [], [], [], []
         for g, p, ctx in zip(self.dae.groups, self.params, self.ctxs):
-            v = x_ext[:, g.node_idx]
-            s = x[:, g.state_idx]
-            out = g.device.evaluate(v, s, t, p, ctx)
-            if out.i is not None:
-                f = f.index_add(1, g.node_idx.reshape(-1), out.i.reshape(B, -1))
-            if out.q is not None:
-                q = q.index_add(1, g.node_idx.reshape(-1), out.q.reshape(B, -1))
-            if out.fs is not None:
-                f = f.index_add(1, g.state_idx.reshape(-1), out.fs.reshape(B, -1))
-            if out.qs is not None:
-                q = q.index_add(1, g.state_idx.reshape(-1), out.qs.reshape(B, -1))
+            out = g.device.evaluate(x_ext[:, g.node_idx], x[:, g.state_idx], t, p, ctx)
+            for value, idx, parts, idxs in ((out.i, g.node_flat, f_parts, f_idx),
+                                            (out.q, g.node_flat, q_parts, q_idx),
+                                            (out.fs, g.state_flat, f_parts, f_idx),
+                                            (out.qs, g.state_flat, q_parts, q_idx)):
+                if value is not None:
+                    parts.append(value.reshape(B, -1))
+                    idxs.append(idx)
+        # one scatter per vector: every group's contributions at once
+        f = x.new_zeros(B, n + 1).index_add(1, torch.cat(f_idx), torch.cat(f_parts, dim=1))
+        if q_parts:
+            q = x.new_zeros(B, n + 1).index_add(1, torch.cat(q_idx), torch.cat(q_parts, dim=1))
+        else:
+            q = x.new_zeros(B, n + 1)
         return q[:, :n], f[:, :n]
 
     def jacobians(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -226,6 +232,8 @@ def _param_exprs(dev: Device, el: Element, circuit: Circuit) -> dict[str, Expr |
             out[name] = model[name]
         else:
             out[name] = float(default)
+    if el.model:
+        out.update(dev.model_type_params(circuit.netlist.models[el.model].type))
     return out
 
 

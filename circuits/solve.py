@@ -22,6 +22,8 @@ from circuits.errors import ConvergenceError
 __all__ = ["TransientResult", "operating_point", "initial_condition", "transient", "interpolate"]
 
 NEWTON_MAX_ITER = 40
+NEWTON_LTE_FRACTION = 0.02  # transient Newton tolerance as a fraction of the LTE tolerance
+CHORD_MAX_CONTRACTION = 0.7  # refresh the reused Jacobian when an iteration shrinks the update less
 GMIN_LADDER = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 0.0]
 
 
@@ -78,8 +80,8 @@ def _chord_newton(bound: BoundDAE, x: Tensor, t: float, a: float, b: Tensor, tol
         size = float((dx.abs() / (tol + 1e-8 * x.abs())).max())
         if size <= 1.0:
             return x, True, it, jac
-        slow = prev is not None and size > 0.3 * prev
-        if slow or it % 6 == 0:  # stale Jacobian: refresh at the current iterate
+        slow = prev is not None and size > CHORD_MAX_CONTRACTION * prev
+        if slow or it % 10 == 0:  # stale Jacobian: refresh at the current iterate
             _, _, jq, jf = bound.jacobians(x, t)
             jac = (jq, jf)
             try:
@@ -249,7 +251,9 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
             if method == "trap" and order == 2:
                 b = b - qdot_d
             guess = _predict(ts, xs_det, t_new) if order_pts >= 2 else xs_det[-1]
-            x_new, ok, iters, jac = _chord_newton(bound, guess, t_new, a, b, tol, jac)
+            # Newton error kept well below the local-error tolerance of the step (fixed steps: tight)
+            step_tol = tol if dt is not None else NEWTON_LTE_FRACTION * (atol + rtol * xs_det[-1].abs())
+            x_new, ok, iters, jac = _chord_newton(bound, guess, t_new, a, b, step_tol, jac)
         stats["newton_iterations"] += iters
         if not ok:
             stats["rejected"] += 1

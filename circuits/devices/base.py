@@ -59,6 +59,10 @@ class Device:
         """Per-group static context built once per design batch (source waveforms, B expressions)."""
         return None
 
+    def model_type_params(self, model_type: str) -> dict[str, float]:
+        """Constant parameters implied by the `.model` type (e.g. MOSFET polarity); merged into p."""
+        return {}
+
     def nodes_for(self, element) -> list[str]:
         """The device terminals of an element (B sources add the nodes their expression reads)."""
         return list(element.nodes)
