@@ -10,7 +10,6 @@ first-order sensitivity (implicit-function theorem) at the cost of one extra eva
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from circuits import load_circuit
 from circuits.compare import reference_vs_ngspice

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Device", "DeviceEval", "register", "device_for_letter", "device_for_model_type",
-           "known_model_types", "two_terminal"]
+           "known_model_types", "two_terminal", "local_rows"]
 
 
 @dataclass
@@ -54,6 +54,30 @@ class Device:
         ``ctx`` is whatever `prepare` returned for this group (None for most devices).
         """
         raise NotImplementedError
+
+    def local_jacobian(self, v: Tensor, s: Tensor, t: Tensor, p: dict[str, Tensor], ctx=None
+                       ) -> tuple[DeviceEval, Tensor, Tensor]:
+        """(evaluation, dF/du, dQ/du) for the local unknowns u = [v, s], each block (..., n_inst, m, m).
+
+        Local rows are [terminal currents, state residuals] (F) and [terminal charges, state
+        charges] (Q).  Default: forward differences over the m local unknowns (exact to rounding for
+        linear devices); nonlinear devices may override with analytic derivatives.
+        """
+        base = self.evaluate(v, s, t, p, ctx)
+        u = torch.cat([v, s], dim=-1)
+        n_term, m = v.shape[-1], u.shape[-1]
+        floor = torch.ones(m, dtype=u.dtype, device=u.device)
+        floor[n_term:] = 1e-3
+        h = 1e-7 * torch.maximum(u.abs(), floor)
+        F0, Q0 = local_rows(base, v, s)
+        cols_f, cols_q = [], []
+        for k in range(m):
+            up = u.clone()
+            up[..., k] += h[..., k]
+            F, Q = local_rows(self.evaluate(up[..., :n_term], up[..., n_term:], t, p, ctx), v, s)
+            cols_f.append((F - F0) / h[..., k:k + 1])
+            cols_q.append((Q - Q0) / h[..., k:k + 1])
+        return base, torch.stack(cols_f, dim=-1), torch.stack(cols_q, dim=-1)
 
     def prepare(self, elements: list, env: dict, tran: dict):
         """Per-group static context built once per design batch (source waveforms, B expressions)."""
@@ -123,3 +147,12 @@ def known_model_types() -> list[str]:
 def two_terminal(x: Tensor) -> Tensor:
     """Stack a branch quantity x (..., n) as (+x, -x) on a device's two terminals -> (..., n, 2)."""
     return torch.stack((x, -x), dim=-1)
+
+
+def local_rows(out: DeviceEval, v: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    """Concatenate a device evaluation into local rows: F = [i, fs], Q = [q, qs] (zeros if absent)."""
+    def part(x: Tensor | None, like: Tensor) -> Tensor:
+        return torch.zeros_like(like) if x is None else torch.broadcast_to(x, like.shape)
+    F = torch.cat([part(out.i, v), part(out.fs, s)], dim=-1)
+    Q = torch.cat([part(out.q, v), part(out.qs, s)], dim=-1)
+    return F, Q

@@ -56,27 +56,46 @@ class Mos1(Device):
         return d
 
     @staticmethod
-    def drain_current(vgs, vds, vbs, p, d):
-        """Type-normalised drain current for vds >= 0 (ngspice mos1load.c 'normal mode')."""
-        gamma, sqphi = p["gamma"], d["sqphi"]
-        sarg = torch.where(vbs <= 0, torch.sqrt(torch.clamp(p["phi"] - vbs, min=1e-30)),
-                           torch.clamp(sqphi - vbs / (2 * sqphi), min=0.0))
-        vgst = vgs - (d["von0"] + gamma * sarg)
-        betap = d["beta"] * (1 + p["lambda"] * vds)
-        sat = 0.5 * vgst * vgst
-        lin = vds * (vgst - 0.5 * vds)
-        return betap * torch.where(vgst <= 0, torch.zeros_like(vgst), torch.where(vgst <= vds, sat, lin))
+    def drain_current(vgs, vds, vbs, p, d, derivatives: bool = True):
+        """Type-normalised drain current and (gm, gds, gmbs) for vds >= 0 (ngspice mos1 normal mode).
 
-    def evaluate(self, v, s, t, p, ctx=None):
+        With derivatives=False only the current is computed (the three conductances are None).
+        """
+        gamma, sqphi, lam = p["gamma"], d["sqphi"], p["lambda"]
+        below = vbs <= 0
+        root = torch.sqrt(torch.clamp(p["phi"] - vbs, min=1e-30))
+        linear_arg = sqphi - vbs / (2 * sqphi)
+        sarg = torch.where(below, root, torch.clamp(linear_arg, min=0.0))
+        vgst = vgs - (d["von0"] + gamma * sarg)
+        beta = d["beta"]
+        betap = beta * (1 + lam * vds)
+        on = vgst > 0
+        sat = vgst <= vds
+        zero = torch.zeros_like(vgst)
+        ids = torch.where(on, betap * torch.where(sat, 0.5 * vgst * vgst, vds * (vgst - 0.5 * vds)), zero)
+        if not derivatives:
+            return ids, None, None, None
+        gm = torch.where(on, betap * torch.where(sat, vgst, vds), zero)
+        gds = torch.where(on, torch.where(sat, 0.5 * beta * lam * vgst * vgst,
+                                          betap * (vgst - vds) + beta * lam * vds * (vgst - 0.5 * vds)), zero)
+        dsarg = torch.where(below, -0.5 / root,
+                            torch.where(linear_arg > 0, -0.5 / sqphi, torch.zeros_like(vbs)))
+        gmbs = -gm * gamma * dsarg
+        return ids, gm, gds, gmbs
+
+    def _drain(self, v, p, derivatives: bool = True):
         d = self.derived(p)
         tp = p["polarity"]
         vd, vg, vs, vb = v.unbind(-1)
         vds, vgs, vbs = tp * (vd - vs), tp * (vg - vs), tp * (vb - vs)
         normal = vds >= 0
         # reverse mode: the source acts as drain, so use vgd, vsd and vbd
-        ids = self.drain_current(torch.where(normal, vgs, vgs - vds), torch.abs(vds),
-                                 torch.where(normal, vbs, vbs - vds), p, d)
-        i_d = tp * torch.where(normal, ids, -ids)
+        ids, gm, gds, gmbs = self.drain_current(torch.where(normal, vgs, vgs - vds), torch.abs(vds),
+                                                torch.where(normal, vbs, vbs - vds), p, d, derivatives)
+        return d, normal, tp * torch.where(normal, ids, -ids), (gm, gds, gmbs), (vd, vg, vs, vb)
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        d, _, i_d, _, (vd, vg, vs, vb) = self._drain(v, p, derivatives=False)
         zero = torch.zeros_like(i_d)
         current = torch.stack((i_d, zero, -i_d, zero), -1)
         if not d["has_caps"]:
@@ -86,3 +105,21 @@ class Mos1(Device):
         qgb = d["cgb"] * (vg - vb)
         charge = torch.stack((-qgd, qgs + qgd + qgb, -qgs, -qgb), -1)
         return DeviceEval(i=current, q=charge)
+
+    def local_jacobian(self, v, s, t, p, ctx=None):
+        """Analytic: drain row (gds, gm, -(gm+gds+gmbs), gmbs) in normal mode, mirrored in reverse."""
+        d, normal, i_d, (gm, gds, gmbs), (vd, vg, vs, vb) = self._drain(v, p)
+        gsum = gm + gds + gmbs
+        row_d = torch.where(normal.unsqueeze(-1), torch.stack((gds, gm, -gsum, gmbs), -1),
+                            torch.stack((gsum, -gm, -gds, -gmbs), -1))
+        zero_row = torch.zeros_like(row_d)
+        jf = torch.stack((row_d, zero_row, -row_d, zero_row), -2)
+        cgs, cgd, cgb = (torch.broadcast_to(d[k], i_d.shape) for k in ("cgs", "cgd", "cgb"))
+        zero = torch.zeros_like(i_d)
+        jq = torch.stack((torch.stack((cgd, -cgd, zero, zero), -1),
+                          torch.stack((-cgd, cgs + cgd + cgb, -cgs, -cgb), -1),
+                          torch.stack((zero, -cgs, cgs, zero), -1),
+                          torch.stack((zero, -cgb, zero, cgb), -1)), -2)
+        current = torch.stack((i_d, zero, -i_d, zero), -1)
+        charge = (jq @ v.unsqueeze(-1)).squeeze(-1) if d["has_caps"] else None
+        return DeviceEval(i=current, q=charge), jf, jq
