@@ -1,0 +1,136 @@
+"""What the PINN needs from a circuit: unknown layout, pinned nodes, scales, the DAE residual.
+
+The residual of ``d q(x,p)/dt + f(x,t,p) = 0`` is evaluated at collocation points (t, p).  The time
+derivative of the charges is ``dq/dt = (dq/dx) · dx/dt``; dx/dt comes from one forward-mode JVP
+through the network, and the product with dq/dx is taken as a central directional difference of q
+along dx/dt (exact for the linear charges of C, MOSFET overlap and ferroelectric devices), which
+keeps torch's forward-mode AD out of the device code (mixing duals with plain tensors/scalars
+takes a slow path there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from circuits.circuit import Circuit
+from circuits.dae import BoundDAE, CircuitDAE
+from circuits.simulation import dae_of, simulate_tensor
+from circuits.solve import initial_condition
+
+__all__ = ["CircuitPhysics", "Layout"]
+
+
+@dataclass
+class Layout:
+    """Roles of the unknowns: pinned by a grounded voltage source, differential, or algebraic."""
+
+    pinned: Tensor        # (n,) bool: node voltage equals a source value
+    differential: Tensor  # (n,) bool: appears in some charge -> hard initial condition
+    learned: Tensor       # (n,) bool: predicted by the network (not pinned)
+    x_scale: Tensor       # (n,) typical magnitude of each unknown
+    row_scale: Tensor     # (n,) typical magnitude of each residual row
+
+
+class CircuitPhysics:
+    """The circuit's DAE seen as a PINN loss; scales come from one reference run at nominal."""
+
+    def __init__(self, circuit: Circuit, layout: Layout | None = None):
+        self.circuit = circuit
+        self.dae: CircuitDAE = dae_of(circuit)
+        self.tstop = circuit.tstop
+        self.layout = layout if layout is not None else self._layout()
+
+    @property
+    def names(self) -> list[str]:
+        """Output-style names of all unknowns."""
+        return self.dae.names
+
+    def bind(self, P: Tensor) -> BoundDAE:
+        """Bind a (N, P) matrix of designs (one per collocation point)."""
+        return self.dae.bind(P)
+
+    def _pinned_nodes(self) -> Tensor:
+        pinned = torch.zeros(self.dae.size, dtype=torch.bool)
+        for g in self.dae.groups:
+            if g.device.letter != "v":
+                continue
+            for row in g.node_idx.tolist():
+                ground = self.dae.size
+                if row[1] == ground and row[0] != ground:
+                    pinned[row[0]] = True
+                elif row[0] == ground and row[1] != ground:
+                    pinned[row[1]] = True
+        return pinned
+
+    def _layout(self) -> Layout:
+        circuit = self.circuit
+        with torch.no_grad():
+            ref = simulate_tensor(circuit, None, rtol=1e-4)
+            x = ref.x[0]  # (T, n)
+            bound = self.dae.bind(None)
+            x_scale = torch.clamp(x.abs().amax(dim=0), min=1e-12)
+            # size of the terms of each row: |df/dx|·x_scale + |dq/dx|·x_scale / window, RMS over time
+            stride = max(1, x.shape[0] // 64)
+            terms = []
+            for k in range(0, x.shape[0], stride):
+                _, _, jq, jf = bound.jacobians(x[k:k + 1], float(ref.t[k]))
+                terms.append((jf[0].abs() @ x_scale) + (jq[0].abs() @ x_scale) / self.tstop)
+            row_scale = torch.sqrt(torch.stack(terms).pow(2).mean(dim=0))
+            row_scale = torch.clamp(row_scale, min=1e-9 * float(row_scale.max()) + 1e-300)
+            _, _, jq0, _ = bound.jacobians(x[:1], 0.0)
+        pinned = self._pinned_nodes()
+        differential = jq0[0].abs().amax(dim=0) > 0
+        return Layout(pinned, differential & ~pinned, ~pinned, x_scale, row_scale)
+
+    def pinned_values(self, bound: BoundDAE, t: Tensor) -> Tensor:
+        """(N, n) with the source value at pinned nodes (from the V rows evaluated at x = 0)."""
+        N, n = bound.batch, self.dae.size
+        with torch.no_grad():
+            _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t)
+        out = torch.zeros(N, n, dtype=bound.designs.dtype)
+        for g in self.dae.groups:
+            if g.device.letter != "v":
+                continue
+            for row, state in zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist()):
+                value = -f0[:, state]  # fs = va - vb - V(t) at x = 0
+                if row[1] == n:
+                    out[:, row[0]] = value
+                elif row[0] == n:
+                    out[:, row[1]] = -value
+        return out
+
+    def initial_state(self, bound: BoundDAE) -> Tensor:
+        """x(0, p) for each design: `.ic`/uic values or the DC operating point, with a graph to p.
+
+        The operating point is solved without a graph; one Newton correction with the graph gives
+        the exact first-order sensitivity dx0/dp (implicit-function theorem).
+        """
+        with torch.no_grad():
+            x0 = initial_condition(bound, self.circuit.uic)
+        if self.circuit.uic or not bound.designs.requires_grad:
+            return x0
+        ic_vals, ic_mask = bound.ic_values()
+        st_vals, st_mask = bound.initial_states(ic_vals)
+        hold = ic_mask | st_mask
+        _, f = bound.evaluate(x0, 0.0)
+        _, _, _, jf = bound.jacobians(x0, 0.0)
+        eye = torch.eye(x0.shape[1], dtype=x0.dtype)
+        R = torch.where(hold, torch.zeros_like(f), f)
+        J = torch.where(hold.unsqueeze(-1), eye, jf)
+        return x0 - torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
+
+    def residual(self, bound: BoundDAE, x: Tensor, xdot: Tensor, t: Tensor) -> Tensor:
+        """Scaled DAE residual (dq/dt + f) / row_scale at the points; rows of pinned nodes dropped.
+
+        x, xdot: (N, n) state and its time derivative (in seconds); t: (N,) seconds.
+        """
+        # step along xdot small against every unknown's scale (exact for linear charges anyway)
+        rate = (xdot.detach().abs() / self.layout.x_scale).amax(dim=1, keepdim=True)
+        eps = 1e-4 / torch.clamp(rate, min=1e-30)
+        q_plus, _ = bound.evaluate(x + eps * xdot, t)
+        q_minus, _ = bound.evaluate(x - eps * xdot, t)
+        _, f = bound.evaluate(x, t)
+        return ((q_plus - q_minus) / (2 * eps) + f) / self.layout.row_scale
