@@ -32,13 +32,15 @@ class Surrogate(nn.Module):
     source value for nodes pinned by grounded voltage sources."""
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
-                 depth: int = 4, fourier: int = 0, activation: str = "tanh"):
+                 depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True):
         super().__init__()
         self.circuit = circuit
         self.physics = CircuitPhysics(circuit, layout=layout)
         lay = self.physics.layout
-        self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation}
-        self.net = PinnNet(circuit.space.dim, int(lay.learned.sum()), width, depth, fourier, activation)
+        self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
+                            "corner_features": corner_features}
+        corners = [b / circuit.tstop for b in self.physics.bind(None).breakpoints()] if corner_features else []
+        self.net = PinnNet(circuit.space.dim, int(lay.learned.sum()), width, depth, fourier, activation, corners)
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
         self.net.double()
 

@@ -11,18 +11,20 @@ __all__ = ["PinnNet"]
 
 
 class PinnNet(nn.Module):
-    """MLP on [t̂, sin/cos(2πk t̂), u] with t̂ = t/tstop ∈ [0,1] and u the unit-cube design.
+    """MLP on [t̂, sin/cos(2πk t̂), (t̂ - b)₊, u] with t̂ = t/tstop, b the source corners (in t̂) and u
+    the unit-cube design.
 
     `forward_with_rate` returns y and dy/dt̂ from one forward-mode JVP through the MLP; the
     time features' derivatives are analytic, so no dual number ever meets a plain tensor.
     """
 
     def __init__(self, n_params: int, n_out: int, width: int = 64, depth: int = 4, fourier: int = 0,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", breakpoints: list[float] | None = None):
         super().__init__()
         self.fourier = fourier
         act = {"tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU}[activation]
-        dims = [1 + 2 * fourier + n_params] + [width] * depth
+        self.register_buffer("corners", torch.tensor(sorted(breakpoints or []), dtype=torch.float64))
+        dims = [1 + 2 * fourier + len(self.corners) + n_params] + [width] * depth
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), act()]
@@ -31,14 +33,18 @@ class PinnNet(nn.Module):
         self.register_buffer("omega", 2 * math.pi * torch.arange(1, fourier + 1, dtype=torch.float32))
 
     def _features(self, t_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """Time features (N, 1+2F) and their derivative with respect to t̂."""
-        if not self.fourier:
-            return t_hat, torch.ones_like(t_hat)
-        arg = t_hat * self.omega.to(t_hat)
-        feats = torch.cat([t_hat, torch.sin(arg), torch.cos(arg)], dim=1)
-        rates = torch.cat([torch.ones_like(t_hat), self.omega * torch.cos(arg),
-                           -self.omega * torch.sin(arg)], dim=1)
-        return feats, rates
+        """Time features and their derivative with respect to t̂: t̂, Fourier pairs, and a ramp
+        (t̂ - b)₊ starting at every source corner b, so slope jumps at corners are representable."""
+        feats, rates = [t_hat], [torch.ones_like(t_hat)]
+        if self.fourier:
+            arg = t_hat * self.omega.to(t_hat)
+            feats += [torch.sin(arg), torch.cos(arg)]
+            rates += [self.omega * torch.cos(arg), -self.omega * torch.sin(arg)]
+        if len(self.corners):
+            shifted = t_hat - self.corners.to(t_hat)
+            feats.append(torch.clamp(shifted, min=0.0))
+            rates.append((shifted > 0).to(t_hat))
+        return torch.cat(feats, dim=1), torch.cat(rates, dim=1)
 
     def forward(self, t_hat: Tensor, u: Tensor) -> Tensor:
         """y (N, n_out) for t̂ (N, 1) and unit designs u (N, P)."""

@@ -1,0 +1,83 @@
+"""Collocation points in (t, p), drawn fresh for every batch (Sobol designs, stratified times)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from circuits.params import ParamSpace
+
+__all__ = ["CollocationDataset", "CollocationDataModule", "sample_times"]
+
+
+def sample_times(n: int, tstop: float, breakpoints: list[float], fraction: float,
+                 generator: torch.Generator) -> Tensor:
+    """n times in [0, tstop]: stratified uniform, plus `fraction` of them just after source corners."""
+    n_bp = int(round(fraction * n)) if breakpoints else 0
+    n_uni = n - n_bp
+    strata = (torch.arange(n_uni, dtype=torch.float64) + torch.rand(n_uni, generator=generator,
+                                                                    dtype=torch.float64)) / max(n_uni, 1)
+    times = [strata * tstop]
+    if n_bp:
+        bp = torch.tensor(breakpoints, dtype=torch.float64)
+        pick = bp[torch.randint(len(breakpoints), (n_bp,), generator=generator)]
+        width = 0.03 * tstop
+        times.append(torch.clamp(pick + width * torch.rand(n_bp, generator=generator, dtype=torch.float64)
+                                 ** 2, max=tstop))
+    return torch.cat(times)
+
+
+class CollocationDataset(IterableDataset):
+    """Yields ``(t (D·T,), designs (D, P))``: D designs, each at T times (rows grouped by design).
+
+    Rank- and worker-aware seeds, so each DDP rank draws its own points.
+    """
+
+    def __init__(self, space: ParamSpace, tstop: float, *, designs: int, times: int, batches: int,
+                 fixed_params: bool, breakpoints: list[float], breakpoint_fraction: float, seed: int,
+                 rank: int = 0):
+        super().__init__()
+        self.space, self.tstop = space, tstop
+        self.designs, self.times, self.batches = designs, times, batches
+        self.fixed_params, self.breakpoints = fixed_params, breakpoints
+        self.breakpoint_fraction, self.seed, self.rank = breakpoint_fraction, seed, rank
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        base = (self.seed * 1_000_003 + self.rank * 10_007 + worker * 101 + self.epoch * 7919)
+        self.epoch += 1
+        gen = torch.Generator().manual_seed(base)
+        for k in range(self.batches):
+            if self.fixed_params or self.space.dim == 0:
+                P = self.space.nominal_vector().unsqueeze(0).expand(self.designs, -1).clone()
+            else:
+                P = self.space.sample_sobol(self.designs, seed=base + k)
+            t = torch.cat([sample_times(self.times, self.tstop, self.breakpoints, self.breakpoint_fraction, gen)
+                           for _ in range(self.designs)])
+            yield t, P
+
+
+class CollocationDataModule(L.LightningDataModule):
+    """Wraps `CollocationDataset`; validation is driven by the module's held-out designs."""
+
+    def __init__(self, space: ParamSpace, tstop: float, breakpoints: list[float], *, designs: int = 32,
+                 times: int = 64, batches_per_epoch: int = 100, fixed_params: bool = False,
+                 breakpoint_fraction: float = 0.2, seed: int = 0):
+        super().__init__()
+        self.kw = dict(designs=designs, times=times, batches=batches_per_epoch, fixed_params=fixed_params,
+                       breakpoints=breakpoints, breakpoint_fraction=breakpoint_fraction, seed=seed)
+        self.space, self.tstop = space, tstop
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return DataLoader(CollocationDataset(self.space, self.tstop, rank=rank, **self.kw), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([0], batch_size=None)
