@@ -28,7 +28,12 @@ def dae_of(circuit: Circuit) -> CircuitDAE:
 
 def simulate_tensor(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, float]] | None = None,
                     *, extra: Mapping[str, float] | None = None, **solver) -> TransientResult:
-    """Transient of a batch of designs (B, P) sharing one adaptive step sequence; differentiable."""
+    """Transient of a batch of designs (B, P); see `circuits.solve.transient` for the solver options.
+
+    With gradients (or B = 1, or a fixed dt) the batch shares one step sequence (result t: (T,));
+    no-grad adaptive batches default to per-design steps (``steps="per_design"``, result t:
+    (B, T_max) padded, ``res.counts`` points per design).  Pass ``steps="shared"`` to force one grid.
+    """
     dae = dae_of(circuit)
     bound = dae.bind(circuit.design_matrix(designs) if not isinstance(designs, Tensor) else designs,
                      extra=extra)
@@ -39,7 +44,13 @@ def simulate_tensor(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, fl
 def simulate_batch(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, float]] | None = None,
                    t: Tensor | None = None, outputs: Sequence[str] | None = None, **solver
                    ) -> tuple[Tensor, Tensor]:
-    """(t (T,), y (B, T, n_out)) for many designs; y is interpolated onto t when given."""
+    """(t, y (B, T, n_out)) for many designs; y is interpolated onto t when given.
+
+    With a t grid (T,) the result is (t, y (B, T, n_out)) in either steps mode.  Without one, the
+    solver's own points come back: t (T,) for shared steps, or, for per-design steps (the default of
+    no-grad batches, see `simulate_tensor`), t (B, T_max) with every design's own grid padded by
+    repeating its last point (y likewise).
+    """
     res = simulate_tensor(circuit, designs, **solver)
     dae = dae_of(circuit)
     cols = [dae.index(o) for o in (outputs or circuit.outputs)]
@@ -47,7 +58,7 @@ def simulate_batch(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, flo
     if t is None:
         return res.t, x
     t = torch.as_tensor(t, dtype=res.t.dtype)
-    return t, interpolate(res.t, x, t, res.breakpoints)
+    return t, interpolate(res.t, x, t, res.breakpoints, counts=res.counts)
 
 
 def simulate(circuit: Circuit, params: Mapping[str, float] | None = None, t: Tensor | None = None,
@@ -68,7 +79,10 @@ def simulate(circuit: Circuit, params: Mapping[str, float] | None = None, t: Ten
         tt = res.t
         if t is not None:
             tt = torch.as_tensor(t, dtype=res.t.dtype)
-            x = interpolate(res.t, x, tt, res.breakpoints)
+            x = interpolate(res.t, x, tt, res.breakpoints, counts=res.counts)
+        elif res.counts is not None:  # per-design steps: this design's own grid
+            k = int(res.counts[0])
+            tt, x = res.t[0, :k], x[:, :k]
     frame = pd.DataFrame(x[0].numpy(), columns=names)
     frame.insert(0, "time", tt.numpy())
     frame.attrs["stats"] = res.stats

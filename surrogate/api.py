@@ -76,6 +76,12 @@ class Surrogate(nn.Module):
         xdot = pin_rate.index_copy(1, self.learned_idx, rate_learned)
         return x, xdot, bound
 
+    def full_state(self, t: Tensor, P: Tensor, x0: Tensor | None = None) -> Tensor:
+        """Like `state`, plus the branch currents of grounded sources (which need dq/dt)."""
+        x, xdot, bound = self.state(t, P, x0=x0, with_rate=True)
+        x, _ = self.physics.fill_source_currents(self.physics.rows(bound, x, xdot, t), x)
+        return x
+
     def _grid(self, t: Tensor | Sequence[float] | None) -> Tensor:
         if t is None:
             return torch.linspace(0.0, self.circuit.tstop, 501, dtype=torch.float64)
@@ -88,8 +94,11 @@ class Surrogate(nn.Module):
         bound0 = self.physics.bind(P)
         x0 = self.physics.initial_state(bound0)
         PP = P.repeat_interleave(T, dim=0)
-        x = self.state(t.repeat(B), PP, x0=x0.repeat_interleave(T, dim=0))
         cols = [self.physics.dae.index(o) for o in (outputs or self.circuit.outputs)]
+        derived = ~self.physics.layout.learned & ~self.physics.layout.pinned
+        needs_currents = bool(derived[cols].any())
+        state = self.full_state if needs_currents else self.state
+        x = state(t.repeat(B), PP, x0=x0.repeat_interleave(T, dim=0))
         return x[:, cols].view(B, T, len(cols))
 
     def predict(self, t: Tensor | Sequence[float] | None = None, params: Mapping[str, float] | None = None,

@@ -29,7 +29,7 @@ class Layout:
 
     pinned: Tensor        # (n,) bool: node voltage equals a source value
     differential: Tensor  # (n,) bool: appears in some charge -> hard initial condition
-    learned: Tensor       # (n,) bool: predicted by the network (not pinned)
+    learned: Tensor       # (n,) bool: predicted by the network (not pinned, not a derived source current)
     x_scale: Tensor       # (n,) typical magnitude of each unknown
     row_scale: Tensor     # (n,) typical magnitude of each residual row
 
@@ -52,18 +52,33 @@ class CircuitPhysics:
         """Bind a (N, P) matrix of designs (one per collocation point)."""
         return self.dae.bind(P)
 
-    def _pinned_nodes(self) -> Tensor:
-        pinned = torch.zeros(self.dae.size, dtype=torch.bool)
+    @property
+    def grounded_sources(self) -> list[tuple[int, int, float]]:
+        """(pinned node, branch-current state, sign) for every voltage source with a grounded terminal.
+
+        sign is +1 when the node is the source's + terminal: v(node) = sign·V(t), and the source's
+        branch current enters that node's KCL row with the same sign.
+        """
+        out = []
+        ground = self.dae.size
         for g in self.dae.groups:
             if g.device.letter != "v":
                 continue
-            for row in g.node_idx.tolist():
-                ground = self.dae.size
+            for row, state in zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist()):
                 if row[1] == ground and row[0] != ground:
-                    pinned[row[0]] = True
+                    out.append((row[0], state, 1.0))
                 elif row[0] == ground and row[1] != ground:
-                    pinned[row[1]] = True
-        return pinned
+                    out.append((row[1], state, -1.0))
+        return out
+
+    def _pinned_nodes(self) -> tuple[Tensor, Tensor]:
+        """(pinned node mask, derived branch-current mask)."""
+        pinned = torch.zeros(self.dae.size, dtype=torch.bool)
+        derived = torch.zeros(self.dae.size, dtype=torch.bool)
+        for node, state, _ in self.grounded_sources:
+            pinned[node] = True
+            derived[state] = True
+        return pinned, derived
 
     def _layout(self) -> Layout:
         circuit = self.circuit
@@ -81,9 +96,9 @@ class CircuitPhysics:
             row_scale = torch.sqrt(torch.stack(terms).pow(2).mean(dim=0))
             row_scale = torch.clamp(row_scale, min=1e-9 * float(row_scale.max()) + 1e-300)
             _, _, jq0, _ = bound.jacobians(x[:1], 0.0)
-        pinned = self._pinned_nodes()
+        pinned, derived = self._pinned_nodes()
         differential = jq0[0].abs().amax(dim=0) > 0
-        return Layout(pinned, differential & ~pinned, ~pinned, x_scale, row_scale)
+        return Layout(pinned, differential & ~pinned, ~(pinned | derived), x_scale, row_scale)
 
     def pinned_values(self, bound: BoundDAE, t: Tensor) -> Tensor:
         """(N, n) with the source value at pinned nodes (from the V rows evaluated at x = 0)."""
@@ -91,15 +106,8 @@ class CircuitPhysics:
         with torch.no_grad():
             _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t)
         out = torch.zeros(N, n, dtype=bound.designs.dtype)
-        for g in self.dae.groups:
-            if g.device.letter != "v":
-                continue
-            for row, state in zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist()):
-                value = -f0[:, state]  # fs = va - vb - V(t) at x = 0
-                if row[1] == n:
-                    out[:, row[0]] = value
-                elif row[0] == n:
-                    out[:, row[1]] = -value
+        for node, state, sign in self.grounded_sources:
+            out[:, node] = -sign * f0[:, state]  # fs = v+ - v- - V(t) at x = 0
         return out
 
     def initial_state(self, bound: BoundDAE) -> Tensor:
@@ -122,15 +130,28 @@ class CircuitPhysics:
         J = torch.where(hold.unsqueeze(-1), eye, jf)
         return x0 - torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
 
-    def residual(self, bound: BoundDAE, x: Tensor, xdot: Tensor, t: Tensor) -> Tensor:
-        """Scaled DAE residual (dq/dt + f) / row_scale at the points; rows of pinned nodes dropped.
-
-        x, xdot: (N, n) state and its time derivative (in seconds); t: (N,) seconds.
-        """
+    def rows(self, bound: BoundDAE, x: Tensor, xdot: Tensor, t: Tensor) -> Tensor:
+        """Unscaled DAE rows dq/dt + f (N, n) at the points (x, xdot in SI units, t in seconds)."""
         # step along xdot small against every unknown's scale (exact for linear charges anyway)
         rate = (xdot.detach().abs() / self.layout.x_scale).amax(dim=1, keepdim=True)
         eps = 1e-4 / torch.clamp(rate, min=1e-30)
         q_plus, _ = bound.evaluate(x + eps * xdot, t)
         q_minus, _ = bound.evaluate(x - eps * xdot, t)
         _, f = bound.evaluate(x, t)
-        return ((q_plus - q_minus) / (2 * eps) + f) / self.layout.row_scale
+        return (q_plus - q_minus) / (2 * eps) + f
+
+    def fill_source_currents(self, rows: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Branch currents of grounded sources from their node's KCL (rows computed with them at 0).
+
+        Returns (x with those currents, rows with the pinned-node rows thereby satisfied)."""
+        for node, state, sign in self.grounded_sources:
+            current = -sign * rows[:, node]
+            x = x.index_copy(1, torch.tensor([state]), current.unsqueeze(1))
+            rows = rows.index_copy(1, torch.tensor([node]), torch.zeros_like(current).unsqueeze(1))
+        return x, rows
+
+    def residual(self, bound: BoundDAE, x: Tensor, xdot: Tensor, t: Tensor) -> Tensor:
+        """Scaled residual (dq/dt + f) / row_scale; rows satisfied by construction are zero."""
+        rows = self.rows(bound, x, xdot, t)
+        _, rows = self.fill_source_currents(rows, x)
+        return rows / self.layout.row_scale

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from circuits import load_circuit, simulate, simulate_batch
+from circuits import load_circuit, simulate, simulate_batch, simulate_tensor
 from circuits.circuit import circuit_from_config
 from circuits.measure import cross_time
+from circuits.solve import interpolate
 
 
 def ramp_response(t: np.ndarray, tau: float) -> np.ndarray:
@@ -80,11 +81,54 @@ def test_delay_gradient_matches_finite_differences():
     assert float(d.detach()) == pytest.approx(1.3e3 * 0.8e-12 * math.log(2), rel=1e-2)
 
 
-def test_batched_equals_single_designs():
+@pytest.mark.parametrize("steps", ["shared", "per_design"])
+def test_batched_equals_single_designs(steps):
     circuit = load_circuit("amp")
     designs = [{"rd": 3e3, "w": 1.5e-6, "cl": 30e-15}, {"rd": 7e3, "w": 3e-6, "cl": 12e-15}]
     t_grid = torch.linspace(0, 4e-9, 201, dtype=torch.float64)
-    _, y = simulate_batch(circuit, designs, t=t_grid)
+    t, y = simulate_batch(circuit, designs, t=t_grid, steps=steps)
+    assert t.shape == (201,) and y.shape == (2, 201, len(circuit.outputs))
     for k, d in enumerate(designs):
         single = simulate(circuit, d, t=t_grid)
         assert np.abs(single["v(d)"].to_numpy() - y[k, :, 1].numpy()).max() < 2e-4
+
+
+def test_per_design_rc_matches_analytic():
+    circuit = load_circuit("rc")
+    rc = [(1e3, 1e-12), (500.0, 2e-12), (2e3, 0.5e-12)]
+    # no t grid: every design comes back on its own grid, padded by repeating its last point
+    t, y = simulate_batch(circuit, [{"r": r, "c": c} for r, c in rc], steps="per_design")
+    assert t.dim() == 2 and t.shape[0] == 3 and y.shape[:2] == t.shape
+    for k, (r, c) in enumerate(rc):
+        assert float(t[k, -1]) == pytest.approx(circuit.tstop)
+        assert bool((t[k, 1:] >= t[k, :-1]).all())
+        exact = rc_pulse_exact(t[k].numpy(), r * c)
+        assert np.abs(y[k, :, 0].numpy() - exact).max() < 1e-4
+
+
+def test_per_design_ring_steps_differ_and_match_single_runs():
+    circuit = load_circuit("ring5", tstop=1e-9)
+    designs = circuit.space.sample_sobol(4, seed=0)
+    with torch.no_grad():
+        res = simulate_tensor(circuit, designs)  # no-grad batch: per-design steps by default
+    assert res.steps_mode == "per_design" and res.t.shape[0] == 4
+    counts = res.counts.tolist()
+    assert len(set(counts)) > 1, counts
+    assert res.stats["steps_min"] < res.stats["steps_max"] == max(counts) - 1
+    assert res.stats["iterations"] < sum(c - 1 for c in counts)
+    t_grid = torch.linspace(0, 1e-9, 301, dtype=torch.float64)
+    y = interpolate(res.t, res.x, t_grid, res.breakpoints, counts=res.counts)
+    for k in range(4):
+        single = simulate(circuit, circuit.space.to_dict(designs[k]), t=t_grid, outputs="all")
+        ref = torch.as_tensor(single[res.names].to_numpy().copy())
+        # the same steps as a single-design run (measured: equal to ~3e-6 V)
+        assert float((y[k] - ref).abs().max()) < 1e-4
+
+
+def test_per_design_steps_refuse_gradients():
+    circuit = load_circuit("rc", tstop=1e-9)
+    P = torch.tensor([[1e3, 1e-12], [2e3, 1e-12]], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="no-grad"):
+        simulate_tensor(circuit, P, steps="per_design")
+    res = simulate_tensor(circuit, P)  # with gradients the default is the shared step sequence
+    assert res.steps_mode == "shared" and res.t.dim() == 1 and res.x.requires_grad

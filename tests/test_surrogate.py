@@ -1,0 +1,104 @@
+"""Surrogate plumbing: residual, save/load round trip, gradients vs finite differences, columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from circuits import load_circuit, simulate
+from surrogate.api import Surrogate, SurrogateError, load_surrogate, save_surrogate
+
+
+@pytest.fixture(scope="module")
+def rc_model() -> Surrogate:
+    torch.manual_seed(0)
+    return Surrogate(load_circuit("rc"), width=16, depth=2, fourier=2)
+
+
+def test_residual_vanishes_on_the_reference_solution(rc_model):
+    """Plugging the reference waveform (and its derivative) into the PINN residual gives ~0."""
+    circuit = rc_model.circuit
+    phys = rc_model.physics
+    t = torch.linspace(0.5e-9, 3.5e-9, 50, dtype=torch.float64)
+    df = simulate(circuit, t=t, outputs="all", rtol=1e-7)
+    x = torch.tensor(df[phys.names].to_numpy())
+    h = 1e-13
+    xdot = (torch.tensor(simulate(circuit, t=t + h, outputs="all", rtol=1e-7)[phys.names].to_numpy())
+            - torch.tensor(simulate(circuit, t=t - h, outputs="all", rtol=1e-7)[phys.names].to_numpy())) / (2 * h)
+    bound = phys.bind(circuit.space.nominal_vector().expand(len(t), -1))
+    r = phys.residual(bound, x, xdot, t)
+    assert r.abs().max() < 1e-3
+
+
+def test_state_respects_initial_condition_and_pinned_source(rc_model):
+    c = rc_model.circuit
+    t = torch.tensor([0.0, 1e-9, 3e-9], dtype=torch.float64)
+    with torch.no_grad():
+        x = rc_model.state(t, c.space.nominal_vector().expand(3, -1))
+    assert float(x[0, rc_model.physics.dae.index("v(out)")]) == 0.0
+    assert torch.allclose(x[:, rc_model.physics.dae.index("v(in)")], torch.tensor([0.0, 1.0, 1.0],
+                                                                                   dtype=torch.float64))
+
+
+def test_predict_columns_match_simulate(rc_model):
+    pred = rc_model.predict(params={"r": 1500})
+    ref = simulate(rc_model.circuit, {"r": 1500})
+    assert list(pred.columns) == list(ref.columns)
+    assert isinstance(pred, pd.DataFrame) and len(pred) == 501
+
+
+def test_gradient_wrt_design_matches_finite_differences(rc_model):
+    t = torch.linspace(0, 6e-9, 40, dtype=torch.float64)
+    p = torch.tensor([1200.0, 1.3e-12], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(rc_model(t, p)[:, 0].sum(), p)
+    with torch.no_grad():
+        for k in range(2):
+            h = 1e-6 * float(p[k])
+            pp, pm = p.detach().clone(), p.detach().clone()
+            pp[k] += h
+            pm[k] -= h
+            fd = (rc_model(t, pp)[:, 0].sum() - rc_model(t, pm)[:, 0].sum()) / (2 * h)
+            assert float(g[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9 / float(p[k]))
+
+
+def test_save_load_round_trip(rc_model, tmp_path):
+    path = tmp_path / "rc.pt"
+    save_surrogate(rc_model, path, {"note": "test"})
+    loaded = load_surrogate(path)
+    t = torch.linspace(0, 6e-9, 30, dtype=torch.float64)
+    P = rc_model.circuit.space.sample_sobol(3)
+    with torch.no_grad():
+        assert torch.equal(loaded.predict_batch(t, P), rc_model.predict_batch(t, P))
+    assert loaded.metrics == {"note": "test"}
+
+
+def test_load_rejects_bad_files(tmp_path):
+    with pytest.raises(SurrogateError, match="no such surrogate file"):
+        load_surrogate(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(SurrogateError, match="not a readable surrogate file"):
+        load_surrogate(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": 1}, other)
+    with pytest.raises(SurrogateError, match="not a NeuroSPICE surrogate"):
+        load_surrogate(other)
+
+
+def test_amp_initial_state_is_the_operating_point_with_gradient():
+    torch.manual_seed(0)
+    model = Surrogate(load_circuit("amp"), width=8, depth=1)
+    P = torch.tensor([[4e3, 2e-6, 20e-15]], dtype=torch.float64, requires_grad=True)
+    x0 = model.physics.initial_state(model.physics.bind(P))
+    d = model.physics.dae.index("v(d)")
+    ref = simulate(model.circuit, {"rd": 4e3, "w": 2e-6, "cl": 20e-15}, outputs="all")
+    assert float(x0[0, d]) == pytest.approx(ref["v(d)"].iloc[0], abs=1e-9)
+    (g,) = torch.autograd.grad(x0[0, d], P)
+    with torch.no_grad():
+        h = 1.0
+        hi = model.physics.initial_state(model.physics.bind(P.detach() + torch.tensor([[h, 0, 0]])))
+        lo = model.physics.initial_state(model.physics.bind(P.detach() - torch.tensor([[h, 0, 0]])))
+    assert float(g[0, 0]) == pytest.approx(float((hi[0, d] - lo[0, d]) / (2 * h)), rel=1e-5)
+    assert np.isfinite(float(g[0, 1]))
