@@ -63,7 +63,6 @@ class Surrogate(nn.Module):
             y, y_rate = self.net.forward_with_rate(t_hat, u)
         else:
             y, y_rate = self.net(t_hat, u), None
-        N, n = P.shape[0], phys.dae.size
         scale = lay.x_scale[self.learned_idx]
         diff = lay.differential[self.learned_idx]
         learned = torch.where(diff, x0[:, self.learned_idx] + t_hat * scale * y, scale * y)
