@@ -11,29 +11,13 @@ from hypothesis import strategies as st
 from circuits.errors import NetlistError
 from circuits.expr import Expr
 from circuits.netlist import Netlist, parse_netlist
+from tests.test_netlist import RING as BASE_RING
 
-RING = """ring5 test
-.param cload=10f wn=1u wp=2u
-.model nch nmos level=1 vto=0.5 kp=200u lambda=0.05
-.model pch pmos level=1 vto=-0.5 kp=100u lambda=0.05
-.subckt inv in out vdd
-MP out in vdd vdd pch w={wp} l=1u
-MN out in 0 0 nch w={wn} l=1u
-CL out 0 {cload}
-.ends inv
-VDD vdd 0 1.8
-X1 n5 n1 vdd inv
-X2 n1 n2 vdd inv
-X3 n2 n3 vdd inv
-X4 n3 n4 vdd inv
-X5 n4 n5 vdd inv
-B1 nb 0 V={v(n1, n2) * 2 + time}
+# the ring oscillator of test_netlist plus a B source, a PULSE and a PWL source
+RING = BASE_RING.replace(".ic v(n1)", """B1 nb 0 V={v(n1, n2) * 2 + time}
 VP np 0 PULSE(0 1 0.2n 10p 10p 4n 10n)
 VW nw 0 PWL(0 0 1n 0 1.1n 2.5)
-.ic v(n1)=0 v(n2)=1.8 v(n3)=0 v(n4)=1.8 v(n5)=0.9
-.tran 1p 4n uic
-.end
-"""
+.ic v(n1)""")
 
 _EMPTY_DIR = Path(tempfile.mkdtemp(prefix="netlist_fuzz_"))
 _TOKENS = sorted({t for line in RING.splitlines() for t in line.split()}
