@@ -69,8 +69,12 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                                seed=int(cfg.seed), **dm_kw)
     trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)
     ckpt = ModelCheckpoint(dirpath=outdir / "checkpoints", save_last=True, every_n_train_steps=int(s.checkpoint_every))
+    callbacks = [ckpt]
+    if trainer_kw.get("enable_progress_bar", True):
+        from lightning.pytorch.callbacks import RichProgressBar
+        callbacks.append(RichProgressBar())
     trainer = L.Trainer(default_root_dir=str(outdir), logger=CSVLogger(str(outdir), name="logs"),
-                        callbacks=[ckpt], inference_mode=False, enable_model_summary=False, **trainer_kw)
+                        callbacks=callbacks, inference_mode=False, enable_model_summary=False, **trainer_kw)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     adam_s = time.perf_counter() - t0

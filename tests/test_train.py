@@ -41,3 +41,21 @@ def test_rc_pinn_trains_to_one_percent_of_the_analytic_solution(tmp_path):
     assert metrics["nrmse_worst_overall"] <= 0.01
     for name in ("waveforms.png", "loss.png", "surrogate.pt"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_nan_loss_stops_training_with_a_clear_error(tmp_path, monkeypatch):
+    from surrogate.module import TrainingDiverged
+    from surrogate.physics import CircuitPhysics
+
+    def poisoned(self, bound, x, xdot, t):
+        return torch.full_like(x, float("nan"))
+
+    monkeypatch.setattr(CircuitPhysics, "residual", poisoned)
+    overrides = ["circuit=rc", "surrogate.fixed_params=true", "trainer.max_steps=5",
+                 "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1",
+                 "surrogate.designs_per_batch=2", "surrogate.times_per_design=8"]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with pytest.raises(TrainingDiverged, match="loss term 'residual' is nan"):
+        run_train(cfg, tmp_path)
+    assert not (tmp_path / "surrogate.pt").exists()
