@@ -391,9 +391,9 @@ def interpolate(t: Tensor, x: Tensor, t_eval: Tensor, breakpoints: list[float] |
 # per-design time stepping: every design has its own t, h, order and history (no gradients)
 # ----------------------------------------------------------------------------------------------
 
-EXACT_ACCEPT = False
-USE_CONTRACTION = True
-COMPACT_FRACTION = 0.8  # re-bind to the unfinished designs once at most this fraction is unfinished  # re-evaluate q, f at accepted points (else: linearised from the last Newton step)
+EXACT_ACCEPT = False     # re-evaluate q, f at accepted points (else: linearised from the last Newton step)
+USE_CONTRACTION = True   # stop Newton early when the contraction-based error estimate is small
+COMPACT_FRACTION = 0.8   # re-bind to the unfinished designs once at most this fraction is unfinished
 
 
 def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
