@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     from surrogate.report import plot_loss, plot_waveforms
 
     outdir = Path(outdir)
+    # batches are generated in-process (no workers), so Lightning's length caveat does not apply
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
     L.seed_everything(int(cfg.seed), workers=True)
     circuit_cfg = OmegaConf.to_container(cfg.circuit, resolve=True)
     s = cfg.surrogate
