@@ -116,13 +116,19 @@ class BoundDAE:
         """Number of designs B."""
         return self.designs.shape[0]
 
-    def evaluate(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
-        """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor."""
+    def evaluate(self, x: Tensor, t: Tensor | float, letters: frozenset[str] | None = None
+                 ) -> tuple[Tensor, Tensor]:
+        """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor.
+
+        letters: evaluate only the device groups with these element letters (e.g. ``{"v"}``).
+        """
         B, n = x.shape
         t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
         x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
-        f_parts, f_idx, q_parts, q_idx = [], [], [], []
+        f_parts, f_idx, q_parts, q_idx = [x.new_zeros(B, 0)], [torch.zeros(0, dtype=torch.long)], [], []
         for g, p, ctx in zip(self.dae.groups, self.params, self.ctxs):
+            if letters is not None and g.device.letter not in letters:
+                continue
             out = g.device.evaluate(x_ext[:, g.node_idx], x[:, g.state_idx], t, p, ctx)
             for value, idx, parts, idxs in ((out.i, g.node_flat, f_parts, f_idx),
                                             (out.q, g.node_flat, q_parts, q_idx),

@@ -104,7 +104,7 @@ class CircuitPhysics:
         """(N, n) with the source value at pinned nodes (from the V rows evaluated at x = 0)."""
         N, n = bound.batch, self.dae.size
         with torch.no_grad():
-            _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t)
+            _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t, letters=frozenset("v"))
         out = torch.zeros(N, n, dtype=bound.designs.dtype)
         for node, state, sign in self.grounded_sources:
             out[:, node] = -sign * f0[:, state]  # fs = v+ - v- - V(t) at x = 0
