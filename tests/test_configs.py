@@ -22,7 +22,7 @@ def test_experiment_composes(experiment):
         cfg = compose(config_name="train", overrides=[f"experiment={experiment}"])
     assert cfg.trainer.max_steps > 0 and cfg.circuit.name
     if experiment == "ring5_causal":  # experiment values win over train.yaml's defaults
-        assert cfg.surrogate.fixed_params and cfg.surrogate.causal_eps == 1.0 and cfg.model.fourier == 8
+        assert cfg.surrogate.fixed_params and cfg.surrogate.causal_eps == 100.0 and cfg.model.fourier == 8
 
 
 @pytest.mark.parametrize("circuit", CIRCUITS)
