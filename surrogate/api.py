@@ -32,17 +32,23 @@ class Surrogate(nn.Module):
     source value for nodes pinned by grounded voltage sources."""
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
-                 depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True):
+                 depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
+                 dtype: str = "float64"):
         super().__init__()
         self.circuit = circuit
         self.physics = CircuitPhysics(circuit, layout=layout)
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
-                            "corner_features": corner_features}
+                            "corner_features": corner_features, "dtype": dtype}
         corners = [b / circuit.tstop for b in self.physics.bind(None).breakpoints()] if corner_features else []
         self.net = PinnNet(circuit.space.dim, int(lay.learned.sum()), width, depth, fourier, activation, corners)
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
-        self.net.double()
+        self.set_net_dtype(getattr(torch, dtype))
+
+    def set_net_dtype(self, dtype: torch.dtype) -> None:
+        """Run the network in float32 (fast Adam, inference) or float64 (L-BFGS); physics stays float64."""
+        self.net.to(dtype)
+        self.hparams_net["dtype"] = str(dtype).removeprefix("torch.")
 
     @property
     def names(self) -> list[str]:
@@ -59,10 +65,12 @@ class Surrogate(nn.Module):
         bound = phys.bind(P)
         if x0 is None:
             x0 = phys.initial_state(bound)
+        net_dtype = next(self.net.parameters()).dtype
         if with_rate:
-            y, y_rate = self.net.forward_with_rate(t_hat, u)
+            y, y_rate = self.net.forward_with_rate(t_hat.to(net_dtype), u.to(net_dtype))
+            y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
         else:
-            y, y_rate = self.net(t_hat, u), None
+            y, y_rate = self.net(t_hat.to(net_dtype), u.to(net_dtype)).to(torch.float64), None
         scale = lay.x_scale[self.learned_idx]
         diff = lay.differential[self.learned_idx]
         learned = torch.where(diff, x0[:, self.learned_idx] + t_hat * scale * y, scale * y)

@@ -23,7 +23,7 @@ class PinnNet(nn.Module):
         super().__init__()
         self.fourier = fourier
         act = {"tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU}[activation]
-        self.register_buffer("corners", torch.tensor(sorted(breakpoints or []), dtype=torch.float64))
+        self.register_buffer("corners", torch.tensor(sorted(breakpoints or []), dtype=torch.float32))
         dims = [1 + 2 * fourier + len(self.corners) + n_params] + [width] * depth
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):

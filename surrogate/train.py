@@ -23,6 +23,7 @@ def lbfgs_refine(module, steps: int, seed: int = 0) -> list[float]:
                             breakpoints=module.dm_kw["breakpoints"],
                             breakpoint_fraction=module.dm_kw["breakpoint_fraction"], seed=seed + 99)
     t, designs = next(iter(ds))
+    module.model.set_net_dtype(torch.float64)  # L-BFGS made no progress in float32
     opt = torch.optim.LBFGS(module.model.net.parameters(), lr=1.0, max_iter=steps, history_size=50,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
     history: list[float] = []
