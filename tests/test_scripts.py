@@ -42,3 +42,9 @@ def test_raw_netlist_and_user_errors(tmp_path):
     assert proc.returncode == 2 and "outside its range" in proc.stderr
     proc = run("circuit=nosuch", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_train_unknown_circuit_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "circuit=nosuch"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nosuch" in proc.stderr
