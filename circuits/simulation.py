@@ -12,7 +12,7 @@ from circuits.circuit import Circuit
 from circuits.dae import CircuitDAE, assemble
 from circuits.solve import TransientResult, interpolate, transient
 
-__all__ = ["simulate", "simulate_batch", "simulate_tensor", "dae_of"]
+__all__ = ["simulate", "simulate_frames", "simulate_batch", "simulate_tensor", "dae_of"]
 
 _DAE_CACHE: dict[int, tuple[Circuit, CircuitDAE]] = {}
 
@@ -66,24 +66,34 @@ def simulate(circuit: Circuit, params: Mapping[str, float] | None = None, t: Ten
     """Simulate one design; columns ``time`` then outputs named like ngspice (``v(n1)``, ``i(vdd)``).
 
     params: design (or any global .param) values in SI; the rest stay nominal.
+    t: output times (interpolated); None gives the solver's own time points.
     outputs: the circuit's outputs by default, ``"all"`` for every unknown.
     """
+    return simulate_frames(circuit, params, [t], outputs=outputs, **solver)[0]
+
+
+def simulate_frames(circuit: Circuit, params: Mapping[str, float] | None, grids: Sequence[Tensor | None],
+                    *, outputs: Sequence[str] | str | None = None, **solver) -> list[pd.DataFrame]:
+    """One transient of one design, returned as one DataFrame per time grid (None: solver points)."""
     values = circuit.overrides(params)
     space_values = {k: v for k, v in values.items() if k in circuit.space.names}
     extra = {k: v for k, v in values.items() if k not in circuit.space.names}
     dae = dae_of(circuit)
     names = dae.names if outputs == "all" else list(outputs or circuit.outputs)
+    frames = []
     with torch.no_grad():
         res = simulate_tensor(circuit, [space_values], extra=extra, **solver)
-        x = res.x[..., [dae.index(o) for o in names]]
-        tt = res.t
-        if t is not None:
-            tt = torch.as_tensor(t, dtype=res.t.dtype)
-            x = interpolate(res.t, x, tt, res.breakpoints, counts=res.counts)
-        elif res.counts is not None:  # per-design steps: this design's own grid
-            k = int(res.counts[0])
-            tt, x = res.t[0, :k], x[:, :k]
-    frame = pd.DataFrame(x[0].numpy(), columns=names)
-    frame.insert(0, "time", tt.numpy())
-    frame.attrs["stats"] = res.stats
-    return frame
+        x_all = res.x[..., [dae.index(o) for o in names]]
+        for t in grids:
+            x, tt = x_all, res.t
+            if t is not None:
+                tt = torch.as_tensor(t, dtype=res.t.dtype)
+                x = interpolate(res.t, x_all, tt, res.breakpoints, counts=res.counts)
+            elif res.counts is not None:  # per-design steps: this design's own grid
+                k = int(res.counts[0])
+                tt, x = res.t[0, :k], x_all[:, :k]
+            frame = pd.DataFrame(x[0].numpy(), columns=names)
+            frame.insert(0, "time", tt.numpy())
+            frame.attrs["stats"] = res.stats
+            frames.append(frame)
+    return frames
