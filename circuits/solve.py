@@ -57,9 +57,9 @@ def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER) -> 
             dx = torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
         except RuntimeError:  # singular Jacobian
             return x, False, it
-        # damp huge updates (no device limiting): at most 1 V-equivalent per iteration
-        scale = torch.clamp(dx.abs().amax(dim=1, keepdim=True) / 1.0, min=1.0)
-        x = x - dx / torch.where(scale > 1e3, scale, torch.ones_like(scale))
+        # no device voltage limiting: a design whose update exceeds 1e3 (V or A) is scaled to unit size
+        size = dx.abs().amax(dim=1, keepdim=True)
+        x = x - dx / torch.where(size > 1e3, size, torch.ones_like(size))
         if not torch.isfinite(x).all():
             return x, False, it
         if bool((dx.abs() <= tol + 1e-9 * x.abs()).all()):
