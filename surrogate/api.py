@@ -121,6 +121,19 @@ class Surrogate(nn.Module):
         frame.insert(0, "time", t.numpy())
         return frame
 
+    def at(self, t: Tensor, P: Tensor, outputs: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
+        """Pointwise (y, dy/dt), each (N, n_out), at times t (N,) s for designs P (N, P).
+
+        Differentiable in P (and t); for node voltages and internal states (not derived source
+        currents).  Crossing-time refinement uses it: t* is a root of y(t, p) - level.
+        """
+        cols = [self.physics.dae.index(o) for o in (outputs or self.circuit.outputs)]
+        derived = ~self.physics.layout.learned & ~self.physics.layout.pinned
+        if bool(derived[cols].any()):
+            raise SurrogateError(f"at(): {outputs} include derived source currents; use predict_batch")
+        x, xdot, _ = self.state(torch.as_tensor(t, dtype=torch.float64), P, with_rate=True)
+        return x[:, cols], xdot[:, cols]
+
     def forward(self, t: Tensor, p: Tensor) -> Tensor:
         """Differentiable outputs (T, n_out) at times t (T,) for one design p (P,)."""
         return self.predict_batch(t, p.unsqueeze(0))[0]
