@@ -20,7 +20,7 @@ from surrogate.physics import CircuitPhysics, Layout
 
 __all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: time windows (state_dict of a ModuleList); 1 (one net) still loads
 
 
 class SurrogateError(NeuroSpiceError):
@@ -33,59 +33,124 @@ class Surrogate(nn.Module):
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
                  depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
-                 dtype: str = "float64"):
+                 dtype: str = "float64", windows: int = 1):
         super().__init__()
+        if int(windows) < 1:
+            raise SurrogateError(f"windows must be >= 1, got {windows}")
         self.circuit = circuit
         self.physics = CircuitPhysics(circuit, layout=layout)
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
-                            "corner_features": corner_features, "dtype": dtype}
-        corners = [b / circuit.tstop for b in self.physics.bind(None).breakpoints()] if corner_features else []
-        self.net = PinnNet(circuit.space.dim, int(lay.learned.sum()), width, depth, fourier, activation, corners)
+                            "corner_features": corner_features, "dtype": dtype, "windows": int(windows)}
+        edges = torch.linspace(0.0, circuit.tstop, int(windows) + 1, dtype=torch.float64)
+        self.register_buffer("edges", edges)
+        corners = self.physics.bind(None).breakpoints() if corner_features else []
+        self.nets = nn.ModuleList()
+        for k in range(int(windows)):
+            t0, t1 = float(edges[k]), float(edges[k + 1])
+            local = [(b - t0) / (t1 - t0) for b in corners if t0 < b < t1]  # corners in window time τ
+            self.nets.append(PinnNet(circuit.space.dim, int(lay.learned.sum()), width, depth, fourier,
+                                     activation, local))
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
         self.set_net_dtype(getattr(torch, dtype))
 
+    @property
+    def windows(self) -> int:
+        """Number of consecutive time windows, each with its own network (hard continuity between them)."""
+        return len(self.nets)
+
     def set_net_dtype(self, dtype: torch.dtype) -> None:
-        """Run the network in float32 (fast Adam, inference) or float64 (L-BFGS); physics stays float64."""
-        self.net.to(dtype)
+        """Run the networks in float32 (fast Adam, inference) or float64 (L-BFGS); physics stays float64."""
+        self.nets.to(dtype)
         self.hparams_net["dtype"] = str(dtype).removeprefix("torch.")
+
+    def window_of(self, t: Tensor) -> Tensor:
+        """Window index (N,) of each time; a time on an inner edge belongs to the later window."""
+        return torch.bucketize(t, self.edges[1:-1], right=True)
 
     @property
     def names(self) -> list[str]:
         """Names of all unknowns (``v(n1)``, ``i(vdd)``, ``n1.p`` ...)."""
         return self.physics.names
 
-    def state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, with_rate: bool = False):
-        """All unknowns x (N, n) at points (t (N,) seconds, P (N, P) designs); optionally dx/dt."""
-        phys, lay = self.physics, self.physics.layout
-        tstop = phys.tstop
-        t = t.to(torch.float64)
-        t_hat = (t / tstop).unsqueeze(1)
-        u = self.circuit.space.to_unit(P)
-        bound = phys.bind(P)
-        if x0 is None:
-            x0 = phys.initial_state(bound)
-        net_dtype = next(self.net.parameters()).dtype
+    def _learned(self, k: int, t: Tensor, u: Tensor, start: Tensor, with_rate: bool):
+        """Learned unknowns (N, m) in window k (and d/dt): start + τ·s·NN for differential ones."""
+        t0, t1 = float(self.edges[k]), float(self.edges[k + 1])
+        tau = ((t - t0) / (t1 - t0)).unsqueeze(1)
+        net = self.nets[k]
+        dtype = next(net.parameters()).dtype
         if with_rate:
-            y, y_rate = self.net.forward_with_rate(t_hat.to(net_dtype), u.to(net_dtype))
+            y, y_rate = net.forward_with_rate(tau.to(dtype), u.to(dtype))
             y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
         else:
-            y, y_rate = self.net(t_hat.to(net_dtype), u.to(net_dtype)).to(torch.float64), None
+            y, y_rate = net(tau.to(dtype), u.to(dtype)).to(torch.float64), None
+        lay = self.physics.layout
         scale = lay.x_scale[self.learned_idx]
         diff = lay.differential[self.learned_idx]
-        learned = torch.where(diff, x0[:, self.learned_idx] + t_hat * scale * y, scale * y)
+        learned = torch.where(diff, start[:, self.learned_idx] + tau * scale * y, scale * y)
+        if not with_rate:
+            return learned, None
+        rate = torch.where(diff, scale * (y + tau * y_rate), scale * y_rate) / (t1 - t0)
+        return learned, rate
+
+    def window_starts(self, P: Tensor, x0: Tensor | None = None, upto: int | None = None) -> Tensor:
+        """State at the start of every window (K, B, n) for designs P (B, P), chained from x0(p).
+
+        Window k+1 starts where window k ends, so the waveform is continuous by construction.
+        """
+        upto = self.windows if upto is None else upto
+        if x0 is None:
+            x0 = self.physics.initial_state(self.physics.bind(P))
+        u = self.circuit.space.to_unit(P)
+        starts = [x0]
+        for k in range(upto - 1):
+            t_end = self.edges[k + 1].expand(P.shape[0])
+            learned, _ = self._learned(k, t_end, u, starts[-1], with_rate=False)
+            starts.append(starts[-1].index_copy(1, self.learned_idx, learned))
+        return torch.stack(starts)
+
+    def state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, with_rate: bool = False,
+              starts: Tensor | None = None):
+        """All unknowns x (N, n) at points (t (N,) seconds, P (N, P) designs); optionally dx/dt.
+
+        x0 (N, n): the initial state of each point's design; starts (N, n): the state at the start
+        of each point's window (computed from x0 when not given).
+        """
+        phys = self.physics
+        t = t.to(torch.float64)
+        u = self.circuit.space.to_unit(P)
+        bound = phys.bind(P)
+        win = self.window_of(t)
+        if starts is None:
+            if x0 is None:
+                x0 = phys.initial_state(bound)
+            starts = x0
+            if self.windows > 1:
+                chain = self.window_starts(P, x0, upto=int(win.max()) + 1)  # (K', N, n)
+                starts = chain.gather(0, win.view(1, -1, 1).expand(1, -1, chain.shape[2]))[0]
+        m = len(self.learned_idx)
+        learned = torch.zeros(t.shape[0], m, dtype=torch.float64)
+        rate = torch.zeros_like(learned) if with_rate else None
+        for k in torch.unique(win).tolist():
+            idx = torch.nonzero(win == k).flatten()
+            if len(idx) == t.shape[0]:
+                learned, rate = self._learned(k, t, u, starts, with_rate)
+                break
+            lk, rk = self._learned(k, t[idx], u[idx], starts[idx], with_rate)
+            learned = learned.index_copy(0, idx, lk)
+            if with_rate:
+                rate = rate.index_copy(0, idx, rk)
         x = phys.pinned_values(bound, t).index_copy(1, self.learned_idx, learned)
         if not with_rate:
             return x
-        rate_learned = torch.where(diff, scale * (y + t_hat * y_rate), scale * y_rate) / tstop
-        delta = 1e-6 * tstop
+        delta = 1e-6 * phys.tstop
         pin_rate = (phys.pinned_values(bound, t + delta) - phys.pinned_values(bound, t - delta)) / (2 * delta)
-        xdot = pin_rate.index_copy(1, self.learned_idx, rate_learned)
+        xdot = pin_rate.index_copy(1, self.learned_idx, rate)
         return x, xdot, bound
 
-    def full_state(self, t: Tensor, P: Tensor, x0: Tensor | None = None) -> Tensor:
+    def full_state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, starts: Tensor | None = None) -> Tensor:
         """Like `state`, plus the branch currents of grounded sources (which need dq/dt)."""
-        x, xdot, bound = self.state(t, P, x0=x0, with_rate=True)
+        x, xdot, bound = self.state(t, P, x0=x0, with_rate=True, starts=starts)
         x, _ = self.physics.fill_source_currents(self.physics.rows(bound, x, xdot, t), x)
         return x
 
@@ -98,14 +163,15 @@ class Surrogate(nn.Module):
         """(B, T, n_out) for B designs (B, P) on a shared time grid t (T,); differentiable in P."""
         t = self._grid(t)
         B, T = P.shape[0], t.shape[0]
-        bound0 = self.physics.bind(P)
-        x0 = self.physics.initial_state(bound0)
+        starts = self.window_starts(P)  # (K, B, n)
+        win = self.window_of(t)
+        starts = starts[win].transpose(0, 1).reshape(B * T, -1)  # each point's window start
         PP = P.repeat_interleave(T, dim=0)
         cols = [self.physics.dae.index(o) for o in (outputs or self.circuit.outputs)]
         derived = ~self.physics.layout.learned & ~self.physics.layout.pinned
         needs_currents = bool(derived[cols].any())
         state = self.full_state if needs_currents else self.state
-        x = state(t.repeat(B), PP, x0=x0.repeat_interleave(T, dim=0))
+        x = state(t.repeat(B), PP, starts=starts)
         return x[:, cols].view(B, T, len(cols))
 
     def predict(self, t: Tensor | Sequence[float] | None = None, params: Mapping[str, float] | None = None,
@@ -147,7 +213,7 @@ def save_surrogate(model: Surrogate, path: str | Path, metrics: Mapping[str, Any
     blob = {"format": "neurospice-surrogate", "version": FORMAT_VERSION,
             "circuit_config": model.circuit.config, "net": model.hparams_net,
             "layout": {k: getattr(lay, k) for k in ("pinned", "differential", "learned", "x_scale", "row_scale")},
-            "state_dict": model.net.state_dict(), "metrics": dict(metrics or {})}
+            "state_dict": model.nets.state_dict(), "metrics": dict(metrics or {})}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
@@ -163,12 +229,15 @@ def load_surrogate(path: str | Path) -> Surrogate:
         raise SurrogateError(f"{path}: not a readable surrogate file ({type(exc).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != "neurospice-surrogate":
         raise SurrogateError(f"{path}: not a NeuroSPICE surrogate file")
-    if blob.get("version") != FORMAT_VERSION:
+    if blob.get("version") not in (1, FORMAT_VERSION):
         raise SurrogateError(f"{path}: surrogate format version {blob.get('version')} "
                              f"(this NeuroSPICE reads {FORMAT_VERSION})")
     circuit = circuit_from_config(blob["circuit_config"], source=str(path))
     model = Surrogate(circuit, Layout(**blob["layout"]), **blob["net"])
-    model.net.load_state_dict(blob["state_dict"])
+    state = blob["state_dict"]
+    if blob["version"] == 1:  # one network, saved before time windows existed
+        state = {f"0.{k}": v for k, v in state.items()}
+    model.nets.load_state_dict(state)
     model.metrics = blob.get("metrics", {})
     model.eval()
     return model

