@@ -152,6 +152,10 @@ class PinnModule(L.LightningModule):
                 self.model.nets[k].load_state_dict(self.model.nets[k - 1].state_dict())
             self._trained_window = k
 
+    def setup(self, stage: str) -> None:
+        # each DDP rank draws its own window collocation times
+        self._time_gen.manual_seed(7 + int(self.hparams.seed) + 10_007 * self.global_rank)
+
     def on_save_checkpoint(self, checkpoint):
         checkpoint["trained_window"] = self._trained_window
 
