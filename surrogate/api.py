@@ -33,7 +33,7 @@ class Surrogate(nn.Module):
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
                  depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
-                 dtype: str = "float64", windows: int = 1):
+                 dtype: str = "float64", windows: int = 1, state_input: bool = False):
         super().__init__()
         if int(windows) < 1:
             raise SurrogateError(f"windows must be >= 1, got {windows}")
@@ -41,17 +41,23 @@ class Surrogate(nn.Module):
         self.physics = CircuitPhysics(circuit, layout=layout)
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
-                            "corner_features": corner_features, "dtype": dtype, "windows": int(windows)}
+                            "corner_features": corner_features, "dtype": dtype, "windows": int(windows),
+                            "state_input": bool(state_input)}
         edges = torch.linspace(0.0, circuit.tstop, int(windows) + 1, dtype=torch.float64)
         self.register_buffer("edges", edges)
         corners = self.physics.bind(None).breakpoints() if corner_features else []
+        self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
+        # state_input: each window's network also sees its start state (the differential unknowns,
+        # scaled), so it learns a flow map from that state rather than each design's phase from p
+        features = torch.nonzero(lay.learned & lay.differential).flatten() if state_input else []
+        self.register_buffer("state_features", torch.as_tensor(features, dtype=torch.long))
         self.nets = nn.ModuleList()
         for k in range(int(windows)):
             t0, t1 = float(edges[k]), float(edges[k + 1])
             local = [(b - t0) / (t1 - t0) for b in corners if t0 < b < t1]  # corners in window time τ
-            self.nets.append(PinnNet(circuit.space.dim, int(lay.learned.sum()), width, depth, fourier,
+            self.nets.append(PinnNet(circuit.space.dim + len(self.state_features), int(lay.learned.sum()),
+                                     width, depth, fourier,
                                      activation, local))
-        self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
         self.set_net_dtype(getattr(torch, dtype))
 
     @property
@@ -79,6 +85,9 @@ class Surrogate(nn.Module):
         tau = ((t - t0) / (t1 - t0)).unsqueeze(1)
         net = self.nets[k]
         dtype = next(net.parameters()).dtype
+        if len(self.state_features):
+            sf = self.state_features
+            u = torch.cat([u, start[:, sf] / self.physics.layout.x_scale[sf]], dim=1)
         if with_rate:
             y, y_rate = net.forward_with_rate(tau.to(dtype), u.to(dtype))
             y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
