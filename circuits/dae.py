@@ -177,6 +177,43 @@ class BoundDAE:
             jq = x.new_zeros(B, width * width).index_add(1, ji, torch.cat(parts["jq"], 1))
         return (q, f, jq.view(B, width, width)[:, :n, :n], jf.view(B, width, width)[:, :n, :n])
 
+    def nonfinite(self, x: Tensor, t: Tensor | float, design_ids: Tensor | None = None) -> str:
+        """Name what is NaN/inf at (x, t): the first device instance (and term) whose evaluation
+        is not finite, or a non-finite unknown; '' when everything is finite.  For error messages.
+
+        t: scalar or (B,); design_ids: the designs' numbers in the caller's batch (default 0..B-1)."""
+        B = x.shape[0]
+        x = x.detach()
+        t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
+
+        def at(b: int) -> str:
+            tb = float(t.reshape(-1)[b if t.numel() > 1 else 0])
+            return f"at t={tb:.6g} s, design {int(design_ids[b]) if design_ids is not None else b}"
+
+        x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
+        with torch.no_grad():
+            for g, p, ctx in zip(self.dae.groups, self.params, self.ctxs):
+                out = g.device.evaluate(x_ext[:, g.node_idx], x[:, g.state_idx], t, p, ctx)
+                for term, value in (("current", out.i), ("charge", out.q), ("state equation", out.fs),
+                                    ("state charge", out.qs)):
+                    if value is None:
+                        continue
+                    value = value.reshape(B, len(g.elements), -1)
+                    bad = ~torch.isfinite(value)
+                    if bad.any():
+                        b, k, j = bad.nonzero()[0].tolist()
+                        el = g.elements[k]
+                        model = f" (model {el.model})" if getattr(el, "model", None) else ""
+                        others = int(bad.any(dim=2).any(dim=0).sum()) - 1
+                        return (f"device {el.name}{model} returned a non-finite {term} "
+                                f"({float(value[b, k, j])}) {at(b)}"
+                                + (f" ({others} more instance(s) of its family too)" if others > 0 else ""))
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            b, k = bad.nonzero()[0].tolist()
+            return f"unknown {self.dae.names[k]} is {float(x[b, k])} {at(b)}"
+        return ""
+
     def initial_states(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(values, mask) of internal states that have a prescribed initial value (e.g. LK p0)."""
         B, n = x.shape

@@ -113,7 +113,8 @@ class ParamSpace:
         log = self._log_mask(u)
         lo_w, hi_w = self._warp(lo, log), self._warp(hi, log)
         w = lo_w + u * (hi_w - lo_w)
-        return torch.where(log, torch.exp(w), w)
+        # exp only where log: exp of a large linear value is inf, and inf·0 would poison the gradient
+        return torch.where(log, torch.exp(torch.where(log, w, torch.zeros_like(w))), w)
 
     def sample_sobol(self, n: int, seed: int = 0, dtype=torch.float64) -> Tensor:
         """n scrambled-Sobol designs (n, P) in SI units."""

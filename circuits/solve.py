@@ -139,25 +139,37 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
             return R, J
         return fn
 
+    def with_sensitivity(sol: Tensor) -> Tensor:
+        """One Newton correction with the graph: exact dx/dp at the root (implicit-function theorem)."""
+        if not (torch.is_grad_enabled() and bound.designs.requires_grad):
+            return sol
+        _, J = system(0.0)(sol)
+        _, f = bound.evaluate(sol, t)  # jacobians() carry no graph; evaluate() does
+        R = torch.where(hold_mask, torch.zeros_like(f), f)
+        return sol - torch.linalg.solve(J.detach(), R.unsqueeze(-1)).squeeze(-1)
+
     with torch.no_grad():
         sol, ok, _ = _newton(system(0.0), x, tol)
-        if ok:
-            return sol
-        y = x
-        for gmin in GMIN_LADDER:
-            y, ok, _ = _newton(system(gmin), y, tol)
-            if not ok:
-                break
-        if ok:
-            return y
-        _, f0 = bound.evaluate(x, t)
-        y = x
-        for lam in torch.linspace(0.05, 1.0, 20).tolist():
-            y, ok, _ = _newton(system(0.0, lam, f0), y, tol)
-            if not ok:
-                break
-        if ok:
-            return y
+        if not ok:
+            y = x
+            for gmin in GMIN_LADDER:
+                y, ok, _ = _newton(system(gmin), y, tol)
+                if not ok:
+                    break
+            sol = y
+        if not ok:
+            _, f0 = bound.evaluate(x, t)
+            y = x
+            for lam in torch.linspace(0.05, 1.0, 20).tolist():
+                y, ok, _ = _newton(system(0.0, lam, f0), y, tol)
+                if not ok:
+                    break
+            sol = y
+    if ok:
+        return with_sensitivity(sol)
+    nonfinite = bound.nonfinite(x, t)
+    if nonfinite:
+        raise ConvergenceError(f"DC operating point: {nonfinite}")
     raise ConvergenceError("DC operating point did not converge (tried Newton, gmin stepping and "
                            "homotopy); check for floating nodes or impossible sources")
 
@@ -287,7 +299,9 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
             stats["rejected"] += 1
             h = h / 8
             if h < hmin:
-                raise ConvergenceError(f"transient: time step too small at t={t:.6g} s (Newton failed)")
+                nonfinite = bound.nonfinite(x_new, t_new)
+                raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
+                                       f"transient: time step too small at t={t:.6g} s (Newton failed)")
             continue
         if dt is None and order_pts >= 3:
             x3 = _third_derivative(hist_t[-3:] + [t_new], xs_det[-3:] + [x_new])

@@ -194,7 +194,9 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             stats["rejected"] += n_rej
             if bool(failed.any()) and bool((h_new[failed] < hmin).any()):
                 k = int(torch.nonzero(failed & (h_new < hmin))[0])
-                raise ConvergenceError(f"transient: time step too small at t={float(t[k]):.6g} s "
+                nonfinite = work.nonfinite(x_new, t_new, design_ids=gid)
+                raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
+                                       f"transient: time step too small at t={float(t[k]):.6g} s "
                                        f"(Newton failed, design {int(gid[k])})")
             if bool(failed.any()):
                 jac = None  # refresh the Jacobian at the next attempt

@@ -52,9 +52,15 @@ class Surrogate(nn.Module):
         features = torch.nonzero(lay.learned & lay.differential).flatten() if state_input else []
         self.register_buffer("state_features", torch.as_tensor(features, dtype=torch.long))
         self.nets = nn.ModuleList()
+        local_corners = []
         for k in range(int(windows)):
             t0, t1 = float(edges[k]), float(edges[k + 1])
-            local = [(b - t0) / (t1 - t0) for b in corners if t0 < b < t1]  # corners in window time τ
+            local_corners.append([(b - t0) / (t1 - t0) for b in corners if t0 < b < t1])  # in window time τ
+        n_corners = max(len(c) for c in local_corners)
+        for local in local_corners:
+            # every window gets the same inputs (a corner at τ = 2 is a zero feature), so a window's
+            # network can start from its predecessor's weights
+            local = local + [2.0] * (n_corners - len(local))
             self.nets.append(PinnNet(circuit.space.dim + len(self.state_features), int(lay.learned.sum()),
                                      width, depth, fourier,
                                      activation, local))

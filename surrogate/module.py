@@ -149,7 +149,9 @@ class PinnModule(L.LightningModule):
         if k != self._trained_window:  # entering a new window: finish the last, start from its net
             if k > 0:
                 self.refine_window(k - 1)
-                self.model.nets[k].load_state_dict(self.model.nets[k - 1].state_dict())
+                with torch.no_grad():  # weights only: each window keeps its own corner buffer
+                    for dst, src in zip(self.model.nets[k].parameters(), self.model.nets[k - 1].parameters()):
+                        dst.copy_(src)
             self._trained_window = k
 
     def setup(self, stage: str) -> None:

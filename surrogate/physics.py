@@ -111,24 +111,9 @@ class CircuitPhysics:
         return out
 
     def initial_state(self, bound: BoundDAE) -> Tensor:
-        """x(0, p) for each design: `.ic`/uic values or the DC operating point, with a graph to p.
-
-        The operating point is solved without a graph; one Newton correction with the graph gives
-        the exact first-order sensitivity dx0/dp (implicit-function theorem).
-        """
-        with torch.no_grad():
-            x0 = initial_condition(bound, self.circuit.uic)
-        if self.circuit.uic or not bound.designs.requires_grad:
-            return x0
-        ic_vals, ic_mask = bound.ic_values()
-        st_vals, st_mask = bound.initial_states(ic_vals)
-        hold = ic_mask | st_mask
-        _, f = bound.evaluate(x0, 0.0)
-        _, _, _, jf = bound.jacobians(x0, 0.0)
-        eye = torch.eye(x0.shape[1], dtype=x0.dtype)
-        R = torch.where(hold, torch.zeros_like(f), f)
-        J = torch.where(hold.unsqueeze(-1), eye, jf)
-        return x0 - torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
+        """x(0, p) for each design: `.ic`/uic values or the DC operating point, with its graph to p
+        (the operating point's implicit-function sensitivity)."""
+        return initial_condition(bound, self.circuit.uic)
 
     def rows(self, bound: BoundDAE, x: Tensor, xdot: Tensor, t: Tensor) -> Tensor:
         """Unscaled DAE rows dq/dt + f (N, n) at the points (x, xdot in SI units, t in seconds)."""

@@ -132,3 +132,27 @@ def test_per_design_steps_refuse_gradients():
         simulate_tensor(circuit, P, steps="per_design")
     res = simulate_tensor(circuit, P)  # with gradients the default is the shared step sequence
     assert res.steps_mode == "shared" and res.t.dim() == 1 and res.x.requires_grad
+
+
+def test_mosfet_width_gradient_matches_finite_differences():
+    """d v(d)/d(rd, w, cl) of the amplifier through the solver vs central differences (fixed steps).
+
+    Guards the MOSFET's cached per-instance constants (beta ∝ W): computed first inside a no-grad
+    Jacobian they once carried no graph, and dV/dW came out exactly 0."""
+    circuit = load_circuit("amp", tstop=0.6e-9)
+    P = torch.tensor([[4e3, 2.5e-6, 25e-15]], dtype=torch.float64, requires_grad=True)
+
+    def v_end(P):
+        _, y = simulate_batch(circuit, P, dt=5e-12)
+        return y[0, -1, 1]  # v(d) at the end of the window
+
+    (g,) = torch.autograd.grad(v_end(P), P)
+    with torch.no_grad():
+        for k in range(3):
+            h = 1e-5 * float(P[0, k])
+            Pp, Pm = P.detach().clone(), P.detach().clone()
+            Pp[0, k] += h
+            Pm[0, k] -= h
+            fd = (v_end(Pp) - v_end(Pm)) / (2 * h)
+            assert float(fd) != 0.0
+            assert float(g[0, k]) == pytest.approx(float(fd), rel=1e-4), (k, g, fd)

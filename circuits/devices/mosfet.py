@@ -42,8 +42,12 @@ class Mos1(Device):
 
     @staticmethod
     def derived(p: dict) -> dict:
-        """Per-instance constants of the drain-current equation (cached in the parameter dict)."""
-        d = p.get("_derived")
+        """Per-instance constants of the drain-current equation (cached in the parameter dict).
+
+        The cache is keyed by grad mode: constants first computed under no_grad (a Jacobian) carry no
+        graph to W, L ... and must not be reused where gradients are needed."""
+        key = "_derived" if torch.is_grad_enabled() else "_derived_nograd"
+        d = p.get(key)
         if d is None:
             sqphi = torch.sqrt(p["phi"])
             leff = p["l"] - 2 * p["ld"]
@@ -52,7 +56,7 @@ class Mos1(Device):
                  "cgs": p["cgso"] * p["m"] * p["w"], "cgd": p["cgdo"] * p["m"] * p["w"],
                  "cgb": p["cgbo"] * p["m"] * leff,
                  "has_caps": bool((p["cgso"] != 0).any() or (p["cgdo"] != 0).any() or (p["cgbo"] != 0).any())}
-            p["_derived"] = d
+            p[key] = d
         return d
 
     @staticmethod
