@@ -19,19 +19,22 @@ from tests.test_solver import rc_pulse_exact
 CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
 
 
-@pytest.mark.slow  # ~45 s on 2 idle cores
 def test_rc_pinn_trains_to_one_percent_of_the_analytic_solution(tmp_path):
-    overrides = ["circuit=rc", "surrogate.fixed_params=true", "trainer.max_steps=1500",
-                 "trainer.enable_progress_bar=false", "model.width=32", "model.depth=3",
-                 "surrogate.lr=1e-2", "surrogate.designs_per_batch=16", "surrogate.val_points=201"]
+    """200 Adam steps then 300 float64 L-BFGS iterations (NRMSE 1e-3 measured; ~15 s on 2 idle cores)."""
+    overrides = ["circuit=rc", "surrogate.fixed_params=true", "trainer.max_steps=200",
+                 "trainer.enable_progress_bar=false", "model.width=16", "model.depth=2",
+                 "surrogate.lr=1e-2", "surrogate.designs_per_batch=4", "surrogate.lbfgs_steps=300",
+                 "surrogate.val_points=201", "trainer.check_val_every_n_epoch=100"]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     torch.set_num_threads(2)
     metrics = run_train(cfg, tmp_path)
-    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 1500
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 200
     log = pd.read_csv(next(tmp_path.glob("logs/version_*/metrics.csv")))
     residual = log["train/residual"].dropna().to_numpy()
-    assert residual[-5:].mean() < 0.2 * residual[:5].mean()  # first entry is logged after 10 steps
+    # Adam lowers the residual, then L-BFGS by orders of magnitude (first log entry is after 10 steps)
+    assert residual[-5:].mean() < 0.5 * residual[:5].mean()
+    assert metrics["final_residual"] < 1e-3 * residual[:5].mean()
     model = load_surrogate(tmp_path / "surrogate.pt")
     t = np.linspace(0, 6e-9, 601)
     pred = model.predict(torch.tensor(t))["v(out)"].to_numpy()
