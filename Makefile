@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/simulate.py circuit=ring5
+	$(PY) scripts/train.py experiment=ring5_windows
+	$(PY) scripts/optimize.py task=ring5_freq task.target=1.2e9
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -28,6 +29,8 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_reference.py
+	$(PY) scripts/bench_surrogate.py eval pretrained/*.pt
+	$(PY) scripts/bench_design.py --tasks rc_delay amp_gain ring5_freq --k 5
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -103,6 +103,15 @@ def gradient_search(task: Task, evaluator: Evaluator, *, prescreen: int = 256, s
             best.update(J=float(J[k]), u=u[k].detach().clone(), value=float(values[k, 0]),
                         values=values[k].detach().clone())
 
+    def objective_at(z: Tensor) -> Tensor:
+        """J (B,) at unconstrained z (u = sigmoid(z)); keeps the best design seen."""
+        u = torch.sigmoid(z)
+        P = task.designs(u)
+        values = evaluator.measure(P, meas)
+        J = obj(P, values)
+        consider(u, J.detach(), values.detach())
+        return J
+
     converged = done()
     # 2. Adam on all starts at once (the batch is independent: the sum's gradient is per start)
     if adam_steps > 0 and not converged:
@@ -112,11 +121,7 @@ def gradient_search(task: Task, evaluator: Evaluator, *, prescreen: int = 256, s
         bar = _bar(adam_steps, progress, f"gradient {task.name}")
         for step in range(1, adam_steps + 1):
             opt.zero_grad()
-            u = torch.sigmoid(z)
-            P = task.designs(u)
-            values = evaluator.measure(P, meas)
-            J = obj(P, values)
-            consider(u, J.detach(), values.detach())
+            J = objective_at(z)
             J.sum().backward()
             opt.step()
             history.append({"step": step, "phase": "adam", "objective": best["J"],
@@ -143,11 +148,7 @@ def gradient_search(task: Task, evaluator: Evaluator, *, prescreen: int = 256, s
 
         def closure() -> Tensor:
             lbfgs.zero_grad()
-            u = torch.sigmoid(z)
-            P = task.designs(u)
-            values = evaluator.measure(P, meas)
-            J = obj(P, values)
-            consider(u, J.detach(), values.detach())
+            J = objective_at(z)
             history.append({"step": len(history), "phase": "lbfgs", "objective": best["J"],
                             "rel_error": float(obj.rel_error(best["value"]))})
             if bar is not None:

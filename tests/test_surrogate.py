@@ -49,18 +49,23 @@ def test_predict_columns_match_simulate(rc_model):
     assert isinstance(pred, pd.DataFrame) and len(pred) == 501
 
 
-def test_gradient_wrt_design_matches_finite_differences(rc_model):
-    t = torch.linspace(0, 6e-9, 40, dtype=torch.float64)
-    p = torch.tensor([1200.0, 1.3e-12], dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(rc_model(t, p)[:, 0].sum(), p)
+def assert_gradient_matches_central_differences(model: Surrogate, t: torch.Tensor, p: list[float]) -> None:
+    """d sum(v(t))/dp by autograd vs central differences with relative steps 1e-6."""
+    p = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(model(t, p)[:, 0].sum(), p)
     with torch.no_grad():
-        for k in range(2):
+        for k in range(len(p)):
             h = 1e-6 * float(p[k])
             pp, pm = p.detach().clone(), p.detach().clone()
             pp[k] += h
             pm[k] -= h
-            fd = (rc_model(t, pp)[:, 0].sum() - rc_model(t, pm)[:, 0].sum()) / (2 * h)
+            fd = (model(t, pp)[:, 0].sum() - model(t, pm)[:, 0].sum()) / (2 * h)
             assert float(g[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9 / float(p[k]))
+
+
+def test_gradient_wrt_design_matches_finite_differences(rc_model):
+    assert_gradient_matches_central_differences(rc_model, torch.linspace(0, 6e-9, 40, dtype=torch.float64),
+                                                [1200.0, 1.3e-12])
 
 
 def test_save_load_round_trip(rc_model, tmp_path):
@@ -137,15 +142,5 @@ def test_windowed_predict_batch_matches_pointwise_state_and_round_trips(windowed
 
 def test_windowed_gradient_flows_through_the_window_chain(windowed_model):
     """d v(t)/d p in the last window (which depends on p through every earlier window) vs central FD."""
-    m = windowed_model
-    t = torch.tensor([5.5e-9], dtype=torch.float64)
-    p = torch.tensor([900.0, 0.8e-12], dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(m(t, p).sum(), p)
-    with torch.no_grad():
-        for k in range(2):
-            h = 1e-6 * float(p[k])
-            pp, pm = p.detach().clone(), p.detach().clone()
-            pp[k] += h
-            pm[k] -= h
-            fd = (m(t, pp).sum() - m(t, pm).sum()) / (2 * h)
-            assert float(g[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9 / float(p[k]))
+    assert_gradient_matches_central_differences(windowed_model, torch.tensor([5.5e-9], dtype=torch.float64),
+                                                [900.0, 0.8e-12])
