@@ -13,6 +13,8 @@ def main(cfg) -> None:
 
     outdir = HydraConfig.get().runtime.output_dir
     m = run_train(cfg, outdir)
+    if not m:  # a DDP rank other than 0: rank 0 reports
+        return
     print(f"{m['circuit']}: {m['steps']} steps in {m['train_time_s']:.0f} s; held-out NRMSE median "
           f"{m['nrmse_median_overall']:.2e}, worst {m['nrmse_worst_overall']:.2e} over {m['designs']} designs")
     print(f"results in {outdir}")

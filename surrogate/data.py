@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Callable
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -32,36 +35,57 @@ def sample_times(n: int, tstop: float, breakpoints: list[float], fraction: float
 class CollocationDataset(IterableDataset):
     """Yields ``(t (D·T,), designs (D, P))``: D designs, each at T times (rows grouped by design).
 
-    Rank- and worker-aware seeds, so each DDP rank draws its own points.
+    Batch g (counted over the whole run) is a pure function of (seed, rank, worker, g): each DDP
+    rank draws its own points, and a run resumed from a checkpoint at step N continues with batch N,
+    exactly as the uninterrupted run (``start`` gives the index of the next batch: the trainer's
+    global step; without it the epochs are counted here).
     """
 
     def __init__(self, space: ParamSpace, tstop: float, *, designs: int, times: int, batches: int,
                  fixed_params: bool, breakpoints: list[float], breakpoint_fraction: float, seed: int,
-                 rank: int = 0):
+                 rank: int = 0, start: Callable[[], int] | None = None):
         super().__init__()
         self.space, self.tstop = space, tstop
         self.designs, self.times, self.batches = designs, times, batches
         self.fixed_params, self.breakpoints = fixed_params, breakpoints
         self.breakpoint_fraction, self.seed, self.rank = breakpoint_fraction, seed, rank
+        self.start = start
         self.epoch = 0
 
     def __len__(self) -> int:
         return self.batches
 
+    def batch_seed(self, g: int, worker: int = 0) -> int:
+        """Seed of global batch g (63 bits of a hash of seed, rank, worker, g)."""
+        key = f"{self.seed},{self.rank},{worker},{g}".encode()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
-        base = (self.seed * 1_000_003 + self.rank * 10_007 + worker * 101 + self.epoch * 7919)
+        g0 = int(self.start()) if self.start is not None else self.epoch * self.batches
         self.epoch += 1
-        gen = torch.Generator().manual_seed(base)
-        for k in range(self.batches):
+        for g in range(g0, g0 + self.batches - g0 % self.batches):  # to the end of the current epoch
+            seed = self.batch_seed(g, worker)
+            gen = torch.Generator().manual_seed(seed)
             if self.fixed_params or self.space.dim == 0:
                 P = self.space.nominal_vector().unsqueeze(0).expand(self.designs, -1).clone()
             else:
-                P = self.space.sample_sobol(self.designs, seed=base + k)
+                P = self.space.sample_sobol(self.designs, seed=seed % 2**31)
             t = torch.cat([sample_times(self.times, self.tstop, self.breakpoints, self.breakpoint_fraction, gen)
                            for _ in range(self.designs)])
             yield t, P
+
+
+class _ResumableLoader(DataLoader):
+    """A DataLoader Lightning treats as resumable mid-epoch: the dataset restarts at the trainer's
+    restored global step by itself, so there is no state to save."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class CollocationDataModule(L.LightningDataModule):
@@ -76,8 +100,12 @@ class CollocationDataModule(L.LightningDataModule):
         self.space, self.tstop = space, tstop
 
     def train_dataloader(self) -> DataLoader:
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return DataLoader(CollocationDataset(self.space, self.tstop, rank=rank, **self.kw), batch_size=None)
+        trainer = self.trainer
+        if trainer is None:
+            return DataLoader(CollocationDataset(self.space, self.tstop, **self.kw), batch_size=None)
+        dataset = CollocationDataset(self.space, self.tstop, rank=trainer.global_rank,
+                                     start=lambda: trainer.global_step, **self.kw)
+        return _ResumableLoader(dataset, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader([0], batch_size=None)

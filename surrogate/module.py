@@ -54,7 +54,6 @@ class PinnModule(L.LightningModule):
         self.last_val: dict[str, Any] = {}
         self.breakpoints = self.model.physics.bind(None).breakpoints()
         self.breakpoint_fraction = breakpoint_fraction
-        self._time_gen = torch.Generator().manual_seed(7 + seed)
         self._trained_window = 0
         self.lbfgs_history: list[float] = []
 
@@ -73,13 +72,13 @@ class PinnModule(L.LightningModule):
         """The window being trained at the current global step."""
         return min(self.global_step // self.steps_per_window, self.windows - 1)
 
-    def window_times(self, n: int, designs: int, window: int) -> Tensor:
+    def window_times(self, n: int, designs: int, window: int, seed: int) -> Tensor:
         """Collocation times (designs·n,) inside one window, clustered after the source corners in it."""
         from surrogate.data import sample_times
 
         t0, t1 = float(self.model.edges[window]), float(self.model.edges[window + 1])
         corners = [b - t0 for b in self.breakpoints if t0 <= b < t1]
-        gen = self._time_gen
+        gen = torch.Generator().manual_seed(seed)
         return torch.cat([t0 + sample_times(n, t1 - t0, corners, self.breakpoint_fraction, gen)
                           for _ in range(designs)])
 
@@ -119,8 +118,10 @@ class PinnModule(L.LightningModule):
         if self.hparams.fixed_params or space.dim == 0:
             designs = space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
         else:
-            designs = space.sample_sobol(D, seed=int(self.hparams.seed) * 31 + 977 + window)
-        t = self.window_times(int(self.hparams.lbfgs_times), D, window)
+            designs = space.sample_sobol(D, seed=int(self.hparams.seed) * 31 + 977 + window)  # rank-independent
+        # the same points on every DDP rank, so the ranks' networks stay identical
+        seed = int(self.hparams.seed) * 31 + 977 + window
+        t = self.window_times(int(self.hparams.lbfgs_times), D, window, seed=seed)
         net = self.model.nets[window]
         dtype = next(net.parameters()).dtype
         net.to(torch.float64)  # L-BFGS made no progress in float32
@@ -132,7 +133,7 @@ class PinnModule(L.LightningModule):
             opt.zero_grad()
             loss = self.loss_terms(t, designs, window)["residual"]
             loss.backward()
-            history.append(float(loss))
+            history.append(float(loss.detach()))
             return loss
 
         opt.step(closure)
@@ -154,10 +155,6 @@ class PinnModule(L.LightningModule):
                         dst.copy_(src)
             self._trained_window = k
 
-    def setup(self, stage: str) -> None:
-        # each DDP rank draws its own window collocation times
-        self._time_gen.manual_seed(7 + int(self.hparams.seed) + 10_007 * self.global_rank)
-
     def on_save_checkpoint(self, checkpoint):
         checkpoint["trained_window"] = self._trained_window
 
@@ -168,7 +165,9 @@ class PinnModule(L.LightningModule):
         t, designs = batch
         window = self.active_window
         if self.windows > 1:
-            t = self.window_times(t.shape[0] // designs.shape[0], designs.shape[0], window)
+            # a pure function of (seed, rank, step): each DDP rank its own points, exact on resume
+            seed = (int(self.hparams.seed) * 1_000_003 + self.global_rank * 10_007 + self.global_step) % 2**62
+            t = self.window_times(t.shape[0] // designs.shape[0], designs.shape[0], window, seed=seed)
         terms = self.loss_terms(t, designs, window)
         loss = terms["causal"] if "causal" in terms else terms["residual"]
         for name, value in terms.items():

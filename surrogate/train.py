@@ -13,21 +13,27 @@ __all__ = ["run_train"]
 
 
 def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
-    """Train, validate, save `surrogate.pt`, `metrics.json`, `waveforms.png`, `loss.png` in outdir."""
+    """Train, validate, save `surrogate.pt`, `metrics.json`, `waveforms.png`, `loss.png` in outdir.
+
+    Under DDP every rank trains; only rank 0 writes the outputs (other ranks return {})."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from omegaconf import OmegaConf
 
     from circuits import io
     from surrogate.api import save_surrogate
+    from surrogate.checkpoint_io import AtomicCheckpointIO
     from surrogate.data import CollocationDataModule
+    from surrogate.launch import check_ddp_launch, interrupted
     from surrogate.module import PinnModule
     from surrogate.report import plot_loss, plot_waveforms
 
     outdir = Path(outdir)
     # batches are generated in-process (no workers), so Lightning's length caveat does not apply
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+    check_ddp_launch(OmegaConf.to_container(cfg.trainer, resolve=True))  # before any expensive setup
     L.seed_everything(int(cfg.seed), workers=True)
     circuit_cfg = OmegaConf.to_container(cfg.circuit, resolve=True)
     s = cfg.surrogate
@@ -51,16 +57,23 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
         from lightning.pytorch.callbacks import RichProgressBar
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(default_root_dir=str(outdir), logger=CSVLogger(str(outdir), name="logs"),
-                        callbacks=callbacks, inference_mode=False, enable_model_summary=False, **trainer_kw)
+                        callbacks=callbacks, inference_mode=False, enable_model_summary=False,
+                        plugins=[AtomicCheckpointIO()], **trainer_kw)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:  # Lightning stops with exit status 0: make it a failure that says how to resume
+        raise interrupted(trainer, outdir) from None
     adam_s = time.perf_counter() - t0
+    if trainer.global_rank != 0:  # DDP: rank 0 finishes the run and writes every output file
+        return {}
     module.refine_window(module.windows - 1)  # earlier windows were refined when training moved on
     lbfgs = module.lbfgs_history
     train_s = time.perf_counter() - t0
     metrics = module.evaluate_designs()
     metrics.update({"circuit": module.circuit.name, "train_time_s": train_s, "adam_time_s": adam_s,
                     "steps": int(trainer.global_step), "lbfgs_evaluations": len(lbfgs),
+                    "final_residual": lbfgs[-1] if lbfgs else None,
                     "fixed_params": bool(s.fixed_params)})
     save_surrogate(module.model, outdir / "surrogate.pt", metrics)
     io.write_json(outdir / "metrics.json", metrics)
