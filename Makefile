@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(PY) scripts/train.py experiment=ring5_windows
-	$(PY) scripts/optimize.py task=ring5_freq task.target=1.2e9
+	$(PY) scripts/optimize.py task=amp_gain task.target=3.5
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -30,7 +30,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_reference.py
 	$(PY) scripts/bench_surrogate.py eval pretrained/*.pt
-	$(PY) scripts/bench_design.py --tasks rc_delay amp_gain ring5_freq --k 5
+	$(PY) scripts/bench_design.py --tasks rc_delay amp_gain --k 5
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
