@@ -91,6 +91,7 @@ class PinnModule(L.LightningModule):
             starts = self.model.window_starts(designs, x0, upto=window + 1)[window] if window else x0
         P = designs.repeat_interleave(T, dim=0)
         x, xdot, bound = self.model.state(t, P, with_rate=True, starts=starts.repeat_interleave(T, dim=0))
+        self._last_points = (bound, x, t)  # to name a non-finite device if the loss turns NaN
         r2 = phys.residual(bound, x, xdot, t).pow(2).sum(dim=1)
         terms = {"residual": r2.mean()}
         eps = self.hparams.causal_eps
@@ -172,8 +173,11 @@ class PinnModule(L.LightningModule):
         loss = terms["causal"] if "causal" in terms else terms["residual"]
         for name, value in terms.items():
             if not torch.isfinite(value):
+                bound, x, t_pts = self._last_points
+                culprit = bound.nonfinite(x, t_pts)
                 raise TrainingDiverged(f"training diverged at step {self.global_step}: loss term "
-                                       f"'{name}' is {float(value)}; last good checkpoint kept")
+                                       f"'{name}' is {float(value)}" + (f" ({culprit})" if culprit else "")
+                                       + "; last good checkpoint kept")
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_step=True,
                       batch_size=t.shape[0])
         if self.windows > 1:

@@ -301,7 +301,8 @@ def test_nan_device_during_training_stops_with_a_clear_error(tmp_path, monkeypat
 
     monkeypatch.setattr(sm.PinnModule, "on_train_start", start_poisoning, raising=False)
     if poison == "t>0":
-        expected = pytest.raises(sm.TrainingDiverged, match="step 0: loss term 'residual' is nan")
+        expected = pytest.raises(sm.TrainingDiverged, match=r"step 0: loss term 'residual' is nan \(device nbad "
+                                                            r"\(model badmodel\) returned a non-finite current")
     else:
         expected = pytest.raises(ConvergenceError, match=r"DC operating point: device nbad \(model badmodel\) "
                                                          r"returned a non-finite current")
