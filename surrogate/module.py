@@ -82,13 +82,19 @@ class PinnModule(L.LightningModule):
         return torch.cat([t0 + sample_times(n, t1 - t0, corners, self.breakpoint_fraction, gen)
                           for _ in range(designs)])
 
-    def loss_terms(self, t: Tensor, designs: Tensor, window: int = 0) -> dict[str, Tensor]:
+    def window_start_states(self, designs: Tensor, window: int) -> Tensor:
+        """State (D, n) of each design at the start of a window (no graph: earlier windows are frozen)."""
+        with torch.no_grad():
+            x0 = self.model.physics.initial_state(self.model.physics.bind(designs))
+            return self.model.window_starts(designs, x0, upto=window + 1)[window] if window else x0
+
+    def loss_terms(self, t: Tensor, designs: Tensor, window: int = 0,
+                   starts: Tensor | None = None) -> dict[str, Tensor]:
         """Residual loss (and its causal weighting) for D designs × T times in one window."""
         phys = self.model.physics
         T = t.shape[0] // designs.shape[0]
-        with torch.no_grad():
-            x0 = phys.initial_state(phys.bind(designs))
-            starts = self.model.window_starts(designs, x0, upto=window + 1)[window] if window else x0
+        if starts is None:
+            starts = self.window_start_states(designs, window)
         P = designs.repeat_interleave(T, dim=0)
         x, xdot, bound = self.model.state(t, P, with_rate=True, starts=starts.repeat_interleave(T, dim=0))
         self._last_points = (bound, x, t)  # to name a non-finite device if the loss turns NaN
@@ -130,9 +136,11 @@ class PinnModule(L.LightningModule):
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
         history: list[float] = []
 
+        starts = self.window_start_states(designs, window)  # fixed during L-BFGS: solve the DC point once
+
         def closure():
             opt.zero_grad()
-            loss = self.loss_terms(t, designs, window)["residual"]
+            loss = self.loss_terms(t, designs, window, starts)["residual"]
             loss.backward()
             history.append(float(loss.detach()))
             return loss
