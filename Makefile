@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/train.py experiment=ring5_windows
+	$(PY) scripts/train.py experiment=amp_windows
 	$(PY) scripts/optimize.py task=amp_gain task.target=3.5
 
 test: $(STAMP)
