@@ -43,7 +43,9 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         val_points=int(s.val_points), seed=int(cfg.seed), fixed_params=bool(s.fixed_params),
                         max_steps=max_steps, breakpoint_fraction=float(s.breakpoint_fraction),
                         lbfgs_steps=int(s.lbfgs_steps), lbfgs_designs=int(s.get("lbfgs_designs") or s.designs_per_batch),
-                        lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design))
+                        lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design),
+                        retry_factor=float(s.get("retry_factor", 30.0)), designs_per_batch=int(s.designs_per_batch),
+                        times_per_design=int(s.times_per_design))
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,
