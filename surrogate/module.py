@@ -20,6 +20,11 @@ __all__ = ["PinnModule", "TrainingDiverged", "nrmse_table"]
 log = logging.getLogger(__name__)
 
 
+def cosine_lr_factor(k: int, steps: int) -> float:
+    """Learning-rate factor at step k of a cosine cycle of `steps` steps (from 1 down to 0.05)."""
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+
+
 class TrainingDiverged(NeuroSpiceError):
     """A loss term became NaN or infinite."""
 
@@ -127,27 +132,23 @@ class PinnModule(L.LightningModule):
         steps = int(self.hparams.lbfgs_steps)
         if steps <= 0:
             return []
-        space, D = self.circuit.space, int(self.hparams.lbfgs_designs)
-        if self.hparams.fixed_params or space.dim == 0:
-            designs = space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
-        else:
-            designs = space.sample_sobol(D, seed=int(self.hparams.seed) * 31 + 977 + window)  # rank-independent
-        # the same points on every DDP rank, so the ranks' networks stay identical
+        D = int(self.hparams.lbfgs_designs)
+        # the same designs and points on every DDP rank, so the ranks' networks stay identical
         seed = int(self.hparams.seed) * 31 + 977 + window
+        designs = self._designs(D, seed)
         t = self.window_times(int(self.hparams.lbfgs_times), D, window, seed=seed)
         starts = self.window_start_states(designs, window)  # fixed during L-BFGS: solve the DC point once
         history = self._lbfgs(window, t, designs, starts, steps)
         final = history[-1]
         earlier = self.window_residuals
         factor = float(self.hparams.retry_factor)
-        if window > 0 and earlier and factor > 0 and final > factor * float(torch.tensor(earlier).median()):
+        median = float(torch.tensor(earlier).median()) if earlier else math.inf
+        if window > 0 and factor > 0 and final > factor * median:
             log.warning("window %d: L-BFGS residual %.3g is %.0fx the earlier windows' median; retraining it once",
-                        window, final, final / float(torch.tensor(earlier).median()))
+                        window, final, final / median)
             net = self.model.nets[window]
             kept = {k: v.clone() for k, v in net.state_dict().items()}
-            with torch.no_grad():
-                for dst, src in zip(net.parameters(), self.model.nets[window - 1].parameters()):
-                    dst.copy_(src)
+            self._start_from_previous(window)
             self._adam_window(window, self.steps_per_window, seed=seed + 7_919)
             retry = self._lbfgs(window, t, designs, starts, steps)
             history += retry
@@ -164,18 +165,27 @@ class PinnModule(L.LightningModule):
         net = self.model.nets[window]
         opt = torch.optim.Adam(net.parameters(), lr=self.hparams.lr)
         D = self.designs_per_batch
-        space = self.circuit.space
         for k in range(steps):
-            if self.hparams.fixed_params or space.dim == 0:
-                designs = space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
-            else:
-                designs = space.sample_sobol(D, seed=seed + k)
+            designs = self._designs(D, seed + k)
             t = self.window_times(self.times_per_design, D, window, seed=seed + k)
             for group in opt.param_groups:
-                group["lr"] = self.hparams.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * k / steps)))
+                group["lr"] = self.hparams.lr * cosine_lr_factor(k, steps)
             opt.zero_grad()
             self.loss_terms(t, designs, window)["residual"].backward()
             opt.step()
+
+    def _designs(self, D: int, seed: int) -> Tensor:
+        """D collocation designs: the nominal one repeated (fixed_params), else Sobol with this seed."""
+        space = self.circuit.space
+        if self.hparams.fixed_params or space.dim == 0:
+            return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
+        return space.sample_sobol(D, seed=seed)
+
+    def _start_from_previous(self, window: int) -> None:
+        """Copy the previous window's weights into this window's network (each keeps its corner buffer)."""
+        with torch.no_grad():
+            for dst, src in zip(self.model.nets[window].parameters(), self.model.nets[window - 1].parameters()):
+                dst.copy_(src)
 
     def _lbfgs(self, window: int, t: Tensor, designs: Tensor, starts: Tensor, steps: int) -> list[float]:
         """Float64 L-BFGS of one window's network on fixed points; the residual history."""
@@ -207,9 +217,7 @@ class PinnModule(L.LightningModule):
         if k != self._trained_window:  # entering a new window: finish the last, start from its net
             if k > 0:
                 self.refine_window(k - 1)
-                with torch.no_grad():  # weights only: each window keeps its own corner buffer
-                    for dst, src in zip(self.model.nets[k].parameters(), self.model.nets[k - 1].parameters()):
-                        dst.copy_(src)
+                self._start_from_previous(k)
             self._trained_window = k
 
     def on_save_checkpoint(self, checkpoint):
@@ -265,8 +273,7 @@ class PinnModule(L.LightningModule):
         steps = self.steps_per_window  # a cosine cycle per window
 
         def cosine(k: int) -> float:
-            k = k - steps * min(k // steps, self.windows - 1)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
+            return cosine_lr_factor(k - steps * min(k // steps, self.windows - 1), steps)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
