@@ -2,6 +2,7 @@
 
 python scripts/bench_reference.py [--batches 1 64 1024] [--modes shared per_design] [--ngspice-designs 8]
                                   [--rtol 1e-5]
+python scripts/bench_reference.py --accuracy     # per-design cost at matched accuracy vs ngspice
 
 steps_mode "shared": one step sequence for the batch (chosen for the worst design, differentiable);
 "per_design": every design has its own time and step (no-grad; the default for no-grad batches).
@@ -32,8 +33,14 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (use 1 when other processes load the CPU: OpenMP barriers stall)")
+    ap.add_argument("--accuracy", action="store_true",
+                    help="instead: cost at matched accuracy (reference rtol sweep vs ngspice presets, "
+                         "error against a tight reference run)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.accuracy:
+        accuracy_table(args)
+        return
     circuit = load_circuit(args.circuit)
     designs = circuit.space.sample_sobol(max(args.batches), seed=0)
     dicts = [circuit.space.to_dict(v) for v in designs[: args.ngspice_designs]]
@@ -65,6 +72,69 @@ def main() -> None:
     print(f"\n{args.circuit}, tstop={circuit.tstop:g} s, reference rtol={args.rtol:g}, {args.threads} torch "
           f"thread(s); ngspice per design "
           f"= mean wall time of {len(dicts)} runs (subprocess) measured in this run")
+
+
+NGSPICE_SETTINGS = {  # label -> run_ngspice options (tmax = the netlist's tstep, as ngspice itself does)
+    "ngspice defaults (reltol 1e-3, trtol 7)": "ngspice",
+    "ngspice reltol 1e-4": {"reltol": 1e-4, "abstol": None, "vntol": None, "chgtol": None, "trtol": None},
+    "ngspice reltol 1e-5": {"reltol": 1e-5, "abstol": None, "vntol": None, "chgtol": None, "trtol": None},
+    "ngspice accurate (reltol 1e-7, trtol 1)": "accurate",
+}
+REFERENCE_RTOLS = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
+
+
+def worst_nrmse(t: torch.Tensor, y: torch.Tensor, y_true: torch.Tensor) -> float:
+    """Worst NRMSE over designs and outputs of y (B, T, n) against y_true on the grid t."""
+    err = torch.sqrt(((y - y_true) ** 2).mean(dim=1))
+    return float((err / (y_true.amax(dim=1) - y_true.amin(dim=1)).clamp(min=1e-12)).max())
+
+
+def accuracy_table(args) -> None:
+    """Per-design cost of the batched reference (B = max batch) and of ngspice at matched error.
+
+    Error: worst NRMSE over the first --ngspice-designs designs and all outputs against the
+    reference at rtol 1e-8 (which agrees with ngspice's accurate preset to ~1e-4 NRMSE).
+    """
+    from circuits.simulation import simulate_batch
+
+    circuit = load_circuit(args.circuit)
+    B, K = max(args.batches), args.ngspice_designs
+    designs = circuit.space.sample_sobol(B, seed=0)
+    grid = torch.linspace(0.0, circuit.tstop, 2001, dtype=torch.float64)
+    with torch.no_grad():
+        _, truth = simulate_batch(circuit, designs[:K], t=grid, rtol=1e-8)
+    rows = []
+    dicts = [circuit.space.to_dict(v) for v in designs[:K]]
+    for label, options in NGSPICE_SETTINGS.items():
+        frames = run_ngspice_batch(circuit, dicts, progress=False, options=options)
+        y = torch.stack([torch.stack([torch.as_tensor(np.interp(grid.numpy(), f["time"].to_numpy(), f[o].to_numpy()))
+                                      for o in circuit.outputs], dim=1) for f in frames])
+        rows.append({"simulator": label, "B": 1, "per_design_ms": 1e3 * float(np.mean([f.attrs["wall_s"] for f in frames])),
+                     "worst_nrmse": worst_nrmse(grid, y, truth)})
+        print(rows[-1], flush=True)
+    for rtol in REFERENCE_RTOLS:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            _, y = simulate_batch(circuit, designs, t=grid, rtol=rtol, steps="per_design")
+        wall = time.perf_counter() - t0
+        rows.append({"simulator": f"reference rtol {rtol:g}", "B": B, "per_design_ms": 1e3 * wall / B,
+                     "worst_nrmse": worst_nrmse(grid, y[:K], truth)})
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    ref = table[table.simulator.str.startswith("reference")]
+    for i, row in table.iterrows():
+        if row.simulator.startswith("reference"):
+            continue
+        ok = ref[ref.worst_nrmse <= row.worst_nrmse]
+        if len(ok):
+            best = ok.loc[ok.per_design_ms.idxmin()]
+            table.loc[i, "matched_by"] = best.simulator
+            table.loc[i, "speedup_at_matched_error"] = row.per_design_ms / best.per_design_ms
+    print()
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}", na_rep="-"))
+    print(f"\n{args.circuit}, tstop={circuit.tstop:g} s, {args.threads} torch thread(s); error = worst NRMSE over "
+          f"{K} designs x {len(circuit.outputs)} outputs vs the reference at rtol 1e-8; the reference runs "
+          f"B = {B} designs in one batched call (per-design steps); ngspice runs one design per process.")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from circuits.circuit import Circuit, circuit_from_config
 from circuits.errors import NeuroSpiceError
 from surrogate.nets import PinnNet
 from surrogate.physics import CircuitPhysics, Layout
+from surrogate.time_scale import fit_time_scale, largest_factor, quadratic_features
 
 __all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate"]
 
-FORMAT_VERSION = 2  # 2: time windows (state_dict of a ModuleList); 1 (one net) still loads
+FORMAT_VERSION = 3  # 3: per-design time scale; 2: time windows (ModuleList); 1 (one net) still loads
 
 
 class SurrogateError(NeuroSpiceError):
@@ -33,17 +34,28 @@ class Surrogate(nn.Module):
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
                  depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
-                 dtype: str = "float64", windows: int = 1, state_input: bool = False):
+                 dtype: str = "float64", windows: int = 1, state_input: bool = False,
+                 time_scale: str = "none", time_coef: Tensor | None = None):
         super().__init__()
         if int(windows) < 1:
             raise SurrogateError(f"windows must be >= 1, got {windows}")
+        if time_scale not in ("none", "linearized"):
+            raise SurrogateError(f"time_scale must be 'none' or 'linearized', got {time_scale!r}")
         self.circuit = circuit
         self.physics = CircuitPhysics(circuit, layout=layout)
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
                             "corner_features": corner_features, "dtype": dtype, "windows": int(windows),
-                            "state_input": bool(state_input)}
-        edges = torch.linspace(0.0, circuit.tstop, int(windows) + 1, dtype=torch.float64)
+                            "state_input": bool(state_input), "time_scale": time_scale}
+        horizon = circuit.tstop
+        self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
+        if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py
+            if time_coef is None:
+                time_coef, self.time_fit_error = fit_time_scale(circuit)
+            horizon = circuit.tstop * largest_factor(time_coef, circuit.space.dim)
+        self.register_buffer("time_coef", torch.as_tensor(time_coef if time_coef is not None else [],
+                                                          dtype=torch.float64))
+        edges = torch.linspace(0.0, horizon, int(windows) + 1, dtype=torch.float64)
         self.register_buffer("edges", edges)
         corners = self.physics.bind(None).breakpoints() if corner_features else []
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
@@ -76,9 +88,15 @@ class Surrogate(nn.Module):
         self.nets.to(dtype)
         self.hparams_net["dtype"] = str(dtype).removeprefix("torch.")
 
-    def window_of(self, t: Tensor) -> Tensor:
-        """Window index (N,) of each time; a time on an inner edge belongs to the later window."""
-        return torch.bucketize(t, self.edges[1:-1], right=True)
+    def window_of(self, w: Tensor) -> Tensor:
+        """Window index of each (warped) time; a time on an inner edge belongs to the later window."""
+        return torch.bucketize(w, self.edges[1:-1], right=True)
+
+    def time_factor(self, P: Tensor) -> Tensor:
+        """s(p) (N,): the network's time runs at t·s(p) (all ones without a time scale)."""
+        if not len(self.time_coef):
+            return torch.ones(P.shape[0], dtype=torch.float64)
+        return (quadratic_features(self.circuit.space.to_unit(P)) @ self.time_coef).exp()
 
     @property
     def names(self) -> list[str]:
@@ -125,17 +143,23 @@ class Surrogate(nn.Module):
         return torch.stack(starts)
 
     def state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, with_rate: bool = False,
-              starts: Tensor | None = None):
+              starts: Tensor | None = None, window: Tensor | int | None = None):
         """All unknowns x (N, n) at points (t (N,) seconds, P (N, P) designs); optionally dx/dt.
 
         x0 (N, n): the initial state of each point's design; starts (N, n): the state at the start
-        of each point's window (computed from x0 when not given).
+        of each point's window (computed from x0 when not given); window: each point's window
+        (from its warped time when not given; pass it with `starts` so that the two agree).
         """
         phys = self.physics
         t = t.to(torch.float64)
         u = self.circuit.space.to_unit(P)
         bound = phys.bind(P)
-        win = self.window_of(t)
+        speed = self.time_factor(P)
+        w = t * speed
+        if window is None:
+            win = self.window_of(w)
+        else:
+            win = torch.as_tensor(window, dtype=torch.long).expand(t.shape[0])
         if starts is None:
             if x0 is None:
                 x0 = phys.initial_state(bound)
@@ -149,9 +173,9 @@ class Surrogate(nn.Module):
         for k in torch.unique(win).tolist():
             idx = torch.nonzero(win == k).flatten()
             if len(idx) == t.shape[0]:
-                learned, rate = self._learned(k, t, u, starts, with_rate)
+                learned, rate = self._learned(k, w, u, starts, with_rate)
                 break
-            lk, rk = self._learned(k, t[idx], u[idx], starts[idx], with_rate)
+            lk, rk = self._learned(k, w[idx], u[idx], starts[idx], with_rate)
             learned = learned.index_copy(0, idx, lk)
             if with_rate:
                 rate = rate.index_copy(0, idx, rk)
@@ -160,12 +184,13 @@ class Surrogate(nn.Module):
             return x
         delta = 1e-6 * phys.tstop
         pin_rate = (phys.pinned_values(bound, t + delta) - phys.pinned_values(bound, t - delta)) / (2 * delta)
-        xdot = pin_rate.index_copy(1, self.learned_idx, rate)
+        xdot = pin_rate.index_copy(1, self.learned_idx, rate * speed.unsqueeze(1))
         return x, xdot, bound
 
-    def full_state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, starts: Tensor | None = None) -> Tensor:
+    def full_state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, starts: Tensor | None = None,
+                   window: Tensor | int | None = None) -> Tensor:
         """Like `state`, plus the branch currents of grounded sources (which need dq/dt)."""
-        x, xdot, bound = self.state(t, P, x0=x0, with_rate=True, starts=starts)
+        x, xdot, bound = self.state(t, P, x0=x0, with_rate=True, starts=starts, window=window)
         x, _ = self.physics.fill_source_currents(self.physics.rows(bound, x, xdot, t), x)
         return x
 
@@ -178,15 +203,16 @@ class Surrogate(nn.Module):
         """(B, T, n_out) for B designs (B, P) on a shared time grid t (T,); differentiable in P."""
         t = self._grid(t)
         B, T = P.shape[0], t.shape[0]
-        starts = self.window_starts(P)  # (K, B, n)
-        win = self.window_of(t)
-        starts = starts[win].transpose(0, 1).reshape(B * T, -1)  # each point's window start
+        chain = self.window_starts(P).transpose(0, 1)  # (B, K, n)
+        win = self.window_of(t.unsqueeze(0) * self.time_factor(P).unsqueeze(1))  # (B, T)
+        n = chain.shape[2]
+        starts = chain.gather(1, win.unsqueeze(2).expand(B, T, n)).reshape(B * T, n)  # each point's window start
         PP = P.repeat_interleave(T, dim=0)
         cols = [self.physics.dae.index(o) for o in (outputs or self.circuit.outputs)]
         derived = ~self.physics.layout.learned & ~self.physics.layout.pinned
         needs_currents = bool(derived[cols].any())
         state = self.full_state if needs_currents else self.state
-        x = state(t.repeat(B), PP, starts=starts)
+        x = state(t.repeat(B), PP, starts=starts, window=win.reshape(-1))
         return x[:, cols].view(B, T, len(cols))
 
     def predict(self, t: Tensor | Sequence[float] | None = None, params: Mapping[str, float] | None = None,
@@ -228,7 +254,8 @@ def save_surrogate(model: Surrogate, path: str | Path, metrics: Mapping[str, Any
     blob = {"format": "neurospice-surrogate", "version": FORMAT_VERSION,
             "circuit_config": model.circuit.config, "net": model.hparams_net,
             "layout": {k: getattr(lay, k) for k in ("pinned", "differential", "learned", "x_scale", "row_scale")},
-            "state_dict": model.nets.state_dict(), "metrics": dict(metrics or {})}
+            "state_dict": model.nets.state_dict(), "metrics": dict(metrics or {}),
+            "time_coef": model.time_coef}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
 
@@ -244,11 +271,13 @@ def load_surrogate(path: str | Path) -> Surrogate:
         raise SurrogateError(f"{path}: not a readable surrogate file ({type(exc).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != "neurospice-surrogate":
         raise SurrogateError(f"{path}: not a NeuroSPICE surrogate file")
-    if blob.get("version") not in (1, FORMAT_VERSION):
+    if blob.get("version") not in (1, 2, FORMAT_VERSION):
         raise SurrogateError(f"{path}: surrogate format version {blob.get('version')} "
                              f"(this NeuroSPICE reads {FORMAT_VERSION})")
     circuit = circuit_from_config(blob["circuit_config"], source=str(path))
-    model = Surrogate(circuit, Layout(**blob["layout"]), **blob["net"])
+    coef = blob.get("time_coef")
+    model = Surrogate(circuit, Layout(**blob["layout"]), **blob["net"],
+                      time_coef=coef if coef is not None and len(coef) else None)
     state = blob["state_dict"]
     if blob["version"] == 1:  # one network, saved before time windows existed
         state = {f"0.{k}": v for k, v in state.items()}

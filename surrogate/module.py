@@ -43,7 +43,8 @@ class PinnModule(L.LightningModule):
                  causal_bins: int = 16, val_designs: int = 32, val_points: int = 301, seed: int = 0,
                  fixed_params: bool = False, max_steps: int = 1000, breakpoint_fraction: float = 0.2,
                  lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64,
-                 retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64):
+                 retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64,
+                 lbfgs_adaptive: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
@@ -81,7 +82,8 @@ class PinnModule(L.LightningModule):
         return min(self.global_step // self.steps_per_window, self.windows - 1)
 
     def window_times(self, n: int, designs: int, window: int, seed: int) -> Tensor:
-        """Collocation times (designs·n,) inside one window, clustered after the source corners in it."""
+        """Collocation times (designs·n,) inside one window (in the surrogate's warped time t·s(p)),
+        clustered after the source corners in it."""
         from surrogate.data import sample_times
 
         t0, t1 = float(self.model.edges[window]), float(self.model.edges[window + 1])
@@ -103,10 +105,7 @@ class PinnModule(L.LightningModule):
         T = t.shape[0] // designs.shape[0]
         if starts is None:
             starts = self.window_start_states(designs, window)
-        P = designs.repeat_interleave(T, dim=0)
-        x, xdot, bound = self.model.state(t, P, with_rate=True, starts=starts.repeat_interleave(T, dim=0))
-        self._last_points = (bound, x, t)  # to name a non-finite device if the loss turns NaN
-        r2 = phys.residual(bound, x, xdot, t).pow(2).sum(dim=1)
+        r2 = self.point_residuals(t, designs.repeat_interleave(T, dim=0), window, starts.repeat_interleave(T, dim=0))
         terms = {"residual": r2.mean()}
         eps = self.hparams.causal_eps
         if eps > 0:
@@ -121,6 +120,41 @@ class PinnModule(L.LightningModule):
             terms["causal_min_weight"] = weights.min()
         return terms
 
+    def point_residuals(self, t: Tensor, P: Tensor, window: int, starts: Tensor) -> Tensor:
+        """Squared scaled residual (N,) at points (warped window time t, design P, window start state)."""
+        phys = self.model.physics
+        t = t / self.model.time_factor(P)  # window times are warped (t·s(p)); the physics runs in seconds
+        x, xdot, bound = self.model.state(t, P, with_rate=True, starts=starts, window=window)
+        self._last_points = (bound, x, t)  # to name a non-finite device if the loss turns NaN
+        return phys.residual(bound, x, xdot, t).pow(2).sum(dim=1)
+
+    def lbfgs_points(self, window: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The fixed L-BFGS set of one window: (times (N,), designs (N, P), start states (N, n)).
+
+        With `lbfgs_adaptive` = a > 0, a fraction a of the points are the largest-residual ones of
+        4x as many candidates under the network Adam left (residual-based adaptive refinement, as in
+        Lu et al. 2021 / Wu et al. 2023), the rest uniform as without it."""
+        D, T = int(self.hparams.lbfgs_designs), int(self.hparams.lbfgs_times)
+        designs = self._designs(D, seed, window)
+        t = self.window_times(T, D, window, seed=seed)
+        P = designs.repeat_interleave(T, dim=0)
+        starts = self.window_start_states(designs, window).repeat_interleave(T, dim=0)
+        frac = float(self.hparams.get("lbfgs_adaptive", 0.0))
+        if frac <= 0:
+            return t, P, starts
+        n_top = int(frac * D * T)
+        cand_designs = self._designs(4 * D, seed + 104_729, window)
+        cand_t = self.window_times(T, 4 * D, window, seed=seed + 104_729)
+        cand_P = cand_designs.repeat_interleave(T, dim=0)
+        cand_starts = self.window_start_states(cand_designs, window).repeat_interleave(T, dim=0)
+        with torch.no_grad():
+            r2 = torch.cat([self.point_residuals(ct, cp, window, cs) for ct, cp, cs in
+                            zip(cand_t.split(8192), cand_P.split(8192), cand_starts.split(8192))])
+        top = r2.topk(n_top).indices
+        keep = torch.arange(D * T - n_top)
+        return (torch.cat([t[keep], cand_t[top]]), torch.cat([P[keep], cand_P[top]]),
+                torch.cat([starts[keep], cand_starts[top]]))
+
     def refine_window(self, window: int) -> list[float]:
         """Float64 L-BFGS on one window over a fixed collocation set (then back to the Adam dtype).
 
@@ -132,12 +166,10 @@ class PinnModule(L.LightningModule):
         steps = int(self.hparams.lbfgs_steps)
         if steps <= 0:
             return []
-        D = int(self.hparams.lbfgs_designs)
-        # the same designs and points on every DDP rank, so the ranks' networks stay identical
+        # the same designs and points on every DDP rank, so the ranks' networks stay identical;
+        # start states fixed during L-BFGS: the DC point is solved once
         seed = int(self.hparams.seed) * 31 + 977 + window
-        designs = self._designs(D, seed)
-        t = self.window_times(int(self.hparams.lbfgs_times), D, window, seed=seed)
-        starts = self.window_start_states(designs, window)  # fixed during L-BFGS: solve the DC point once
+        t, designs, starts = self.lbfgs_points(window, seed)
         history = self._lbfgs(window, t, designs, starts, steps)
         final = history[-1]
         earlier = self.window_residuals
@@ -166,7 +198,7 @@ class PinnModule(L.LightningModule):
         opt = torch.optim.Adam(net.parameters(), lr=self.hparams.lr)
         D = self.designs_per_batch
         for k in range(steps):
-            designs = self._designs(D, seed + k)
+            designs = self._designs(D, seed + k, window)
             t = self.window_times(self.times_per_design, D, window, seed=seed + k)
             for group in opt.param_groups:
                 group["lr"] = self.hparams.lr * cosine_lr_factor(k, steps)
@@ -174,12 +206,20 @@ class PinnModule(L.LightningModule):
             self.loss_terms(t, designs, window)["residual"].backward()
             opt.step()
 
-    def _designs(self, D: int, seed: int) -> Tensor:
-        """D collocation designs: the nominal one repeated (fixed_params), else Sobol with this seed."""
+    def _designs(self, D: int, seed: int, window: int = 0) -> Tensor:
+        """D collocation designs: the nominal one repeated (fixed_params), else Sobol with this seed;
+        with a time scale, only designs whose warped time span tstop·s(p) reaches into the window."""
         space = self.circuit.space
         if self.hparams.fixed_params or space.dim == 0:
             return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
-        return space.sample_sobol(D, seed=seed)
+        if window == 0 or not len(self.model.time_coef):
+            return space.sample_sobol(D, seed=seed)
+        candidates = space.sample_sobol(8 * D, seed=seed)
+        reach = self.circuit.tstop * self.model.time_factor(candidates)
+        kept = candidates[reach > float(self.model.edges[window])]
+        if not len(kept):  # the horizon's largest factor: the fastest corner of the box
+            kept = candidates[reach.argmax()].unsqueeze(0)
+        return kept[torch.arange(D) % len(kept)]
 
     def _start_from_previous(self, window: int) -> None:
         """Copy the previous window's weights into this window's network (each keeps its corner buffer)."""
@@ -229,10 +269,12 @@ class PinnModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         t, designs = batch
         window = self.active_window
-        if self.windows > 1:
+        if self.windows > 1 or len(self.model.time_coef):  # window times, warped with a time scale
             # a pure function of (seed, rank, step): each DDP rank its own points, exact on resume
             seed = (int(self.hparams.seed) * 1_000_003 + self.global_rank * 10_007 + self.global_step) % 2**62
             t = self.window_times(t.shape[0] // designs.shape[0], designs.shape[0], window, seed=seed)
+            if window and len(self.model.time_coef):  # designs whose warped span reaches this window
+                designs = self._designs(designs.shape[0], seed % 2**31, window)
         terms = self.loss_terms(t, designs, window)
         loss = terms["causal"] if "causal" in terms else terms["residual"]
         for name, value in terms.items():

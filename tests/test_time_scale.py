@@ -1,0 +1,72 @@
+"""Per-design time unit (warped time t·s(p)): analytic rate, fit quality, warped surrogate plumbing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuits import load_circuit
+from circuits.circuit import circuit_from_config
+from circuits.measure import period
+from circuits.simulation import simulate_batch
+from surrogate.api import Surrogate, load_surrogate, save_surrogate
+from surrogate.time_scale import TimeScaleError, fit_time_scale, linearised_rate
+from tests.test_surrogate import assert_gradient_matches_central_differences
+
+RC_DISCHARGE = {
+    "name": "rc_discharge",
+    "netlist": "RC discharge\n.param r=1k c=1p\nR1 a 0 {r}\nC1 a 0 {c}\n.ic v(a)=1\n.tran 1p 5n uic\n.end\n",
+    "params": {"r": {"low": 500.0, "high": 2000.0, "log": True, "nominal": 1000.0},
+               "c": {"low": 0.5e-12, "high": 2e-12, "log": True, "nominal": 1e-12}},
+    "outputs": ["v(a)"],
+}
+
+
+def test_linearised_rate_of_an_rc_discharge_is_one_over_rc():
+    circuit = circuit_from_config(RC_DISCHARGE)
+    P = torch.tensor([[1e3, 1e-12], [2e3, 0.5e-12], [700.0, 1.7e-12]], dtype=torch.float64)
+    expected = 1.0 / (P[:, 0] * P[:, 1])
+    assert torch.allclose(linearised_rate(circuit, P), expected, rtol=1e-9)
+    # log s is exactly linear in log r, log c (the unit cube is in log space): the fit is exact
+    _, worst = fit_time_scale(circuit, designs=32)
+    assert worst < 1e-9
+
+
+@pytest.fixture(scope="module")
+def ring_model() -> Surrogate:
+    torch.manual_seed(2)
+    return Surrogate(load_circuit("ring5"), width=8, depth=2, windows=4, state_input=True,
+                     time_scale="linearized", dtype="float64")
+
+
+def test_ring5_time_unit_tracks_the_reference_period(ring_model):
+    """period(p)·s(p) is nearly constant over the box although the period varies 2.3x."""
+    assert ring_model.time_fit_error < 0.02
+    c = ring_model.circuit
+    P = torch.cat([c.space.nominal_vector()[None], c.space.sample_uniform(6, torch.Generator().manual_seed(3))])
+    t, y = simulate_batch(c, P, t=torch.linspace(0, c.tstop, 2001, dtype=torch.float64), rtol=1e-5)
+    periods = torch.stack([period(t, y[b, :, 0], k=2) for b in range(len(P))])
+    aligned = periods * ring_model.time_factor(P)
+    assert float(ring_model.time_factor(P[:1])) == pytest.approx(1.0, abs=1e-12)
+    assert float(aligned.max() / aligned.min()) < 1.05
+    assert float(periods.max() / periods.min()) > 1.3
+
+
+def test_warped_surrogate_batch_pointwise_round_trip_and_gradient(ring_model, tmp_path):
+    m = ring_model
+    t = torch.linspace(0, m.circuit.tstop, 41, dtype=torch.float64)
+    P = m.circuit.space.sample_sobol(3)
+    with torch.no_grad():
+        batch = m.predict_batch(t, P)
+        y, _ = m.at(t.repeat(3), P.repeat_interleave(41, dim=0))
+        assert torch.allclose(batch.reshape(-1, 5), y, rtol=1e-12, atol=1e-12)
+        save_surrogate(m, tmp_path / "warp.pt")
+        assert torch.equal(load_surrogate(tmp_path / "warp.pt").predict_batch(t, P), batch)
+    # d v(t)/dp includes the warp's own dependence on p (window choice and chain)
+    assert_gradient_matches_central_differences(m, torch.tensor([0.7e-9, 3.1e-9], dtype=torch.float64),
+                                                [11e-15, 1.2e-6, 2.5e-6])
+
+
+def test_time_scale_rejects_circuits_with_source_corners():
+    with pytest.raises(TimeScaleError, match="autonomous"):
+        Surrogate(load_circuit("rc"), width=8, depth=1, time_scale="linearized")
