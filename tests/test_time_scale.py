@@ -9,9 +9,10 @@ from circuits import load_circuit
 from circuits.circuit import circuit_from_config
 from circuits.measure import period
 from circuits.simulation import simulate_batch
-from surrogate.api import Surrogate, load_surrogate, save_surrogate
+from surrogate.api import Surrogate
 from surrogate.time_scale import TimeScaleError, fit_time_scale, linearised_rate
-from tests.test_surrogate import assert_gradient_matches_central_differences
+from tests.test_surrogate import (assert_batch_matches_pointwise_and_round_trips,
+                                  assert_gradient_matches_central_differences)
 
 RC_DISCHARGE = {
     "name": "rc_discharge",
@@ -40,30 +41,23 @@ def ring_model() -> Surrogate:
 
 
 def test_ring5_time_unit_tracks_the_reference_period(ring_model):
-    """period(p)·s(p) is nearly constant over the box although the period varies 2.3x."""
+    """period(p)·s(p) is nearly constant over the box although the period varies ~3x between corners."""
     assert ring_model.time_fit_error < 0.02
     c = ring_model.circuit
-    P = torch.cat([c.space.nominal_vector()[None], c.space.sample_uniform(6, torch.Generator().manual_seed(3))])
-    t, y = simulate_batch(c, P, t=torch.linspace(0, c.tstop, 2001, dtype=torch.float64), rtol=1e-5)
-    periods = torch.stack([period(t, y[b, :, 0], k=2) for b in range(len(P))])
+    corners = torch.tensor([[8e-15, 1.6e-6, 3.2e-6], [16e-15, 0.8e-6, 1.6e-6]], dtype=torch.float64)
+    P = torch.cat([c.space.nominal_vector()[None], corners, c.space.sample_uniform(2, torch.Generator().manual_seed(3))])
+    t, y = simulate_batch(c, P, t=torch.linspace(0, c.tstop, 2001, dtype=torch.float64), rtol=1e-4)
+    periods = torch.stack([period(t, y[b, :, 0], k=1) for b in range(len(P))])
     aligned = periods * ring_model.time_factor(P)
     assert float(ring_model.time_factor(P[:1])) == pytest.approx(1.0, abs=1e-12)
     assert float(aligned.max() / aligned.min()) < 1.05
-    assert float(periods.max() / periods.min()) > 1.3
+    assert float(periods.max() / periods.min()) > 2.5
 
 
 def test_warped_surrogate_batch_pointwise_round_trip_and_gradient(ring_model, tmp_path):
-    m = ring_model
-    t = torch.linspace(0, m.circuit.tstop, 41, dtype=torch.float64)
-    P = m.circuit.space.sample_sobol(3)
-    with torch.no_grad():
-        batch = m.predict_batch(t, P)
-        y, _ = m.at(t.repeat(3), P.repeat_interleave(41, dim=0))
-        assert torch.allclose(batch.reshape(-1, 5), y, rtol=1e-12, atol=1e-12)
-        save_surrogate(m, tmp_path / "warp.pt")
-        assert torch.equal(load_surrogate(tmp_path / "warp.pt").predict_batch(t, P), batch)
+    assert_batch_matches_pointwise_and_round_trips(ring_model, 41, tmp_path / "warp.pt")
     # d v(t)/dp includes the warp's own dependence on p (window choice and chain)
-    assert_gradient_matches_central_differences(m, torch.tensor([0.7e-9, 3.1e-9], dtype=torch.float64),
+    assert_gradient_matches_central_differences(ring_model, torch.tensor([0.7e-9, 3.1e-9], dtype=torch.float64),
                                                 [11e-15, 1.2e-6, 2.5e-6])
 
 
