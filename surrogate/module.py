@@ -20,6 +20,11 @@ __all__ = ["PinnModule", "TrainingDiverged", "nrmse_table"]
 log = logging.getLogger(__name__)
 
 
+#: no retry below this residual: quiet windows (FeRAM before its first edge: 4e-9) would otherwise
+#: make every later window look like a failure; good windows end at 1e-6..5e-5, a stalled one at 7e-3
+RETRY_FLOOR = 1e-4
+
+
 def cosine_lr_factor(k: int, steps: int) -> float:
     """Learning-rate factor at step k of a cosine cycle of `steps` steps (from 1 down to 0.05)."""
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps))
@@ -175,7 +180,7 @@ class PinnModule(L.LightningModule):
         earlier = self.window_residuals
         factor = float(self.hparams.retry_factor)
         median = float(torch.tensor(earlier).median()) if earlier else math.inf
-        if window > 0 and factor > 0 and final > factor * median:
+        if window > 0 and factor > 0 and final > max(factor * median, RETRY_FLOOR):
             log.warning("window %d: L-BFGS residual %.3g is %.0fx the earlier windows' median; retraining it once",
                         window, final, final / median)
             net = self.model.nets[window]
