@@ -106,7 +106,6 @@ class PinnModule(L.LightningModule):
     def loss_terms(self, t: Tensor, designs: Tensor, window: int = 0,
                    starts: Tensor | None = None) -> dict[str, Tensor]:
         """Residual loss (and its causal weighting) for D designs × T times in one window."""
-        phys = self.model.physics
         T = t.shape[0] // designs.shape[0]
         if starts is None:
             starts = self.window_start_states(designs, window)

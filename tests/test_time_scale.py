@@ -64,3 +64,24 @@ def test_warped_surrogate_batch_pointwise_round_trip_and_gradient(ring_model, tm
 def test_time_scale_rejects_circuits_with_source_corners():
     with pytest.raises(TimeScaleError, match="autonomous"):
         Surrogate(load_circuit("rc"), width=8, depth=1, time_scale="linearized")
+
+
+def test_late_windows_train_only_designs_that_reach_them_and_adaptive_points_have_larger_residuals():
+    """With a time scale, window k's collocation designs all have tstop·s(p) beyond the window's
+    start; lbfgs_adaptive swaps half the L-BFGS set for the largest residuals of 4x candidates."""
+    from surrogate.module import PinnModule
+
+    torch.manual_seed(3)
+    net = {"width": 8, "depth": 1, "windows": 6, "time_scale": "linearized", "dtype": "float64"}
+    module = PinnModule(dict(load_circuit("ring5").config), net, val_designs=1, val_points=11,
+                        lbfgs_designs=8, lbfgs_times=8, lbfgs_adaptive=0.5)
+    model = module.model
+    last = model.windows - 1
+    designs = module._designs(16, seed=5, window=last)
+    assert bool((model.circuit.tstop * model.time_factor(designs) > model.edges[last]).all())
+    t, P, starts = module.lbfgs_points(window=1, seed=9)
+    assert t.shape == (64,) and P.shape == (64, 3) and starts.shape[0] == 64
+    with torch.no_grad():
+        r2 = module.point_residuals(t, P, 1, starts)
+    uniform, chosen = r2[:32], r2[32:]
+    assert float(chosen.min()) >= float(uniform.median())
