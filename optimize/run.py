@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from circuits.errors import ConfigError
+from circuits.errors import ConfigError, NgspiceError
 from optimize.gradient import SearchResult, gradient_search
 from optimize.tasks import Task, task_from_config
 
@@ -81,11 +81,8 @@ def _checker(task: Task, choice: str, rtol: float):
     if choice not in ("auto", "ngspice", "reference"):
         raise ConfigError(f"gradient.check={choice!r} unknown (known: auto, ngspice, reference)")
     if choice in ("auto", "ngspice"):
-        from circuits.ngspice import NgspiceError, ngspice_executable
-
         try:
-            ngspice_executable()
-            return NgspiceEvaluator(task.circuit), "ngspice"
+            return NgspiceEvaluator(task.circuit), "ngspice"  # raises NgspiceError if it is not installed
         except NgspiceError:
             if choice == "ngspice":
                 raise
