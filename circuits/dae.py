@@ -9,7 +9,7 @@ designs; currents and charges are scattered into KCL rows with ``index_add``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -116,17 +116,18 @@ class BoundDAE:
         """Number of designs B."""
         return self.designs.shape[0]
 
-    def evaluate(self, x: Tensor, t: Tensor | float, letters: frozenset[str] | None = None
-                 ) -> tuple[Tensor, Tensor]:
+    def evaluate(self, x: Tensor, t: Tensor | float, letters: frozenset[str] | None = None,
+                 groups: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor.
 
-        letters: evaluate only the device groups with these element letters (e.g. ``{"v"}``).
+        letters: evaluate only the device groups with these element letters (e.g. ``{"v"}``);
+        groups: only these groups (positions in ``dae.groups``).
         """
         B, n = x.shape
         t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
         x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
         f_parts, f_idx, q_parts, q_idx = [x.new_zeros(B, 0)], [torch.zeros(0, dtype=torch.long)], [], []
-        for g, p, ctx in zip(self.dae.groups, self.params, self.ctxs):
+        for g, p, ctx in self._selected(groups):
             if letters is not None and g.device.letter not in letters:
                 continue
             out = g.device.evaluate(x_ext[:, g.node_idx], x[:, g.state_idx], t, p, ctx)
@@ -145,8 +146,14 @@ class BoundDAE:
             q = x.new_zeros(B, n + 1)
         return q[:, :n], f[:, :n]
 
-    def jacobians(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), without autograd graph.
+    def _selected(self, groups: Sequence[int] | None):
+        triples = list(zip(self.dae.groups, self.params, self.ctxs))
+        return triples if groups is None else [triples[k] for k in groups]
+
+    def jacobians(self, x: Tensor, t: Tensor | float, groups: Sequence[int] | None = None
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), without autograd graph (groups: as in
+        `evaluate`).
 
         Each device group returns the Jacobian of its own rows w.r.t. its own unknowns (analytic,
         or forward differences over its few terminals); the blocks are scattered into the global
@@ -160,7 +167,10 @@ class BoundDAE:
         width = n + 1
         parts: dict[str, list[Tensor]] = {"f": [], "fi": [], "q": [], "qi": [], "jf": [], "jq": [], "ji": []}
         with torch.no_grad():
-            for g, p, ctx in zip(self.dae.groups, self.params, self.ctxs):
+            if groups is not None and len(groups) == 0:  # nothing selected
+                zero = x.new_zeros(B, n, n)
+                return x.new_zeros(B, n), x.new_zeros(B, n), zero, zero.clone()
+            for g, p, ctx in self._selected(groups):
                 v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
                 out, jf, jq = g.device.local_jacobian(v, s, t, p, ctx)
                 F, Q = local_rows(out, v, s)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from circuits.dae import BoundDAE
 from circuits.errors import ConvergenceError
+from circuits.split import SplitDAE
 from circuits.solve import (CHORD_MAX_CONTRACTION, NEWTON_LTE_FRACTION, TransientResult, _progress,
                             initial_condition)
 
@@ -32,7 +33,7 @@ def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
     return lu, piv, bad
 
 
-def _chord_newton_batch(bound: BoundDAE, x: Tensor, t: Tensor, a: Tensor, b: Tensor, tol: Tensor,
+def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Tensor, tol: Tensor,
                         jac: tuple[Tensor, Tensor] | None, run: Tensor, stats: dict, max_iter: int = 25):
     """Per-design chord Newton for a q(x) + b + f(x, t) = 0 (a, t: (B,)); only designs in `run`
     iterate, each stops when its own update is within tol.
@@ -40,9 +41,9 @@ def _chord_newton_batch(bound: BoundDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
     Returns (x, converged (B,), q, f at the solution (B, n), jacobian-to-reuse).
     """
     if jac is None:
-        _, _, jq, jf = bound.jacobians(x, t)
-        jac = (jq, jf)
+        jac = split.jacobians(x, t)
         stats["jacobians"] += 1
+    sources = split.sources(t)
     lu, piv, bad = _factor(a, jac)
     pending = run & ~bad
     conv = torch.zeros_like(run)
@@ -51,7 +52,7 @@ def _chord_newton_batch(bound: BoundDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
     prev = torch.full_like(a, float("inf"))
     a_col = a[:, None]
     for it in range(1, max_iter + 1):
-        q, f = bound.evaluate(x, t)
+        q, f = split.evaluate(x, t, sources)
         stats["newton_iterations"] += 1
         R = a_col * q + b + f
         dx = torch.linalg.lu_solve(lu, piv, R.unsqueeze(-1)).squeeze(-1)
@@ -77,8 +78,7 @@ def _chord_newton_batch(bound: BoundDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
             break
         slow = pending & (size > CHORD_MAX_CONTRACTION * prev)
         if bool(slow.any()) or it % 10 == 0:  # stale Jacobian: refresh at the current iterates
-            _, _, jq, jf = bound.jacobians(x, t)
-            jac = (jq, jf)
+            jac = split.jacobians(x, t)
             stats["jacobians"] += 1
             lu, piv, bad = _factor(a, jac)
             pending = pending & ~bad
@@ -86,7 +86,7 @@ def _chord_newton_batch(bound: BoundDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
         else:
             prev = size
     if EXACT_ACCEPT and bool(conv.any()):
-        q_out, f_out = bound.evaluate(x, t)
+        q_out, f_out = split.evaluate(x, t, sources)
     return x, conv, q_out, f_out, jac
 
 
@@ -125,7 +125,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
         out_x[:, 0] = x
         counts = torch.ones(B, dtype=torch.long)
         gid = torch.arange(B)   # global design index of each working row
-        work = bound            # the DAE bound to the working rows (finished designs are dropped)
+        work = SplitDAE(bound)  # the DAE bound to the working rows (finished designs are dropped)
         stats = {"steps_mode": "per_design", "iterations": 0, "newton_iterations": 0, "rejected": 0,
                  "jacobians": 1, "compactions": 0}
         bar = _progress(progress, tstop)
@@ -139,7 +139,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
                 # drop finished designs: re-bind the DAE to the remaining ones
                 keep = torch.nonzero(active).squeeze(1)
                 gid = gid[keep]
-                work = bound.dae.bind(bound.designs[gid], extra=bound.extra)
+                work = SplitDAE(bound.dae.bind(bound.designs[gid], extra=bound.extra))
                 t, h, npts, total, th, xh, q0, q1, qdot, active = (
                     v[keep] for v in (t, h, npts, total, th, xh, q0, q1, qdot, active))
                 jac = None if jac is None else (jac[0][keep], jac[1][keep])
@@ -194,7 +194,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             stats["rejected"] += n_rej
             if bool(failed.any()) and bool((h_new[failed] < hmin).any()):
                 k = int(torch.nonzero(failed & (h_new < hmin))[0])
-                nonfinite = work.nonfinite(x_new, t_new, design_ids=gid)
+                nonfinite = work.bound.nonfinite(x_new, t_new, design_ids=gid)
                 raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
                                        f"transient: time step too small at t={float(t[k]):.6g} s "
                                        f"(Newton failed, design {int(gid[k])})")

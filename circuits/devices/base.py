@@ -47,6 +47,9 @@ class Device:
     instance_params: ClassVar[dict[str, float]] = {}
     rejected_params: ClassVar[dict[str, str]] = {}
     per_instance: ClassVar[bool] = False  # True: every element is its own group (B sources)
+    # True: currents and charges are affine in the unknowns (time and parameters enter only the
+    # constant term), so a solver may fold the device into constant matrices (see circuits.split)
+    linear: ClassVar[bool] = False
 
     def evaluate(self, v: Tensor, s: Tensor, t: Tensor, p: dict[str, Tensor], ctx=None) -> DeviceEval:
         """Return currents, charges and state residual terms for all instances.
@@ -78,6 +81,10 @@ class Device:
             cols_f.append((F - F0) / h[..., k:k + 1])
             cols_q.append((Q - Q0) / h[..., k:k + 1])
         return base, torch.stack(cols_f, dim=-1), torch.stack(cols_q, dim=-1)
+
+    def time_dependent(self, ctx) -> bool:
+        """Whether the device's equations depend on time t (for a linear device: its source term)."""
+        return False
 
     def prepare(self, elements: list, env: dict, tran: dict):
         """Per-group static context built once per design batch (source waveforms, B expressions)."""

@@ -12,6 +12,7 @@ class Resistor(Device):
     """R n+ n- value: i = (v+ - v-) / R."""
 
     letter = "r"
+    linear = True
     instance_params = {"value": 1.0}
 
     def evaluate(self, v, s, t, p, ctx=None):
@@ -23,6 +24,7 @@ class Capacitor(Device):
     """C n+ n- value: q = C (v+ - v-)."""
 
     letter = "c"
+    linear = True
     instance_params = {"value": 0.0, "ic": 0.0}
 
     def evaluate(self, v, s, t, p, ctx=None):
@@ -34,6 +36,7 @@ class Inductor(Device):
     """L n+ n- value: branch current i is a state with d(L i)/dt = v+ - v-."""
 
     letter = "l"
+    linear = True
     states = ("i",)
     instance_params = {"value": 0.0, "ic": 0.0}
 

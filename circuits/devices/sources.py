@@ -19,6 +19,10 @@ def _wave_context(elements, env, tran) -> list[tuple[str, list]]:
     return ctx
 
 
+def _varies_in_time(ctx) -> bool:
+    return any(kind != "dc" for kind, _ in ctx[0])
+
+
 def _source_values(ctx, t: Tensor, tran: dict, like: Tensor) -> Tensor:
     """Stack the waveform values of all instances at time t -> (..., n_inst) shaped like `like`."""
     vals = [waveforms.evaluate(kind, args, t if isinstance(t, Tensor) else like.new_tensor(t),
@@ -31,10 +35,14 @@ class VoltageSource(Device):
     """V n+ n- waveform: branch current i (into n+, as ngspice's i(v)) with v+ - v- = V(t)."""
 
     letter = "v"
+    linear = True
     states = ("i",)
 
     def prepare(self, elements, env, tran):
         return _wave_context(elements, env, tran), tran
+
+    def time_dependent(self, ctx) -> bool:
+        return _varies_in_time(ctx)
 
     def evaluate(self, v, s, t, p, ctx=None):
         waves, tran = ctx
@@ -51,9 +59,13 @@ class CurrentSource(Device):
     """I n+ n- waveform: current I(t) flows from n+ through the source to n-."""
 
     letter = "i"
+    linear = True
 
     def prepare(self, elements, env, tran):
         return _wave_context(elements, env, tran), tran
+
+    def time_dependent(self, ctx) -> bool:
+        return _varies_in_time(ctx)
 
     def evaluate(self, v, s, t, p, ctx=None):
         waves, tran = ctx
@@ -65,6 +77,7 @@ class VCVS(Device):
     """E n+ n- nc+ nc- gain: v+ - v- = gain (vc+ - vc-), with a branch-current state."""
 
     letter = "e"
+    linear = True
     terminals = 4
     states = ("i",)
     instance_params = {"value": 1.0}
@@ -81,6 +94,7 @@ class VCCS(Device):
     """G n+ n- nc+ nc- gm: current gm (vc+ - vc-) flows from n+ through the source to n-."""
 
     letter = "g"
+    linear = True
     terminals = 4
     instance_params = {"value": 1.0}
 
