@@ -9,7 +9,7 @@ from torch import Tensor
 
 from circuits.dae import BoundDAE
 from circuits.errors import ConvergenceError
-from circuits.split import SplitDAE
+from circuits.split import SplitDAE, matvec
 from circuits.solve import (CHORD_MAX_CONTRACTION, NEWTON_LTE_FRACTION, TransientResult, _progress,
                             initial_condition)
 
@@ -17,8 +17,8 @@ from circuits.solve import (CHORD_MAX_CONTRACTION, NEWTON_LTE_FRACTION, Transien
 # per-design time stepping: every design has its own t, h, order and history (no gradients)
 # ----------------------------------------------------------------------------------------------
 
-EXACT_ACCEPT = False     # re-evaluate q, f at accepted points (else: linearised from the last Newton step)
 USE_CONTRACTION = True   # stop Newton early when the contraction-based error estimate is small
+RATE_DECAY = 0.3         # a carried contraction rate may fall at most this fast per iteration (CVODE)
 COMPACT_FRACTION = 0.8   # re-bind to the unfinished designs once at most this fraction is unfinished
 
 
@@ -34,60 +34,67 @@ def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
 
 
 def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Tensor, tol: Tensor,
-                        jac: tuple[Tensor, Tensor] | None, run: Tensor, stats: dict, max_iter: int = 25):
+                        jac: tuple[Tensor, Tensor] | None, rate: Tensor, run: Tensor, stats: dict,
+                        max_iter: int = 25):
     """Per-design chord Newton for a q(x) + b + f(x, t) = 0 (a, t: (B,)); only designs in `run`
-    iterate, each stops when its own update is within tol.
+    iterate, each stops when its own update, or the error left after it, is within tol.
 
-    Returns (x, converged (B,), q, f at the solution (B, n), jacobian-to-reuse).
+    rate (B,): each design's contraction rate of the reused Jacobian, carried across steps as
+    CVODE does: the first iteration of a step may converge on |dx|·θ/(1-θ) with the carried θ.
+    Returns (x, converged (B,), q at the solution (B, n), jacobian-to-reuse, rate).  (The trapezoidal
+    history needs dq/dt = a q + b at the solution, as SPICE takes it, so f is not returned.)
+    This loop runs ~10^4 times per transient: it is written for few tensor ops per iteration.
     """
     if jac is None:
         jac = split.jacobians(x, t)
         stats["jacobians"] += 1
-    sources = split.sources(t)
+        rate = torch.ones_like(rate)
+    rhs = b + split.sources(t)
+    if split.q0 is not None:
+        rhs = rhs + a[:, None] * split.q0
+    linear = a[:, None, None] * split.C + split.G   # the linear devices' part of the residual
     lu, piv, bad = _factor(a, jac)
     pending = run & ~bad
     conv = torch.zeros_like(run)
-    q_out = torch.zeros_like(x)
-    f_out = torch.zeros_like(x)
-    prev = torch.full_like(a, float("inf"))
     a_col = a[:, None]
+    prev = None  # the previous iteration's update size (None right after a Jacobian refresh)
+    inv_tol = 1.0 / tol
     for it in range(1, max_iter + 1):
-        q, f = split.evaluate(x, t, sources)
-        stats["newton_iterations"] += 1
-        R = a_col * q + b + f
+        q_nl, f_nl = split.nonlinear_terms(x, t)
+        R = matvec(linear, x) + rhs
+        if f_nl is not None:
+            R = R + f_nl
+        if q_nl is not None:
+            R = R + a_col * q_nl
         dx = torch.linalg.lu_solve(lu, piv, R.unsqueeze(-1)).squeeze(-1)
-        pending = pending & torch.isfinite(dx).all(dim=1)
-        dx = torch.where(pending[:, None], dx, torch.zeros_like(dx))
-        x = x - dx
-        size = (dx.abs() / (tol + 1e-8 * x.abs())).amax(dim=1)
+        size = (dx.abs() * inv_tol).amax(dim=1)
+        pending = pending & torch.isfinite(size)
+        x = x - dx * pending.to(dx.dtype)[:, None]  # (a product: much cheaper than torch.where here)
         # converged when the update, or the error left after it (contraction θ: θ/(1-θ)·|dx|), is small
-        theta = size / prev
-        left = torch.where(torch.isfinite(prev) & (theta < 0.5), size * theta / (1 - theta), size)
-        done = pending & ((size <= 1.0) | (left <= 1.0) if USE_CONTRACTION else (size <= 1.0))
+        if prev is not None:  # measured contraction of this iteration (the carried one decays)
+            rate = torch.where(pending, torch.maximum(size / prev, RATE_DECAY * rate), rate)
+        if USE_CONTRACTION:
+            left = torch.where(rate < 0.5, size * rate / (1 - rate), size)
+        else:
+            left = size
+        done = pending & (left <= 1.0)
+        stats["newton_iterations"] += 1
         if bool(done.any()):
             conv = conv | done
-            if EXACT_ACCEPT:
-                q_new, f_new = q, f
-            else:  # charges and currents at the final iterate, to first order in the last update
-                q_new = q - (jac[0] @ dx.unsqueeze(-1)).squeeze(-1)
-                f_new = f - (jac[1] @ dx.unsqueeze(-1)).squeeze(-1)
-            q_out = torch.where(done[:, None], q_new, q_out)
-            f_out = torch.where(done[:, None], f_new, f_out)
             pending = pending & ~done
         if not bool(pending.any()):
             break
-        slow = pending & (size > CHORD_MAX_CONTRACTION * prev)
-        if bool(slow.any()) or it % 10 == 0:  # stale Jacobian: refresh at the current iterates
+        slow = pending & (size > CHORD_MAX_CONTRACTION * prev) if prev is not None else None
+        if it % 10 == 0 or (slow is not None and bool(slow.any())):  # stale Jacobian: refresh
             jac = split.jacobians(x, t)
             stats["jacobians"] += 1
             lu, piv, bad = _factor(a, jac)
             pending = pending & ~bad
-            prev = torch.full_like(a, float("inf"))
+            rate = torch.ones_like(rate)
+            prev = None
         else:
             prev = size
-    if EXACT_ACCEPT and bool(conv.any()):
-        q_out, f_out = split.evaluate(x, t, sources)
-    return x, conv, q_out, f_out, jac
+    return x, conv, split.charges(x, t), jac, rate
 
 
 def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: float, atol_scale: float,
@@ -109,10 +116,11 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
         trap = method == "trap"
 
         q1, f1, jq0, jf0 = bound.jacobians(x, torch.zeros(B, dtype=dtype))
-        differential = (jq0.abs().amax(dim=(0, 1)) > 0)
+        differential = (jq0.abs().amax(dim=(0, 1)) > 0).to(dtype)  # 1 for unknowns in some charge
         jac = (jq0, jf0)
         t = torch.zeros(B, dtype=dtype)
         h = torch.full((B,), h0, dtype=dtype)
+        rate = torch.ones(B, dtype=dtype)  # Newton contraction rate per design (1: not known yet)
         npts = torch.ones(B, dtype=torch.long)    # points since the last reset (start or breakpoint)
         total = torch.ones(B, dtype=torch.long)   # accepted points since the start
         th = torch.tensor([-2 * h0, -h0, 0.0], dtype=dtype).repeat(B, 1)  # last 3 accepted times
@@ -140,93 +148,91 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
                 keep = torch.nonzero(active).squeeze(1)
                 gid = gid[keep]
                 work = SplitDAE(bound.dae.bind(bound.designs[gid], extra=bound.extra))
-                t, h, npts, total, th, xh, q0, q1, qdot, active = (
-                    v[keep] for v in (t, h, npts, total, th, xh, q0, q1, qdot, active))
+                t, h, npts, total, th, xh, q0, q1, qdot, rate, active = (
+                    v[keep] for v in (t, h, npts, total, th, xh, q0, q1, qdot, rate, active))
                 jac = None if jac is None else (jac[0][keep], jac[1][keep])
                 stats["compactions"] += 1
             stats["iterations"] += 1
-            nxt = torch.searchsorted(stops, t * (1 + 1e-12) + 1e-30, right=True).clamp(max=n_stops - 1)
-            target = stops[nxt]
-            hh = torch.minimum(h, torch.full_like(h, hmax))
+            if n_stops > 1:
+                nxt = torch.searchsorted(stops, t * (1 + 1e-12) + 1e-30, right=True).clamp(max=n_stops - 1)
+                target = stops[nxt]
+            else:  # no source corners: the only stop is tstop
+                target = stops[0]
+            hh = h.clamp(max=hmax)
             hit = t + hh >= target - 1e-9 * hh
-            hh = torch.where(hit, target - t, hh)
-            hh = torch.where(active, hh, torch.full_like(hh, h0))  # frozen designs: any finite step
+            hh = torch.where(active, torch.where(hit, target - t, hh), h0)  # frozen designs: any finite step
             order2 = npts >= 2
             h_prev = th[:, 2] - th[:, 1]
             w = hh / h_prev
             if trap:
-                a = torch.where(order2, 2.0 / hh, 1.0 / hh)
-                c0 = -a
-                c1 = torch.zeros_like(hh)
+                a = torch.where(order2, 2.0, 1.0) / hh
+                b = torch.where(order2[:, None], -qdot, 0.0) - a[:, None] * q1
             else:
                 a = torch.where(order2, (1 + 2 * w) / ((1 + w) * hh), 1.0 / hh)
                 c0 = torch.where(order2, -(1 + w) / hh, -1.0 / hh)
-                c1 = torch.where(order2, w * w / ((1 + w) * hh), torch.zeros_like(hh))
-            b = c0[:, None] * q1 + c1[:, None] * q0
-            if trap:
-                b = b - torch.where(order2[:, None], qdot, torch.zeros_like(qdot))
+                c1 = torch.where(order2, w * w / ((1 + w) * hh), 0.0)
+                b = c0[:, None] * q1 + c1[:, None] * q0
             t_new = t + hh
             guess = _predict_batch(th, xh, t_new, total, npts)
             step_tol = NEWTON_LTE_FRACTION * (atol + rtol * xh[:, 2].abs())
-            x_new, conv, q_new, f_new, jac = _chord_newton_batch(work, guess, t_new, a, b, step_tol, jac,
-                                                                 active, stats)
+            x_new, conv, q_new, jac, rate = _chord_newton_batch(work, guess, t_new, a, b, step_tol, jac, rate,
+                                                                active, stats)
             conv = conv & active
             failed = active & ~conv
             # local truncation error from the third divided difference (points since the reset)
             check = conv & (npts >= 3)
-            x3 = _third_derivative_batch(th, xh, t_new, x_new)
-            if trap:
-                fac = hh ** 3 / 12.0
-            else:
-                fac = hh ** 3 * (1 + w) ** 2 / (6.0 * (1 + 2 * w))
-            err = fac[:, None] * x3.abs()
+            x4 = torch.cat([xh, x_new[:, None]], dim=1)   # the last 3 accepted points and the new one
+            x3 = _third_derivative_batch(th, t_new, x4)
+            fac = hh ** 3 / 12.0 if trap else hh ** 3 * (1 + w) ** 2 / (6.0 * (1 + 2 * w))
             scale = atol + rtol * torch.maximum(x_new.abs(), xh[:, 2].abs())
-            ratio = torch.where(differential, err / scale, torch.zeros_like(err)).amax(dim=1)
-            ratio = torch.where(check, ratio, torch.zeros_like(ratio))
+            ratio = torch.where(check, (x3.abs() * differential / scale).amax(dim=1) * fac, 0.0)
             lte_reject = check & (ratio > 1.0) & (hh > hmin * 10)
             accept = conv & ~lte_reject
-            gain = (0.9 * ratio.clamp(min=1e-12) ** (-1 / 3))
-            h_next = torch.where(check, hh * gain.clamp(0.3, 2.0), hh * 2.0)
+            gain = 0.9 * ratio.clamp(min=1e-12) ** (-1 / 3)
+            h_next = torch.where(check, gain.clamp(0.3, 2.0), 2.0) * hh
             # step sizes: Newton failure /8, LTE rejection by the error ratio, acceptance as predicted
-            h_new = torch.where(failed, hh / 8, h)
-            h_new = torch.where(lte_reject, hh * gain.clamp(min=0.2), h_new)
-            n_rej = int(failed.sum()) + int(lte_reject.sum())
-            stats["rejected"] += n_rej
-            if bool(failed.any()) and bool((h_new[failed] < hmin).any()):
-                k = int(torch.nonzero(failed & (h_new < hmin))[0])
-                nonfinite = work.bound.nonfinite(x_new, t_new, design_ids=gid)
-                raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
-                                       f"transient: time step too small at t={float(t[k]):.6g} s "
-                                       f"(Newton failed, design {int(gid[k])})")
-            if bool(failed.any()):
+            h_new = torch.where(failed, hh / 8, torch.where(lte_reject, hh * gain.clamp(min=0.2), h))
+            n_failed = int(failed.sum())
+            stats["rejected"] += n_failed + int(lte_reject.sum())
+            if n_failed:
+                if bool((h_new[failed] < hmin).any()):
+                    k = int(torch.nonzero(failed & (h_new < hmin))[0])
+                    nonfinite = work.bound.nonfinite(x_new, t_new, design_ids=gid)
+                    raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
+                                           f"transient: time step too small at t={float(t[k]):.6g} s "
+                                           f"(Newton failed, design {int(gid[k])})")
                 jac = None  # refresh the Jacobian at the next attempt
-            reset = accept & hit & (target < tstop)
-            following = stops[(nxt + 1).clamp(max=n_stops - 1)]
-            following = torch.where(nxt + 1 < n_stops, following, torch.full_like(following, tstop))
-            h_reset = torch.minimum(torch.minimum(h_next, 0.1 * (following - t_new)),
-                                    torch.full_like(h_next, tstep))
-            h_next = torch.where(reset, h_reset, h_next)
+            if n_stops > 1:
+                reset = accept & hit & (target < tstop)
+                following = torch.where(nxt + 1 < n_stops, stops[(nxt + 1).clamp(max=n_stops - 1)], tstop)
+                h_reset = torch.minimum(h_next, 0.1 * (following - t_new)).clamp(max=tstep)
+                h_next = torch.where(reset, h_reset, h_next)
+                npts = torch.where(reset, 1, npts + accept.long())
+            else:
+                npts = npts + accept.long()
             h = torch.where(accept, h_next, h_new)
             # accept: shift the histories of the accepted designs
             acc = accept[:, None]
             t = torch.where(accept, t_new, t)
             th = torch.where(acc, torch.cat([th[:, 1:], t_new[:, None]], dim=1), th)
-            xh = torch.where(acc[:, :, None], torch.cat([xh[:, 1:], x_new[:, None]], dim=1), xh)
-            q0 = torch.where(acc, q1, q0)
+            xh = torch.where(acc[:, :, None], x4[:, 1:], xh)
+            if trap:  # dq/dt at the new point, as the trapezoidal rule defines it
+                qdot = torch.where(acc, a[:, None] * q_new + b, qdot)
+            else:
+                q0 = torch.where(acc, q1, q0)
             q1 = torch.where(acc, q_new, q1)
-            qdot = torch.where(acc, -f_new, qdot)
-            npts = torch.where(reset, torch.ones_like(npts), npts + accept.long())
             total = total + accept.long()
             idx = torch.nonzero(accept).squeeze(1)
             if idx.numel():
-                g = gid[idx]
-                if int(counts[g].max()) >= cap:
+                if stats["iterations"] + 1 >= cap:  # counts grow by at most one per iteration
                     out_t = torch.cat([out_t, out_t.new_zeros(B, cap)], dim=1)
                     out_x = torch.cat([out_x, out_x.new_zeros(B, cap, n)], dim=1)
                     cap *= 2
-                out_t[g, counts[g]] = t_new[idx]
-                out_x[g, counts[g]] = x_new[idx]
-                counts[g] += 1
+                g = gid[idx]
+                pos = counts[g]
+                out_t[g, pos] = t_new[idx]
+                out_x[g, pos] = x_new[idx]
+                counts[g] = pos + 1
             if progress:
                 t_min = float(t.min())
                 bar.update(t_min - t_shown)
@@ -244,25 +250,27 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
 
 def _predict_batch(th: Tensor, xh: Tensor, t_new: Tensor, total: Tensor, npts: Tensor) -> Tensor:
     """Per-design Newton guess: quadratic extrapolation through the last 3 accepted points (linear
-    with only 2 points, the last point right after a reset)."""
-    t0, t1, t2 = th[:, 0:1], th[:, 1:2], th[:, 2:3]
-    x0, x1, x2 = xh[:, 0], xh[:, 1], xh[:, 2]
-    s = t_new[:, None]
-    quad = (x0 * ((s - t1) * (s - t2) / ((t0 - t1) * (t0 - t2)))
-            + x1 * ((s - t0) * (s - t2) / ((t1 - t0) * (t1 - t2)))
-            + x2 * ((s - t0) * (s - t1) / ((t2 - t0) * (t2 - t1))))
-    lin = x2 + (x2 - x1) * ((s - t2) / (t2 - t1))
-    guess = torch.where((total >= 3)[:, None], quad, lin)
-    return torch.where((npts >= 2)[:, None], guess, x2)
+    with only 2 points, the last point right after a reset), as weights on the 3 points."""
+    d = t_new[:, None] - th                                     # s - t_k
+    gaps = th[:, :, None] - th[:, None, :] + torch.eye(3, dtype=th.dtype)
+    quad = d.roll(1, 1) * d.roll(-1, 1) / gaps.prod(dim=2)      # Lagrange weights at s
+    r = d[:, 2:3] / (th[:, 2:3] - th[:, 1:2])
+    lin = torch.cat([torch.zeros_like(r), -r, 1 + r], dim=1)
+    weights = torch.where((total >= 3)[:, None], quad, lin)
+    weights = torch.where((npts >= 2)[:, None], weights, _LAST.to(th.dtype))
+    return torch.bmm(weights.unsqueeze(1), xh).squeeze(1)
 
 
-def _third_derivative_batch(th: Tensor, xh: Tensor, t_new: Tensor, x_new: Tensor) -> Tensor:
-    """x''' per design from the third divided difference of the last 3 accepted points and the new one."""
-    t0, t1, t2, t3 = th[:, 0:1], th[:, 1:2], th[:, 2:3], t_new[:, None]
-    x0, x1, x2, x3 = xh[:, 0], xh[:, 1], xh[:, 2], x_new
-    d10, d11, d12 = (x1 - x0) / (t1 - t0), (x2 - x1) / (t2 - t1), (x3 - x2) / (t3 - t2)
-    d20, d21 = (d11 - d10) / (t2 - t0), (d12 - d11) / (t3 - t1)
-    return 6.0 * (d21 - d20) / (t3 - t0)
+_LAST = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # weights that repeat the last point
+
+
+def _third_derivative_batch(th: Tensor, t_new: Tensor, x4: Tensor) -> Tensor:
+    """x''' per design: 6 times the third divided difference through the last 3 accepted points and
+    the new one, x4 (B, 4, n), written as the weights 1 / prod_j (t_i - t_j)."""
+    t4 = torch.cat([th, t_new[:, None]], dim=1)
+    gaps = t4[:, :, None] - t4[:, None, :] + torch.eye(4, dtype=t4.dtype)
+    weights = 6.0 / gaps.prod(dim=2)
+    return torch.bmm(weights.unsqueeze(1), x4).squeeze(1)
 
 
 def interpolate_per_design(t: Tensor, x: Tensor, t_eval: Tensor, counts: Tensor | None,
