@@ -24,7 +24,7 @@ from circuits.errors import ConvergenceError
 __all__ = ["TransientResult", "operating_point", "initial_condition", "transient", "interpolate"]
 
 NEWTON_MAX_ITER = 40
-NEWTON_LTE_FRACTION = 0.1  # transient Newton tolerance as a fraction of the LTE tolerance
+NEWTON_LTE_FRACTION = 0.5  # transient Newton tolerance as a fraction of the LTE tolerance
 CHORD_MAX_CONTRACTION = 0.7  # refresh the reused Jacobian when an iteration shrinks the update less
 DEFAULT_BATCH_STEPS = "per_design"  # default steps mode of no-grad adaptive batches (B > 1)
 GMIN_LADDER = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 0.0]

@@ -17,20 +17,28 @@ from circuits.solve import (CHORD_MAX_CONTRACTION, NEWTON_LTE_FRACTION, Transien
 # per-design time stepping: every design has its own t, h, order and history (no gradients)
 # ----------------------------------------------------------------------------------------------
 
-USE_CONTRACTION = True   # stop Newton early when the contraction-based error estimate is small
 RATE_DECAY = 0.3         # a carried contraction rate may fall at most this fast per iteration (CVODE)
 COMPACT_FRACTION = 0.8   # re-bind to the unfinished designs once at most this fraction is unfinished
 
 
 def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
-    """LU of a·dq/dx + df/dx per design; singular matrices are replaced by identity and flagged."""
-    M = a[:, None, None] * jac[0] + jac[1]
+    """LU of a·dq/dx + df/dx per design; singular matrices are replaced by identity and flagged
+    (bad: (B,) bool, or None when every matrix factored)."""
+    M = torch.addcmul(jac[1], a[:, None, None], jac[0])
     lu, piv, info = torch.linalg.lu_factor_ex(M)
+    if not bool(info.any()):
+        return lu, piv, None
     bad = info != 0
-    if bool(bad.any()):
-        eye = torch.eye(M.shape[-1], dtype=M.dtype).expand_as(M)
-        lu, piv, _ = torch.linalg.lu_factor_ex(torch.where(bad[:, None, None], eye, M))
+    eye = torch.eye(M.shape[-1], dtype=M.dtype).expand_as(M)
+    lu, piv, _ = torch.linalg.lu_factor_ex(torch.where(bad[:, None, None], eye, M))
     return lu, piv, bad
+
+
+def _left_per_update(rate: Tensor) -> Tensor:
+    """Error left after a Newton update, per unit of the update: θ/(1-θ) for a contraction rate
+    θ < 1/2, else 1 (no credit for the contraction)."""
+    r = rate.clamp(max=0.5)
+    return r / (1 - r)
 
 
 def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Tensor, tol: Tensor,
@@ -52,32 +60,28 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
     rhs = b + split.sources(t)
     if split.q0 is not None:
         rhs = rhs + a[:, None] * split.q0
-    linear = a[:, None, None] * split.C + split.G   # the linear devices' part of the residual
+    linear = torch.addcmul(split.G, a[:, None, None], split.C)  # the linear devices' part of the residual
     lu, piv, bad = _factor(a, jac)
-    pending = run & ~bad
+    pending = run if bad is None else run & ~bad
     conv = torch.zeros_like(run)
     a_col = a[:, None]
     prev = None  # the previous iteration's update size (None right after a Jacobian refresh)
     inv_tol = 1.0 / tol
+    left_per_update = _left_per_update(rate)
     for it in range(1, max_iter + 1):
         q_nl, f_nl = split.nonlinear_terms(x, t)
-        R = matvec(linear, x) + rhs
-        if f_nl is not None:
-            R = R + f_nl
+        known = rhs if f_nl is None else rhs + f_nl
         if q_nl is not None:
-            R = R + a_col * q_nl
-        dx = torch.linalg.lu_solve(lu, piv, R.unsqueeze(-1)).squeeze(-1)
+            known = torch.addcmul(known, a_col, q_nl)
+        R = torch.baddbmm(known.unsqueeze(-1), linear, x.unsqueeze(-1))  # the residual, (B, n, 1)
+        dx = torch.linalg.lu_solve(lu, piv, R).squeeze(-1)
         size = (dx.abs() * inv_tol).amax(dim=1)
         pending = pending & torch.isfinite(size)
-        x = x - dx * pending.to(dx.dtype)[:, None]  # (a product: much cheaper than torch.where here)
-        # converged when the update, or the error left after it (contraction θ: θ/(1-θ)·|dx|), is small
+        x = torch.addcmul(x, dx, pending.to(dx.dtype)[:, None], value=-1.0)  # (cheaper than torch.where)
         if prev is not None:  # measured contraction of this iteration (the carried one decays)
             rate = torch.where(pending, torch.maximum(size / prev, RATE_DECAY * rate), rate)
-        if USE_CONTRACTION:
-            left = torch.where(rate < 0.5, size * rate / (1 - rate), size)
-        else:
-            left = size
-        done = pending & (left <= 1.0)
+            left_per_update = _left_per_update(rate)
+        done = pending & (size * left_per_update <= 1.0)
         stats["newton_iterations"] += 1
         if bool(done.any()):
             conv = conv | done
@@ -89,8 +93,10 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
             jac = split.jacobians(x, t)
             stats["jacobians"] += 1
             lu, piv, bad = _factor(a, jac)
-            pending = pending & ~bad
+            if bad is not None:
+                pending = pending & ~bad
             rate = torch.ones_like(rate)
+            left_per_update = _left_per_update(rate)
             prev = None
         else:
             prev = size
@@ -127,15 +133,17 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
         xh = x.unsqueeze(1).repeat(1, 3, 1)                                # and states
         q0 = q1.clone()   # q at the point before the last (BDF2)
         qdot = -f1        # dq/dt at the last point (trap)
-        cap = 256
-        out_t = torch.zeros(B, cap, dtype=dtype)
-        out_x = torch.zeros(B, cap, n, dtype=dtype)
-        out_x[:, 0] = x
-        counts = torch.ones(B, dtype=torch.long)
+        accepted: list[tuple[Tensor, ...]] = []  # per iteration: (design ids, positions, t, x) accepted
+        counts = torch.ones(B, dtype=torch.long)  # points per design so far
         gid = torch.arange(B)   # global design index of each working row
         work = SplitDAE(bound)  # the DAE bound to the working rows (finished designs are dropped)
         stats = {"steps_mode": "per_design", "iterations": 0, "newton_iterations": 0, "rejected": 0,
                  "jacobians": 1, "compactions": 0}
+        rejected = torch.zeros((), dtype=torch.long)  # rejected steps, summed without a sync per step
+        # constants as tensors: a Python scalar in torch.where costs an extra op every time
+        zero, two, h0_t = (torch.tensor(v, dtype=dtype) for v in (0.0, 2.0, h0))
+        rtol_t = torch.tensor(rtol, dtype=dtype)
+        newton_atol, newton_rtol = NEWTON_LTE_FRACTION * atol, torch.tensor(NEWTON_LTE_FRACTION * rtol, dtype=dtype)
         bar = _progress(progress, tstop)
         t_shown = 0.0
         while True:
@@ -160,44 +168,49 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
                 target = stops[0]
             hh = h.clamp(max=hmax)
             hit = t + hh >= target - 1e-9 * hh
-            hh = torch.where(active, torch.where(hit, target - t, hh), h0)  # frozen designs: any finite step
+            hh = torch.where(active, torch.where(hit, target - t, hh), h0_t)  # frozen designs: any finite step
             order2 = npts >= 2
-            h_prev = th[:, 2] - th[:, 1]
-            w = hh / h_prev
+            w = hh / (th[:, 2] - th[:, 1])
             if trap:
-                a = torch.where(order2, 2.0, 1.0) / hh
-                b = torch.where(order2[:, None], -qdot, 0.0) - a[:, None] * q1
+                order2_f = order2.to(dtype)
+                a = (1 + order2_f) / hh
+                b = -torch.addcmul(a[:, None] * q1, qdot, order2_f[:, None])
             else:
                 a = torch.where(order2, (1 + 2 * w) / ((1 + w) * hh), 1.0 / hh)
                 c0 = torch.where(order2, -(1 + w) / hh, -1.0 / hh)
-                c1 = torch.where(order2, w * w / ((1 + w) * hh), 0.0)
+                c1 = torch.where(order2, w * w / ((1 + w) * hh), zero)
                 b = c0[:, None] * q1 + c1[:, None] * q0
             t_new = t + hh
-            guess = _predict_batch(th, xh, t_new, total, npts)
-            step_tol = NEWTON_LTE_FRACTION * (atol + rtol * xh[:, 2].abs())
+            guess_weights, third_weights = _step_weights(th, t_new, w, total, npts)
+            guess = _combine(guess_weights, xh)
+            x_last = xh[:, 2]
+            step_tol = torch.addcmul(newton_atol, x_last.abs(), newton_rtol)
             x_new, conv, q_new, jac, rate = _chord_newton_batch(work, guess, t_new, a, b, step_tol, jac, rate,
                                                                 active, stats)
             conv = conv & active
             failed = active & ~conv
-            # local truncation error from the third divided difference (points since the reset)
+            # local truncation error from the third divided difference (points since the reset);
+            # NaN for designs whose Newton failed, which every use below masks out
             check = conv & (npts >= 3)
             x4 = torch.cat([xh, x_new[:, None]], dim=1)   # the last 3 accepted points and the new one
-            x3 = _third_derivative_batch(th, t_new, x4)
+            x3 = _combine(third_weights, x4)
             fac = hh ** 3 / 12.0 if trap else hh ** 3 * (1 + w) ** 2 / (6.0 * (1 + 2 * w))
-            scale = atol + rtol * torch.maximum(x_new.abs(), xh[:, 2].abs())
-            ratio = torch.where(check, (x3.abs() * differential / scale).amax(dim=1) * fac, 0.0)
+            scale = torch.addcmul(atol, torch.maximum(x_new.abs(), x_last.abs()), rtol_t)
+            ratio = (x3.abs() * differential / scale).amax(dim=1) * fac * check.to(dtype)
             lte_reject = check & (ratio > 1.0) & (hh > hmin * 10)
             accept = conv & ~lte_reject
             gain = 0.9 * ratio.clamp(min=1e-12) ** (-1 / 3)
-            h_next = torch.where(check, gain.clamp(0.3, 2.0), 2.0) * hh
+            h_next = torch.where(check, gain.clamp(0.3, 2.0), two) * hh
             # step sizes: Newton failure /8, LTE rejection by the error ratio, acceptance as predicted
             h_new = torch.where(failed, hh / 8, torch.where(lte_reject, hh * gain.clamp(min=0.2), h))
-            n_failed = int(failed.sum())
-            stats["rejected"] += n_failed + int(lte_reject.sum())
-            if n_failed:
+            rejected = rejected + (active & ~accept).sum()
+            if bool(failed.any()):
                 if bool((h_new[failed] < hmin).any()):
                     k = int(torch.nonzero(failed & (h_new < hmin))[0])
-                    nonfinite = work.bound.nonfinite(x_new, t_new, design_ids=gid)
+                    # the failed iterates may be NaN themselves: name a device that fails at the
+                    # (finite) predicted state first
+                    nonfinite = (work.bound.nonfinite(guess, t_new, design_ids=gid)
+                                 or work.bound.nonfinite(x_new, t_new, design_ids=gid))
                     raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
                                            f"transient: time step too small at t={float(t[k]):.6g} s "
                                            f"(Newton failed, design {int(gid[k])})")
@@ -223,54 +236,69 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             q1 = torch.where(acc, q_new, q1)
             total = total + accept.long()
             idx = torch.nonzero(accept).squeeze(1)
-            if idx.numel():
-                if stats["iterations"] + 1 >= cap:  # counts grow by at most one per iteration
-                    out_t = torch.cat([out_t, out_t.new_zeros(B, cap)], dim=1)
-                    out_x = torch.cat([out_x, out_x.new_zeros(B, cap, n)], dim=1)
-                    cap *= 2
-                g = gid[idx]
-                pos = counts[g]
-                out_t[g, pos] = t_new[idx]
-                out_x[g, pos] = x_new[idx]
-                counts[g] = pos + 1
+            g = gid[idx]
+            pos = counts[g]
+            counts[g] = pos + 1
+            accepted.append((g, pos, t_new[idx], x_new[idx]))
             if progress:
                 t_min = float(t.min())
                 bar.update(t_min - t_shown)
                 t_shown = t_min
         bar.close()
-        T = int(counts.max())
-        pos = torch.minimum(torch.arange(T)[None, :], (counts - 1)[:, None])  # pad: repeat the last point
-        t_out = torch.gather(out_t[:, :T], 1, pos)
-        x_out = torch.gather(out_x[:, :T], 1, pos[:, :, None].expand(B, T, n))
+        t_out, x_out = _assemble_outputs(x, accepted, counts)
+        stats["rejected"] = int(rejected)
         steps = (counts - 1).to(torch.float64)
         stats.update({"steps": int(steps.max()), "steps_min": int(steps.min()),
                       "steps_mean": float(steps.mean()), "steps_max": int(steps.max())})
     return TransientResult(t_out, x_out, dae.names, stats, breakpoints, counts=counts, steps_mode="per_design")
 
 
-def _predict_batch(th: Tensor, xh: Tensor, t_new: Tensor, total: Tensor, npts: Tensor) -> Tensor:
-    """Per-design Newton guess: quadratic extrapolation through the last 3 accepted points (linear
-    with only 2 points, the last point right after a reset), as weights on the 3 points."""
-    d = t_new[:, None] - th                                     # s - t_k
-    gaps = th[:, :, None] - th[:, None, :] + torch.eye(3, dtype=th.dtype)
-    quad = d.roll(1, 1) * d.roll(-1, 1) / gaps.prod(dim=2)      # Lagrange weights at s
-    r = d[:, 2:3] / (th[:, 2:3] - th[:, 1:2])
-    lin = torch.cat([torch.zeros_like(r), -r, 1 + r], dim=1)
-    weights = torch.where((total >= 3)[:, None], quad, lin)
-    weights = torch.where((npts >= 2)[:, None], weights, _LAST.to(th.dtype))
-    return torch.bmm(weights.unsqueeze(1), xh).squeeze(1)
+def _assemble_outputs(x0: Tensor, accepted: list[tuple[Tensor, ...]], counts: Tensor) -> tuple[Tensor, Tensor]:
+    """(t (B, T), x (B, T, n)) from the start x0 and the accepted (design ids, positions, t, x):
+    design b's grid is t[b, :counts[b]], then its last point repeats.  One gather from the
+    accepted rows (cheaper than scattering them into a padded array and padding it)."""
+    B, n = x0.shape
+    ids = torch.cat([a[0] for a in accepted])
+    pos = torch.cat([a[1] for a in accepted])
+    ts = torch.cat([x0.new_zeros(B)] + [a[2] for a in accepted])
+    xs = torch.cat([x0] + [a[3] for a in accepted])
+    T = int(counts.max())
+    row = torch.zeros(B, T, dtype=torch.long)           # row of xs holding design b's k-th point
+    row[:, 0] = torch.arange(B)
+    row[ids, pos] = torch.arange(B, B + ids.numel())
+    last = torch.minimum(torch.arange(T)[None, :], (counts - 1)[:, None])
+    row = torch.gather(row, 1, last)                    # pad: repeat the last point
+    return ts[row], xs[row]
 
 
 _LAST = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # weights that repeat the last point
 
 
-def _third_derivative_batch(th: Tensor, t_new: Tensor, x4: Tensor) -> Tensor:
-    """x''' per design: 6 times the third divided difference through the last 3 accepted points and
-    the new one, x4 (B, 4, n), written as the weights 1 / prod_j (t_i - t_j)."""
-    t4 = torch.cat([th, t_new[:, None]], dim=1)
-    gaps = t4[:, :, None] - t4[:, None, :] + torch.eye(4, dtype=t4.dtype)
-    weights = 6.0 / gaps.prod(dim=2)
-    return torch.bmm(weights.unsqueeze(1), x4).squeeze(1)
+def _step_weights(th: Tensor, t_new: Tensor, w: Tensor, total: Tensor, npts: Tensor) -> tuple[Tensor, Tensor]:
+    """Per design, weights on the last 3 accepted points for Newton's initial guess at t_new, and
+    weights on those points and the new one for the third derivative (6 x their third divided
+    difference).
+
+    With P_i = prod_{j != i} (t_i - t_j) over the 4 times (t_new last), the divided difference is
+    sum_i x_i / P_i and the quadratic extrapolation's Lagrange weights are -P_3 / P_i (i < 3).
+    Fewer points since the start or a reset: linear extrapolation (w = h / h_prev), or the last point.
+    Written column by column: on CPU, broadcast ops over (B, 4, 4) cost far more than a few (B,) ones.
+    """
+    t0, t1, t2 = th.unbind(1)
+    d01, d02, d03 = t0 - t1, t0 - t2, t0 - t_new
+    d12, d13, d23 = t1 - t2, t1 - t_new, t2 - t_new
+    P = torch.stack([d01 * d02 * d03, -d01 * d12 * d13, d02 * d12 * d23, -d03 * d13 * d23], dim=1)
+    guess = -P[:, 3:] / P[:, :3]
+    if bool(((total < 3) | (npts < 2)).any()):
+        lin = torch.stack([torch.zeros_like(w), -w, 1 + w], dim=1)
+        guess = torch.where((total >= 3)[:, None], guess, lin)
+        guess = torch.where((npts >= 2)[:, None], guess, _LAST.to(th.dtype))
+    return guess, 6.0 / P
+
+
+def _combine(weights: Tensor, points: Tensor) -> Tensor:
+    """sum_k weights[:, k] points[:, k]: (B, K) and (B, K, n) -> (B, n)."""
+    return torch.bmm(weights.unsqueeze(1), points).squeeze(1)
 
 
 def interpolate_per_design(t: Tensor, x: Tensor, t_eval: Tensor, counts: Tensor | None,

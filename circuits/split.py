@@ -33,6 +33,21 @@ def _selection(index: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     return S[:n].contiguous()
 
 
+def _affine_matrices(bound: BoundDAE, groups: list[int], zero_x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(q(0), dq/dx, df/dx) of affine device groups, column k from a unit step in unknown k
+    (exact to rounding, unlike small-step differences next to a large source value)."""
+    t0 = torch.zeros(zero_x.shape[0], dtype=zero_x.dtype)
+    q0, f0 = bound.evaluate(zero_x, t0, groups=groups)
+    cols_q, cols_f = [], []
+    for k in range(zero_x.shape[1]):
+        unit = zero_x.clone()
+        unit[:, k] = 1.0
+        q, f = bound.evaluate(unit, t0, groups=groups)
+        cols_q.append(q - q0)
+        cols_f.append(f - f0)
+    return q0, torch.stack(cols_q, dim=-1), torch.stack(cols_f, dim=-1)
+
+
 class SplitDAE:
     """`BoundDAE` split into constant linear matrices and nonlinear device groups (no autograd)."""
 
@@ -46,7 +61,7 @@ class SplitDAE:
         dtype = bound.designs.dtype
         zero_x = torch.zeros(B, n, dtype=dtype)
         with torch.no_grad():
-            q0, _, self.C, self.G = bound.jacobians(zero_x, torch.zeros(B, dtype=dtype), groups=self.linear)
+            q0, self.C, self.G = _affine_matrices(bound, self.linear, zero_x)
             steady = [k for k in self.linear if k not in self.timed]
             # the constant part of s(t); the time-dependent groups are added per call
             _, self.s_const = bound.evaluate(zero_x, 0.0, groups=steady)
@@ -55,8 +70,11 @@ class SplitDAE:
         self._groups = []
         for k in self.nonlinear:
             g = groups[k]
-            select_v = _selection(g.node_flat, n, dtype)
-            select_s = _selection(g.state_flat, n, dtype) if g.state_flat.numel() else None
+            # terminal-major columns: each terminal's voltages come out contiguous (faster device math)
+            select_v = _selection(g.node_idx.T.reshape(-1), n, dtype)
+            # stateless devices get one empty (B, n_inst, 0) state tensor, made once
+            select_s = (_selection(g.state_flat, n, dtype) if g.state_flat.numel()
+                        else torch.zeros(B, *g.state_idx.shape, dtype=dtype))
             self._groups.append((g, bound.params[k], bound.ctxs[k], select_v, select_s))
         self._f_index, self._q_index = self._scatter_indices(zero_x)
         self.has_charges = self._q_index.numel() > 0  # some nonlinear device stores charge
@@ -77,9 +95,9 @@ class SplitDAE:
         """Each nonlinear group's (i, q, fs, qs) at x (entries None where the device has none)."""
         B = x.shape[0]
         for g, p, ctx, select_v, select_s in self._groups:
-            v = (x @ select_v).view(B, *g.node_idx.shape)
-            s = (x @ select_s).view(B, *g.state_idx.shape) if select_s is not None else \
-                x.new_zeros(B, *g.state_idx.shape)
+            n_inst, n_term = g.node_idx.shape
+            v = (x @ select_v).view(B, n_term, n_inst).transpose(1, 2)  # (B, n_inst, n_term)
+            s = (x @ select_s).view(B, *g.state_idx.shape) if g.state_flat.numel() else select_s
             out = g.device.evaluate(v, s, t, p, ctx)
             yield out.i, out.q, out.fs, out.qs
 

@@ -29,6 +29,7 @@ def test_mosfet_analytic_jacobian_matches_finite_differences(polarity, caps):
     p = mos_params(polarity, n, caps)
     out, jf, jq = dev.local_jacobian(v, s, 0.0, p)
     ref_out, jf_fd, jq_fd = Device.local_jacobian(dev, v, s, 0.0, dict(p))
+    # the Jacobian path (drain_current) and evaluate's op-lean path (_drain_current_only) agree
     assert torch.allclose(out.i, ref_out.i)
     scale = jf_fd.abs().amax() + 1e-12
     # forward differences straddle a region boundary for a few samples; compare where both agree on region

@@ -119,10 +119,16 @@ def test_per_design_ring_steps_differ_and_match_single_runs():
     t_grid = torch.linspace(0, 1e-9, 301, dtype=torch.float64)
     y = interpolate(res.t, res.x, t_grid, res.breakpoints, counts=res.counts)
     for k in range(4):
-        single = simulate(circuit, circuit.space.to_dict(designs[k]), t=t_grid, outputs="all")
-        ref = torch.as_tensor(single[res.names].to_numpy().copy())
-        # the same steps as a single-design run (measured: equal to ~3e-6 V)
-        assert float((y[k] - ref).abs().max()) < 1e-4
+        params = circuit.space.to_dict(designs[k])
+        single = simulate(circuit, params, t=t_grid, outputs="all")
+        tight = simulate(circuit, params, t=t_grid, outputs="all", rtol=1e-8)
+        single, tight = (torch.as_tensor(df[res.names].to_numpy().copy()) for df in (single, tight))
+        # per-design stepping (its own Newton acceptance) is at least as accurate as a single-design
+        # run at the same rtol, against a tight run (measured: 0.4-0.7x the single run's max error,
+        # 4e-5 to 2.3e-4 V on a 1.8 V swing)
+        batch_error = float((y[k] - tight).abs().max())
+        single_error = float((single - tight).abs().max())
+        assert batch_error < 1.5 * single_error + 1e-5 and batch_error < 1e-3
 
 
 def test_per_design_steps_refuse_gradients():

@@ -54,6 +54,7 @@ class Mos1(Device):
             leff = p["l"] - 2 * p["ld"]
             d = {"sqphi": sqphi, "von0": p["polarity"] * p["vto"] - p["gamma"] * sqphi,
                  "beta": p["kp"] * p["m"] * p["w"] / leff,
+                 "beta_lambda": p["kp"] * p["m"] * p["w"] / leff * p["lambda"],
                  "cgs": p["cgso"] * p["m"] * p["w"], "cgd": p["cgdo"] * p["m"] * p["w"],
                  "cgb": p["cgbo"] * p["m"] * leff, "body_effect": bool((p["gamma"] != 0).any()),
                  "has_caps": bool((p["cgso"] != 0).any() or (p["cgdo"] != 0).any() or (p["cgbo"] != 0).any())}
@@ -121,7 +122,7 @@ class Mos1(Device):
             vgs_eff = vgs_eff - p["gamma"] * torch.where(vbs_eff <= 0, root, linear_arg)
         vgst = torch.clamp(vgs_eff - d["von0"], min=0.0)
         m = torch.minimum(vgst, vds_eff)
-        ids = d["beta"] * (1 + p["lambda"] * vds_eff) * m * (vgst - 0.5 * m)
+        ids = torch.addcmul(d["beta"], d["beta_lambda"], vds_eff) * m * torch.add(vgst, m, alpha=-0.5)
         # current into the drain: tp * sign(vds) * ids (ids = 0 where vds = 0)
         return torch.sign(vd - vs) * ids, (vd, vg, vs, vb)
 
