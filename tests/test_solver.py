@@ -123,9 +123,9 @@ def test_per_design_ring_steps_differ_and_match_single_runs():
         single = simulate(circuit, params, t=t_grid, outputs="all")
         tight = simulate(circuit, params, t=t_grid, outputs="all", rtol=1e-8)
         single, tight = (torch.as_tensor(df[res.names].to_numpy().copy()) for df in (single, tight))
-        # per-design stepping (its own Newton acceptance) is at least as accurate as a single-design
-        # run at the same rtol, against a tight run (measured: 0.4-0.7x the single run's max error,
-        # 4e-5 to 2.3e-4 V on a 1.8 V swing)
+        # per-design stepping is as accurate as a single-design run at the same rtol, against a
+        # tight run (measured: 0.98-1.00x the single run's max error, 1.1e-4 to 3.6e-4 V on a 1.8 V
+        # swing; the two no longer take identical steps, so no step-for-step equality)
         batch_error = float((y[k] - tight).abs().max())
         single_error = float((single - tight).abs().max())
         assert batch_error < 1.5 * single_error + 1e-5 and batch_error < 1e-3
