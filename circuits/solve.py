@@ -26,7 +26,7 @@ __all__ = ["TransientResult", "operating_point", "initial_condition", "transient
 NEWTON_MAX_ITER = 40
 NEWTON_LTE_FRACTION = 0.5  # transient Newton tolerance as a fraction of the LTE tolerance
 CHORD_MAX_CONTRACTION = 0.7  # refresh the reused Jacobian when an iteration shrinks the update less
-DEFAULT_BATCH_STEPS = "per_design"  # default steps mode of no-grad adaptive batches (B > 1)
+DEFAULT_BATCH_STEPS = "per_design"  # default steps mode of no-grad adaptive runs
 GMIN_LADDER = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 0.0]
 
 
@@ -222,14 +222,14 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
     LTE control with tolerance atol·atol_scale + rtol·|x| per unknown.
     steps: "shared" (one step sequence for the batch, chosen for the worst design; differentiable)
     or "per_design" (every design has its own time and step, all advance in one vectorised Newton;
-    no gradients; result t is (B, T_max), see `TransientResult`).  Default: "per_design" for
-    adaptive no-grad runs with B > 1, else "shared".
+    no gradients; result t is (B, T_max), see `TransientResult`, or (T,) for one design).  Default:
+    "per_design" for adaptive no-grad runs (also for one design: ring5 2.9 s vs 5.2 s), else "shared".
     """
     if method not in ("trap", "bdf2"):
         raise ValueError(f"unknown integration method {method!r} (trap or bdf2)")
     needs_grad = torch.is_grad_enabled() and bound.designs.requires_grad
     if steps is None:
-        steps = DEFAULT_BATCH_STEPS if (not needs_grad and dt is None and bound.batch > 1) else "shared"
+        steps = DEFAULT_BATCH_STEPS if (not needs_grad and dt is None) else "shared"
     if steps == "per_design":
         if needs_grad:
             raise ValueError("steps='per_design' is no-grad only: use steps='shared' for gradients "

@@ -80,9 +80,8 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
             left_per_update = _left_per_update(size / prev)
         done = pending & (size * left_per_update <= 1.0)
         stats["newton_iterations"] += 1
-        if bool(done.any()):
-            conv = conv | done
-            pending = pending & ~done
+        conv = conv | done
+        pending = pending & ~done
         if not bool(pending.any()):
             break
         slow = pending & (size > CHORD_MAX_CONTRACTION * prev) if prev is not None else None
@@ -103,7 +102,9 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
                           hmax: float | None, uic: bool, x0: Tensor | None, progress: bool) -> TransientResult:
     """`transient` with an own time t_b and step h_b per design (see `transient`)."""
     dae = bound.dae
-    with torch.no_grad():
+    # inference mode (not just no_grad): no version counters or autograd bookkeeping on the ~10^6
+    # small tensor ops of a run (measured 10-15 % faster on ring5, B = 1024)
+    with torch.inference_mode():
         x = (initial_condition(bound, uic) if x0 is None else x0).detach()
         B, n = x.shape
         dtype = x.dtype
@@ -239,11 +240,16 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
                 bar.update(t_min - t_shown)
                 t_shown = t_min
         bar.close()
+    # outside inference mode: the results are ordinary tensors that later autograd code may use
+    with torch.no_grad():
+        counts = counts.clone()
         t_out, x_out = _assemble_outputs(x, accepted, counts)
-        stats["rejected"] = int(rejected)
-        steps = (counts - 1).to(torch.float64)
-        stats.update({"steps": int(steps.max()), "steps_min": int(steps.min()),
-                      "steps_mean": float(steps.mean()), "steps_max": int(steps.max())})
+    stats["rejected"] = int(rejected)
+    steps = (counts - 1).to(torch.float64)
+    stats.update({"steps": int(steps.max()), "steps_min": int(steps.min()),
+                  "steps_mean": float(steps.mean()), "steps_max": int(steps.max())})
+    if B == 1:  # one design: its grid is the whole grid, returned like a shared-steps result
+        return TransientResult(t_out[0], x_out, dae.names, stats, breakpoints, steps_mode="per_design")
     return TransientResult(t_out, x_out, dae.names, stats, breakpoints, counts=counts, steps_mode="per_design")
 
 

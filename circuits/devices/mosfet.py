@@ -111,7 +111,8 @@ class Mos1(Device):
         (tested)."""
         tp = p["polarity"]
         vd, vg, vs, vb = v.unbind(-1)
-        vds = tp * (vd - vs)
+        v_ds = vd - vs
+        vds = tp * v_ds
         reverse_shift = vds.clamp(max=0.0)  # vds in reverse mode, else 0
         vgs_eff = tp * (vg - vs) - reverse_shift
         vds_eff = vds.abs()
@@ -124,7 +125,7 @@ class Mos1(Device):
         m = torch.minimum(vgst, vds_eff)
         ids = torch.addcmul(d["beta"], d["beta_lambda"], vds_eff) * m * torch.add(vgst, m, alpha=-0.5)
         # current into the drain: tp * sign(vds) * ids (ids = 0 where vds = 0)
-        return torch.sign(vd - vs) * ids, (vd, vg, vs, vb)
+        return torch.sign(v_ds) * ids, (vd, vg, vs, vb)
 
     def evaluate(self, v, s, t, p, ctx=None):
         d = self.derived(p)
