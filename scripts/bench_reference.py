@@ -5,7 +5,7 @@ python scripts/bench_reference.py [--batches 1 64 1024] [--modes shared per_desi
 python scripts/bench_reference.py --accuracy     # per-design cost at matched accuracy vs ngspice
 
 steps_mode "shared": one step sequence for the batch (chosen for the worst design, differentiable);
-"per_design": every design has its own time and step (no-grad; the default for no-grad batches).
+"per_design": every design has its own time and step (no-grad; the default for no-grad runs).
 steps: the shared step count, or min/mean/max accepted steps over the designs; iterations: batched
 Newton solves (= steps + rejections in shared mode); newton_iters: batched device evaluations in Newton.
 """
