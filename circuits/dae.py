@@ -167,9 +167,6 @@ class BoundDAE:
         width = n + 1
         parts: dict[str, list[Tensor]] = {"f": [], "fi": [], "q": [], "qi": [], "jf": [], "jq": [], "ji": []}
         with torch.no_grad():
-            if groups is not None and len(groups) == 0:  # nothing selected
-                zero = x.new_zeros(B, n, n)
-                return x.new_zeros(B, n), x.new_zeros(B, n), zero, zero.clone()
             for g, p, ctx in self._selected(groups):
                 v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
                 out, jf, jq = g.device.local_jacobian(v, s, t, p, ctx)

@@ -32,7 +32,8 @@ def simulate_tensor(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, fl
 
     With gradients (or a fixed dt) the batch shares one step sequence (result t: (T,)); no-grad
     adaptive runs default to per-design steps (``steps="per_design"``, result t: (B, T_max) padded,
-    ``res.counts`` points per design; for one design t is (T,) and counts None).  Pass ``steps="shared"`` to force one grid.
+    ``res.counts`` points per design; for one design t is (T,) and counts None).
+    Pass ``steps="shared"`` to force one grid.
     """
     dae = dae_of(circuit)
     bound = dae.bind(circuit.design_matrix(designs) if not isinstance(designs, Tensor) else designs,

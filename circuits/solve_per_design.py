@@ -103,7 +103,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
     """`transient` with an own time t_b and step h_b per design (see `transient`)."""
     dae = bound.dae
     # inference mode (not just no_grad): no version counters or autograd bookkeeping on the ~10^6
-    # small tensor ops of a run (measured 10-15 % faster on ring5, B = 1024)
+    # small tensor ops of a run (measured 8-15 % faster on ring5, B = 1024)
     with torch.inference_mode():
         x = (initial_condition(bound, uic) if x0 is None else x0).detach()
         B, n = x.shape

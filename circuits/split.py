@@ -79,11 +79,6 @@ class SplitDAE:
         self._f_index, self._q_index = self._scatter_indices(zero_x)
         self.has_charges = self._q_index.numel() > 0  # some nonlinear device stores charge
 
-    @property
-    def batch(self) -> int:
-        """Number of designs B."""
-        return self.bound.batch
-
     def sources(self, t: Tensor) -> Tensor:
         """s(t) (B, n): the linear devices' currents at x = 0; t is (B,)."""
         if not self.timed:

@@ -26,8 +26,8 @@ def test_split_matches_assembled_dae(name):
     assert torch.allclose(split.charges(x, t), q, rtol=1e-12, atol=1e-30)
     _, _, jq, jf = bound.jacobians(x, t)
     jq_s, jf_s = split.jacobians(x, t)
-    # linear devices' Jacobians are forward differences (exact up to ~1e-9 relative rounding),
-    # taken at x = 0 by the split and at x by the assembled DAE
+    # the assembled DAE's linear-device Jacobians are forward differences (~1e-9 relative rounding
+    # next to a source value); the split's come from unit steps, exact to rounding
     assert torch.allclose(jq_s, jq, rtol=1e-7, atol=1e-30) and torch.allclose(jf_s, jf, rtol=1e-7, atol=1e-18)
     # the split really moved the linear devices out of the per-iteration evaluation
     assert split.linear and all(dae.groups[k].device.linear for k in split.linear)

@@ -52,9 +52,9 @@ class Mos1(Device):
         if d is None:
             sqphi = torch.sqrt(p["phi"])
             leff = p["l"] - 2 * p["ld"]
+            beta = p["kp"] * p["m"] * p["w"] / leff
             d = {"sqphi": sqphi, "von0": p["polarity"] * p["vto"] - p["gamma"] * sqphi,
-                 "beta": p["kp"] * p["m"] * p["w"] / leff,
-                 "beta_lambda": p["kp"] * p["m"] * p["w"] / leff * p["lambda"],
+                 "beta": beta, "beta_lambda": beta * p["lambda"],
                  "cgs": p["cgso"] * p["m"] * p["w"], "cgd": p["cgdo"] * p["m"] * p["w"],
                  "cgb": p["cgbo"] * p["m"] * leff, "body_effect": bool((p["gamma"] != 0).any()),
                  "has_caps": bool((p["cgso"] != 0).any() or (p["cgdo"] != 0).any() or (p["cgbo"] != 0).any())}
