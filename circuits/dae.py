@@ -89,8 +89,12 @@ class CircuitDAE:
         for g in self.groups:
             values = {}
             for name, exprs in g.param_exprs.items():
-                cols = [_as_batch(e.evaluate(env) if isinstance(e, Expr) else e, B, P) for e in exprs]
-                values[name] = torch.stack(cols, dim=-1)
+                raw = [e.evaluate(env) if isinstance(e, Expr) else e for e in exprs]
+                if any(isinstance(v, Tensor) and v.dim() > 0 for v in raw):
+                    values[name] = torch.stack([_as_batch(v, B, P) for v in raw], dim=-1)
+                else:  # design-independent: a broadcast view, not B copies (binds per point are large)
+                    row = torch.tensor([float(v) for v in raw], dtype=P.dtype, device=P.device)
+                    values[name] = row.expand(B, -1)
             params.append(values)
             ctxs.append(g.device.prepare(g.elements, env, tran))
         return BoundDAE(self, P, params, ctxs, env, extra)

@@ -116,12 +116,19 @@ class ParamSpace:
         # exp only where log: exp of a large linear value is inf, and inf·0 would poison the gradient
         return torch.where(log, torch.exp(torch.where(log, w, torch.zeros_like(w))), w)
 
-    def sample_sobol(self, n: int, seed: int = 0, dtype=torch.float64) -> Tensor:
-        """n scrambled-Sobol designs (n, P) in SI units."""
+    def sample_sobol(self, n: int, seed: int = 0, dtype=torch.float64, margin: float = 0.0) -> Tensor:
+        """n scrambled-Sobol designs (n, P) in SI units.
+
+        margin m > 0 stretches the unit cube to [−m, 1 + m] and clamps it back, so a share
+        2m/(1+2m) of each coordinate lies exactly on a face of the box (more weight on its faces
+        and corners, where a fit extrapolates)."""
         if self.dim == 0:
             return torch.zeros(n, 0, dtype=dtype)
         engine = torch.quasirandom.SobolEngine(self.dim, scramble=True, seed=seed)
-        return self.from_unit(engine.draw(n, dtype=dtype))
+        u = engine.draw(n, dtype=dtype)
+        if margin > 0:
+            u = torch.clamp(u * (1 + 2 * margin) - margin, 0.0, 1.0)
+        return self.from_unit(u)
 
     def sample_uniform(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
         """n i.i.d. uniform designs in the unit cube, mapped to SI units."""

@@ -43,8 +43,9 @@ class CollocationDataset(IterableDataset):
 
     def __init__(self, space: ParamSpace, tstop: float, *, designs: int, times: int, batches: int,
                  fixed_params: bool, breakpoints: list[float], breakpoint_fraction: float, seed: int,
-                 rank: int = 0, start: Callable[[], int] | None = None):
+                 rank: int = 0, start: Callable[[], int] | None = None, design_margin: float = 0.0):
         super().__init__()
+        self.design_margin = design_margin
         self.space, self.tstop = space, tstop
         self.designs, self.times, self.batches = designs, times, batches
         self.fixed_params, self.breakpoints = fixed_params, breakpoints
@@ -71,7 +72,7 @@ class CollocationDataset(IterableDataset):
             if self.fixed_params or self.space.dim == 0:
                 P = self.space.nominal_vector().unsqueeze(0).expand(self.designs, -1).clone()
             else:
-                P = self.space.sample_sobol(self.designs, seed=seed % 2**31)
+                P = self.space.sample_sobol(self.designs, seed=seed % 2**31, margin=self.design_margin)
             t = torch.cat([sample_times(self.times, self.tstop, self.breakpoints, self.breakpoint_fraction, gen)
                            for _ in range(self.designs)])
             yield t, P
@@ -93,10 +94,11 @@ class CollocationDataModule(L.LightningDataModule):
 
     def __init__(self, space: ParamSpace, tstop: float, breakpoints: list[float], *, designs: int = 32,
                  times: int = 64, batches_per_epoch: int = 100, fixed_params: bool = False,
-                 breakpoint_fraction: float = 0.2, seed: int = 0):
+                 breakpoint_fraction: float = 0.2, seed: int = 0, design_margin: float = 0.0):
         super().__init__()
         self.kw = dict(designs=designs, times=times, batches=batches_per_epoch, fixed_params=fixed_params,
-                       breakpoints=breakpoints, breakpoint_fraction=breakpoint_fraction, seed=seed)
+                       breakpoints=breakpoints, breakpoint_fraction=breakpoint_fraction, seed=seed,
+                       design_margin=design_margin)
         self.space, self.tstop = space, tstop
 
     def train_dataloader(self) -> DataLoader:

@@ -49,7 +49,7 @@ class PinnModule(L.LightningModule):
                  fixed_params: bool = False, max_steps: int = 1000, breakpoint_fraction: float = 0.2,
                  lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64,
                  retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64,
-                 lbfgs_adaptive: float = 0.0):
+                 lbfgs_adaptive: float = 0.0, design_margin: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
@@ -217,8 +217,8 @@ class PinnModule(L.LightningModule):
         if self.hparams.fixed_params or space.dim == 0:
             return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
         if window == 0 or not len(self.model.time_coef):
-            return space.sample_sobol(D, seed=seed)
-        candidates = space.sample_sobol(8 * D, seed=seed)
+            return space.sample_sobol(D, seed=seed, margin=self.hparams.get("design_margin", 0.0))
+        candidates = space.sample_sobol(8 * D, seed=seed, margin=self.hparams.get("design_margin", 0.0))
         reach = self.circuit.tstop * self.model.time_factor(candidates)
         kept = candidates[reach > float(self.model.edges[window])]
         if not len(kept):  # the horizon's largest factor: the fastest corner of the box

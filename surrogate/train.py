@@ -46,11 +46,11 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design),
                         retry_factor=float(s.get("retry_factor", 30.0)), designs_per_batch=int(s.designs_per_batch),
                         lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
-                        times_per_design=int(s.times_per_design))
+                        times_per_design=int(s.times_per_design), design_margin=float(s.get("design_margin", 0.0)))
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,
-                 breakpoint_fraction=float(s.breakpoint_fraction))
+                 breakpoint_fraction=float(s.breakpoint_fraction), design_margin=float(s.get("design_margin", 0.0)))
     dm = CollocationDataModule(module.circuit.space, module.circuit.tstop, batches_per_epoch=int(s.batches_per_epoch),
                                seed=int(cfg.seed), **dm_kw)
     trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)

@@ -148,3 +148,36 @@ def test_windowed_gradient_flows_through_the_window_chain(windowed_model):
     """d v(t)/d p in the last window (which depends on p through every earlier window) vs central FD."""
     assert_gradient_matches_central_differences(windowed_model, torch.tensor([5.5e-9], dtype=torch.float64),
                                                 [900.0, 0.8e-12])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "silu"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_hand_forward_mode_matches_torch_jvp(activation, dtype):
+    """forward_with_rate's hand-written tangent (and its in-place no-grad form) equals torch.func.jvp."""
+    from surrogate.nets import PinnNet
+
+    torch.manual_seed(1)
+    net = PinnNet(3, 4, width=24, depth=3, fourier=2, activation=activation, breakpoints=[0.3, 0.7]).to(dtype)
+    t, u = torch.rand(200, 1, dtype=dtype), torch.rand(200, 3, dtype=dtype)
+    feats, rates = net._features(t)
+    y_ref, rate_ref = torch.func.jvp(net.mlp, (torch.cat([feats, u], 1),), (torch.cat([rates, torch.zeros_like(u)], 1),))
+    tol = 1e-12 if dtype == torch.float64 else 2e-6  # float32 no-grad tanh is 2σ(2h) − 1 (within 2e-7)
+    y, rate = net.forward_with_rate(t, u)
+    with torch.no_grad():
+        y_ng, rate_ng = net.forward_with_rate(t, u)
+        y_fwd = net(t, u)
+    scale = rate_ref.abs().max()
+    assert (y - y_ref).abs().max() <= (1e-12 if dtype == torch.float64 else 1e-6)
+    assert (rate - rate_ref).abs().max() <= tol * scale
+    assert (y_ng - y_ref).abs().max() <= tol and (y_fwd - y_ref).abs().max() <= tol
+    assert (rate_ng - rate_ref).abs().max() <= tol * scale
+
+
+def test_sobol_margin_puts_a_share_of_designs_on_the_faces():
+    space = load_circuit("amp").space
+    lo, hi = space.bounds()
+    P = space.sample_sobol(4096, seed=0, margin=0.1)
+    assert bool(((P >= lo) & (P <= hi)).all())
+    on_face = ((P == lo) | (P == hi)).double().mean(dim=0)  # expected 2m/(1+2m) = 1/6 per coordinate
+    assert torch.allclose(on_face, torch.full_like(on_face, 1 / 6), atol=0.02)
+    assert torch.equal(space.sample_sobol(64, seed=3), space.sample_sobol(64, seed=3, margin=0.0))
