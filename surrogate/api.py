@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from circuits.circuit import Circuit, circuit_from_config
 from circuits.errors import NeuroSpiceError
 from surrogate.nets import PinnNet
-from surrogate.physics import CircuitPhysics, Layout
+from surrogate.physics import ROW_SCALES, CircuitPhysics, Layout
 from surrogate.time_scale import fit_time_scale, largest_factor, quadratic_features
 
 __all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate"]
@@ -36,18 +36,20 @@ class Surrogate(nn.Module):
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
                  depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
                  dtype: str = "float64", windows: int = 1, state_input: bool = False,
-                 time_scale: str = "none", time_coef: Tensor | None = None):
+                 time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian"):
         super().__init__()
         if int(windows) < 1:
             raise SurrogateError(f"windows must be >= 1, got {windows}")
         if time_scale not in ("none", "linearized"):
             raise SurrogateError(f"time_scale must be 'none' or 'linearized', got {time_scale!r}")
         self.circuit = circuit
-        self.physics = CircuitPhysics(circuit, layout=layout)
+        if row_scale not in ROW_SCALES:
+            raise SurrogateError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
+        self.physics = CircuitPhysics(circuit, layout=layout, row_scale=row_scale)
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
                             "corner_features": corner_features, "dtype": dtype, "windows": int(windows),
-                            "state_input": bool(state_input), "time_scale": time_scale}
+                            "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale}
         horizon = circuit.tstop
         self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
         if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py

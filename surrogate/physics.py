@@ -20,7 +20,10 @@ from circuits.dae import BoundDAE, CircuitDAE
 from circuits.simulation import dae_of, simulate_tensor
 from circuits.solve import initial_condition
 
-__all__ = ["CircuitPhysics", "Layout"]
+__all__ = ["CircuitPhysics", "Layout", "ROW_SCALES"]
+
+#: how residual rows are scaled: by |Jacobian|·x_scale (default) or by the size of their actual terms
+ROW_SCALES = ("jacobian", "terms")
 
 
 @dataclass
@@ -37,11 +40,13 @@ class Layout:
 class CircuitPhysics:
     """The circuit's DAE seen as a PINN loss; scales come from one reference run at nominal."""
 
-    def __init__(self, circuit: Circuit, layout: Layout | None = None):
+    def __init__(self, circuit: Circuit, layout: Layout | None = None, row_scale: str = "jacobian"):
+        if row_scale not in ROW_SCALES:
+            raise ValueError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
         self.circuit = circuit
         self.dae: CircuitDAE = dae_of(circuit)
         self.tstop = circuit.tstop
-        self.layout = layout if layout is not None else self._layout()
+        self.layout = layout if layout is not None else self._layout(row_scale)
 
     @property
     def names(self) -> list[str]:
@@ -80,7 +85,7 @@ class CircuitPhysics:
             derived[state] = True
         return pinned, derived
 
-    def _layout(self) -> Layout:
+    def _layout(self, row_scale: str = "jacobian") -> Layout:
         circuit = self.circuit
         with torch.no_grad():
             ref = simulate_tensor(circuit, None, rtol=1e-4)
@@ -93,14 +98,37 @@ class CircuitPhysics:
             for k in range(0, x.shape[0], stride):
                 _, _, jq, jf = bound.jacobians(x[k:k + 1], float(ref.t[k]))
                 terms.append((jf[0].abs() @ x_scale) + (jq[0].abs() @ x_scale) / self.tstop)
-            row_scale = torch.sqrt(torch.stack(terms).pow(2).mean(dim=0))
+            row_scale_kind, row_scale = row_scale, torch.sqrt(torch.stack(terms).pow(2).mean(dim=0))
             # rows differ by many orders of magnitude in their own units (A for KCL, V/m for a
             # ferroelectric's state equation): no floor relative to the largest row, only for empty rows
             row_scale = torch.where(row_scale > 0, row_scale, torch.ones_like(row_scale))
+            if row_scale_kind == "terms":
+                terms = self._term_scale(ref.t, x)
+                # rows a construction satisfies exactly (source rows) have no terms: keep their scale
+                row_scale = torch.where(terms > 1e-6 * row_scale, terms, row_scale)
             _, _, jq0, _ = bound.jacobians(x[:1], 0.0)
         pinned, derived = self._pinned_nodes()
         differential = jq0[0].abs().amax(dim=0) > 0
         return Layout(pinned, differential & ~pinned, ~(pinned | derived), x_scale, row_scale)
+
+    def _term_scale(self, t: Tensor, x: Tensor) -> Tensor:
+        """RMS over the nominal run (time-weighted) of the size of each row's actual terms:
+        Σ over devices of |their f in the row| + |dq/dt|.
+
+        The Jacobian scale counts |∂f/∂x|·x_scale, which a pinned neighbour can make large even where
+        the currents are small: FeRAM's cell node gets 6e-3 A from the access transistor's
+        transconductance times the word-line swing, against 5e-5 A of actual switching current, so
+        errors in v(fe) of 0.1 V were invisible in the loss."""
+        T = t.shape[0]
+        bound = self.dae.bind(self.circuit.space.nominal_vector().unsqueeze(0).expand(T, -1))
+        size = torch.zeros_like(x)
+        for k in range(len(self.dae.groups)):
+            _, f = bound.evaluate(x, t, groups=[k])
+            size += f.abs()
+        q, _ = bound.evaluate(x, t)
+        size += torch.gradient(q, spacing=(t,), dim=0)[0].abs()
+        weight = torch.gradient(t)[0].unsqueeze(1)  # trapezoid-like weights of the adaptive steps
+        return torch.sqrt((size.pow(2) * weight).sum(dim=0) / weight.sum())
 
     def pinned_values(self, bound: BoundDAE, t: Tensor) -> Tensor:
         """(N, n) with the source value at pinned nodes (from the V rows evaluated at x = 0)."""

@@ -181,3 +181,22 @@ def test_sobol_margin_puts_a_share_of_designs_on_the_faces():
     on_face = ((P == lo) | (P == hi)).double().mean(dim=0)  # expected 2m/(1+2m) = 1/6 per coordinate
     assert torch.allclose(on_face, torch.full_like(on_face, 1 / 6), atol=0.02)
     assert torch.equal(space.sample_sobol(64, seed=3), space.sample_sobol(64, seed=3, margin=0.0))
+
+
+def test_terms_row_scale_of_rc_is_twice_the_rms_capacitor_current():
+    """rc's output row holds i_R = (v_in − v_out)/R and C dv_out/dt, equal in size: the 'terms'
+    scale is 2·RMS(i_R) over the nominal window (analytic: v_out charges towards the pulse)."""
+    from surrogate.physics import CircuitPhysics
+
+    circuit = load_circuit("rc")
+    phys = CircuitPhysics(circuit, row_scale="terms")
+    t = torch.linspace(0.0, circuit.tstop, 6001, dtype=torch.float64)
+    tau, t0, t1 = 1e-9, 0.205e-9, 4.215e-9  # r = 1k, c = 1p; 10 ps pulse edges taken at their midpoints
+    v_out = torch.where(t > t0, 1 - torch.exp(-(t - t0) / tau), torch.zeros_like(t))
+    v_out = torch.where(t > t1, v_out[t <= t1][-1] * torch.exp(-(t - t1) / tau), v_out)
+    v_in = torch.where((t > t0) & (t <= t1), 1.0, 0.0)
+    i_r = (v_in - v_out) / 1e3
+    expected = 2 * torch.sqrt((i_r ** 2).mean())
+    row = phys.names.index("v(out)")
+    assert float(phys.layout.row_scale[row]) == pytest.approx(float(expected), rel=0.01)
+    assert float(CircuitPhysics(circuit).layout.row_scale[row]) > 2 * float(expected)  # Jacobian scale: larger
