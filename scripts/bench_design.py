@@ -56,14 +56,15 @@ def targets(task_name: str, k: int, samples: int = 256) -> tuple[list[float], st
     return [float(x) for x in np.quantile(m, qs)], src
 
 
-def run_one(task: str, target: float, method: str, trials: int, outdir: Path) -> dict:
+def run_one(task: str, target: float, method: str, trials: int, outdir: Path, optuna_stop: float = 1.0) -> dict:
     """One run_optimize call; the row of the table."""
     from hydra import compose, initialize_config_dir
 
     from optimize.run import run_optimize
 
     overrides = [f"task={task}", f"task.target={target!r}", *_overrides(method), "progress=false",
-                 f"optuna.n_trials={trials}", "optuna.storage=memory", "range.samples=0"]
+                 f"optuna.n_trials={trials}", f"optuna.stop_fraction={optuna_stop!r}", "optuna.storage=memory",
+                 "range.samples=0"]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="optimize", overrides=overrides)
     r = run_optimize(cfg, outdir)
@@ -85,6 +86,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--trials", type=int, default=100, help="Optuna budget per target")
+    ap.add_argument("--optuna-stop", type=float, default=1.0,
+                    help="Optuna stops once |rel err| <= this × the task tolerance (0.5: the gradient "
+                         "method's acceptance, for a comparison at the same final error)")
     ap.add_argument("--csv", type=Path, help="also write every run as CSV")
     args = ap.parse_args()
     from tqdm.auto import tqdm
@@ -101,7 +105,8 @@ def main() -> None:
                 continue
             for i, target in enumerate(tqdm(tg, desc=f"{task} {method}", leave=False)):
                 try:
-                    rows.append(run_one(task, target, method, args.trials, base / task / method / str(i)))
+                    rows.append(run_one(task, target, method, args.trials, base / task / method / str(i),
+                                        args.optuna_stop))
                 except NeuroSpiceError as exc:
                     print(f"  {method} target {target:.4g}: {exc}")
         df = pd.DataFrame([r for r in rows if r["task"] == task])

@@ -23,7 +23,7 @@ from circuits.solve import initial_condition
 __all__ = ["CircuitPhysics", "Layout", "ROW_SCALES"]
 
 #: how residual rows are scaled: by |Jacobian|·x_scale (default) or by the size of their actual terms
-ROW_SCALES = ("jacobian", "terms")
+ROW_SCALES = ("jacobian", "terms", "mixed")
 
 
 @dataclass
@@ -102,8 +102,10 @@ class CircuitPhysics:
             # rows differ by many orders of magnitude in their own units (A for KCL, V/m for a
             # ferroelectric's state equation): no floor relative to the largest row, only for empty rows
             row_scale = torch.where(row_scale > 0, row_scale, torch.ones_like(row_scale))
-            if row_scale_kind == "terms":
+            if row_scale_kind in ("terms", "mixed"):
                 terms = self._term_scale(ref.t, x)
+                if row_scale_kind == "mixed":  # geometric mean of the two
+                    terms = torch.sqrt(terms * row_scale)
                 # rows a construction satisfies exactly (source rows) have no terms: keep their scale
                 row_scale = torch.where(terms > 1e-6 * row_scale, terms, row_scale)
             _, _, jq0, _ = bound.jacobians(x[:1], 0.0)
