@@ -36,8 +36,12 @@ class Surrogate(nn.Module):
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64,
                  depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
                  dtype: str = "float64", windows: int = 1, state_input: bool = False,
-                 time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian"):
+                 time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian",
+                 window_edges: Sequence[float] | None = None):
         super().__init__()
+        if window_edges is not None:  # explicit inner edges (s): short windows where the waveform is fast
+            window_edges = [float(e) for e in window_edges]
+            windows = len(window_edges) + 1
         if int(windows) < 1:
             raise SurrogateError(f"windows must be >= 1, got {windows}")
         if time_scale not in ("none", "linearized"):
@@ -49,7 +53,8 @@ class Surrogate(nn.Module):
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
                             "corner_features": corner_features, "dtype": dtype, "windows": int(windows),
-                            "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale}
+                            "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale,
+                            "window_edges": window_edges}
         horizon = circuit.tstop
         self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
         if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py
@@ -58,7 +63,15 @@ class Surrogate(nn.Module):
             horizon = circuit.tstop * largest_factor(time_coef, circuit.space.dim)
         self.register_buffer("time_coef", torch.as_tensor(time_coef if time_coef is not None else [],
                                                           dtype=torch.float64))
-        edges = torch.linspace(0.0, horizon, int(windows) + 1, dtype=torch.float64)
+        if window_edges is None:
+            edges = torch.linspace(0.0, horizon, int(windows) + 1, dtype=torch.float64)
+        else:
+            if time_scale != "none":
+                raise SurrogateError("window_edges are in seconds: they cannot be combined with a time_scale")
+            edges = torch.tensor([0.0, *window_edges, horizon], dtype=torch.float64)
+            if not bool((edges[1:] > edges[:-1]).all()):
+                raise SurrogateError(f"window_edges must increase strictly inside (0, tstop={horizon:g}), "
+                                     f"got {window_edges}")
         self.register_buffer("edges", edges)
         corners = self.physics.bind(None).breakpoints() if corner_features else []
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())

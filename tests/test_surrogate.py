@@ -200,3 +200,20 @@ def test_terms_row_scale_of_rc_is_twice_the_rms_capacitor_current():
     row = phys.names.index("v(out)")
     assert float(phys.layout.row_scale[row]) == pytest.approx(float(expected), rel=0.01)
     assert float(CircuitPhysics(circuit).layout.row_scale[row]) > 2 * float(expected)  # Jacobian scale: larger
+
+
+def test_explicit_window_edges_round_trip_and_bad_edges(tmp_path):
+    circuit = load_circuit("rc")
+    torch.manual_seed(2)
+    m = Surrogate(circuit, width=8, depth=1, window_edges=[1e-9, 1.5e-9])
+    assert m.windows == 3
+    assert torch.equal(m.edges, torch.tensor([0.0, 1e-9, 1.5e-9, circuit.tstop], dtype=torch.float64))
+    save_surrogate(m, tmp_path / "w.pt")
+    back = load_surrogate(tmp_path / "w.pt")
+    t = torch.linspace(0, circuit.tstop, 41, dtype=torch.float64)
+    P = circuit.space.sample_sobol(2)
+    with torch.no_grad():
+        assert torch.allclose(back.predict_batch(t, P), m.predict_batch(t, P), rtol=0, atol=1e-12)
+    for bad in ([2e-9, 1e-9], [0.0, 1e-9], [circuit.tstop]):
+        with pytest.raises(SurrogateError, match="window_edges"):
+            Surrogate(circuit, width=8, depth=1, window_edges=bad)
