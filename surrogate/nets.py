@@ -52,7 +52,7 @@ class PinnNet(nn.Module):
         h = torch.cat([feats, u], dim=1)
         if torch.is_grad_enabled():
             return self.mlp(h)
-        for layer in self.mlp:  # inference: activations in place (half the time of a fresh tensor)
+        for layer in self.mlp:  # inference: activations in place, float32 tanh via sigmoid (_activate_)
             h = layer(h) if isinstance(layer, nn.Linear) else _activate_(layer, h)
         return h
 
@@ -64,8 +64,9 @@ class PinnNet(nn.Module):
         if not all(isinstance(layer, (nn.Linear, nn.Tanh, nn.SiLU)) for layer in layers):
             tangent = torch.cat([rates, torch.zeros_like(u)], dim=1)
             return torch.func.jvp(self.mlp, (inputs,), (tangent,))
-        # forward mode by hand: 2-3x faster than torch.func.jvp here, in training and inference;
-        # only the time features move with t̂, so the first layer's tangent uses their columns only
+        # forward mode by hand: faster than torch.func.jvp (measured 1.5x per training step, 2.6x
+        # without a graph); only the time features move with t̂, so the first layer's tangent uses
+        # their columns only
         first = layers[0]
         h_rate = nn.functional.linear(rates, first.weight[:, :rates.shape[1]])
         h = first(inputs)
