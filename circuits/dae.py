@@ -90,7 +90,7 @@ class CircuitDAE:
             values = {}
             for name, exprs in g.param_exprs.items():
                 raw = [e.evaluate(env) if isinstance(e, Expr) else e for e in exprs]
-                if any(isinstance(v, Tensor) and v.dim() > 0 for v in raw):
+                if any(isinstance(v, Tensor) for v in raw):
                     values[name] = torch.stack([_as_batch(v, B, P) for v in raw], dim=-1)
                 else:  # design-independent: a broadcast view, not B copies (binds per point are large)
                     row = torch.tensor([float(v) for v in raw], dtype=P.dtype, device=P.device)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from circuits.circuit import Circuit, circuit_from_config
 from circuits.errors import NeuroSpiceError
 from surrogate.nets import PinnNet
-from surrogate.physics import ROW_SCALES, CircuitPhysics, Layout
+from surrogate.physics import CircuitPhysics, Layout
 from surrogate.time_scale import fit_time_scale, largest_factor, quadratic_features
 
 __all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate"]
@@ -47,8 +47,6 @@ class Surrogate(nn.Module):
         if time_scale not in ("none", "linearized"):
             raise SurrogateError(f"time_scale must be 'none' or 'linearized', got {time_scale!r}")
         self.circuit = circuit
-        if row_scale not in ROW_SCALES:
-            raise SurrogateError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
         self.physics = CircuitPhysics(circuit, layout=layout, row_scale=row_scale)
         lay = self.physics.layout
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,

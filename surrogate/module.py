@@ -219,9 +219,10 @@ class PinnModule(L.LightningModule):
         space = self.circuit.space
         if self.hparams.fixed_params or space.dim == 0:
             return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
+        margin = float(self.hparams.design_margin)
         if window == 0 or not len(self.model.time_coef):
-            return space.sample_sobol(D, seed=seed, margin=self.hparams.get("design_margin", 0.0))
-        candidates = space.sample_sobol(8 * D, seed=seed, margin=self.hparams.get("design_margin", 0.0))
+            return space.sample_sobol(D, seed=seed, margin=margin)
+        candidates = space.sample_sobol(8 * D, seed=seed, margin=margin)
         reach = self.circuit.tstop * self.model.time_factor(candidates)
         kept = candidates[reach > float(self.model.edges[window])]
         if not len(kept):  # the horizon's largest factor: the fastest corner of the box

@@ -17,12 +17,14 @@ from torch import Tensor
 
 from circuits.circuit import Circuit
 from circuits.dae import BoundDAE, CircuitDAE
+from circuits.errors import ConfigError
 from circuits.simulation import dae_of, simulate_tensor
 from circuits.solve import initial_condition
 
 __all__ = ["CircuitPhysics", "Layout", "ROW_SCALES"]
 
-#: how residual rows are scaled: by |Jacobian|·x_scale (default) or by the size of their actual terms
+#: how residual rows are scaled: |Jacobian|·x_scale (default), the size of their actual terms, or the
+#: geometric mean of the two
 ROW_SCALES = ("jacobian", "terms", "mixed")
 
 
@@ -42,7 +44,7 @@ class CircuitPhysics:
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, row_scale: str = "jacobian"):
         if row_scale not in ROW_SCALES:
-            raise ValueError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
+            raise ConfigError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
         self.circuit = circuit
         self.dae: CircuitDAE = dae_of(circuit)
         self.tstop = circuit.tstop
@@ -85,7 +87,7 @@ class CircuitPhysics:
             derived[state] = True
         return pinned, derived
 
-    def _layout(self, row_scale: str = "jacobian") -> Layout:
+    def _layout(self, kind: str = "jacobian") -> Layout:
         circuit = self.circuit
         with torch.no_grad():
             ref = simulate_tensor(circuit, None, rtol=1e-4)
@@ -94,17 +96,17 @@ class CircuitPhysics:
             x_scale = torch.clamp(x.abs().amax(dim=0), min=1e-12)
             # size of the terms of each row: |df/dx|·x_scale + |dq/dx|·x_scale / window, RMS over time
             stride = max(1, x.shape[0] // 64)
-            terms = []
+            sizes = []
             for k in range(0, x.shape[0], stride):
                 _, _, jq, jf = bound.jacobians(x[k:k + 1], float(ref.t[k]))
-                terms.append((jf[0].abs() @ x_scale) + (jq[0].abs() @ x_scale) / self.tstop)
-            row_scale_kind, row_scale = row_scale, torch.sqrt(torch.stack(terms).pow(2).mean(dim=0))
+                sizes.append((jf[0].abs() @ x_scale) + (jq[0].abs() @ x_scale) / self.tstop)
+            row_scale = torch.sqrt(torch.stack(sizes).pow(2).mean(dim=0))
             # rows differ by many orders of magnitude in their own units (A for KCL, V/m for a
             # ferroelectric's state equation): no floor relative to the largest row, only for empty rows
             row_scale = torch.where(row_scale > 0, row_scale, torch.ones_like(row_scale))
-            if row_scale_kind in ("terms", "mixed"):
+            if kind in ("terms", "mixed"):
                 terms = self._term_scale(ref.t, x)
-                if row_scale_kind == "mixed":  # geometric mean of the two
+                if kind == "mixed":  # geometric mean of the two
                     terms = torch.sqrt(terms * row_scale)
                 # rows a construction satisfies exactly (source rows) have no terms: keep their scale
                 row_scale = torch.where(terms > 1e-6 * row_scale, terms, row_scale)

@@ -38,6 +38,7 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     circuit_cfg = OmegaConf.to_container(cfg.circuit, resolve=True)
     s = cfg.surrogate
     max_steps = int(cfg.trainer.max_steps)
+    design_margin = float(s.get("design_margin", 0.0))
     module = PinnModule(circuit_cfg, dict(OmegaConf.to_container(cfg.model, resolve=True)), lr=float(s.lr),
                         causal_eps=float(s.causal_eps), val_designs=int(s.val_designs),
                         val_points=int(s.val_points), seed=int(cfg.seed), fixed_params=bool(s.fixed_params),
@@ -46,11 +47,11 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design),
                         retry_factor=float(s.get("retry_factor", 30.0)), designs_per_batch=int(s.designs_per_batch),
                         lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
-                        times_per_design=int(s.times_per_design), design_margin=float(s.get("design_margin", 0.0)))
+                        times_per_design=int(s.times_per_design), design_margin=design_margin)
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,
-                 breakpoint_fraction=float(s.breakpoint_fraction), design_margin=float(s.get("design_margin", 0.0)))
+                 breakpoint_fraction=float(s.breakpoint_fraction), design_margin=design_margin)
     dm = CollocationDataModule(module.circuit.space, module.circuit.tstop, batches_per_epoch=int(s.batches_per_epoch),
                                seed=int(cfg.seed), **dm_kw)
     trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)
