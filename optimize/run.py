@@ -108,7 +108,7 @@ def _search(cfg, task: Task, method: str, progress: bool) -> tuple[SearchResult,
         res, sim_calls = first, 0
         lo_hi = first.range
         if rounds > 0 and math.isfinite(first.value):
-            from optimize.correct import corrected_search
+            from optimize.correct import corrected_search, newton_retarget
 
             check, info["check_simulator"] = _checker(task, str(g.get("check", "auto")), rtol)
             done = {"first": first}
@@ -116,7 +116,10 @@ def _search(cfg, task: Task, method: str, progress: bool) -> tuple[SearchResult,
             def search(t: Task) -> SearchResult:
                 if "first" in done:  # round 0 is the search already made
                     done["last"] = done.pop("first")
-                else:  # later rounds: warm start from the previous design, no new prescreen
+                elif not t.objective.has_penalties:  # later rounds: the smallest move that hits t's target
+                    done["last"] = newton_retarget(t, ev, done["last"].u_free,
+                                                   stop_fraction=float(g.stop_fraction))
+                else:  # with penalties there is no "smallest move": warm-started search, no new prescreen
                     done["last"] = gradient_search(t, ev, **{**kw, "prescreen": 0},
                                                    init_u=done["last"].u_free.unsqueeze(0))
                 return done["last"]

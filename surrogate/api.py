@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from circuits.circuit import Circuit, circuit_from_config
 from circuits.errors import NeuroSpiceError
-from surrogate.nets import PinnNet
+from surrogate.nets import PeriodicNet, PinnNet
 from surrogate.physics import CircuitPhysics, Layout
-from surrogate.time_scale import fit_time_scale, largest_factor, quadratic_features
+from surrogate.time_scale import fit_time_scale, largest_factor, nominal_period, quadratic_features
 
 __all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate"]
 
@@ -37,7 +37,8 @@ class Surrogate(nn.Module):
                  depth: int = 4, fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
                  dtype: str = "float64", windows: int = 1, state_input: bool = False,
                  time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian",
-                 window_edges: Sequence[float] | None = None):
+                 window_edges: Sequence[float] | None = None, periodic_from: float | None = None,
+                 periodic_harmonics: int = 4, period: float | None = None):
         super().__init__()
         if window_edges is not None:  # explicit inner edges (s): short windows where the waveform is fast
             window_edges = [float(e) for e in window_edges]
@@ -52,7 +53,8 @@ class Surrogate(nn.Module):
         self.hparams_net = {"width": width, "depth": depth, "fourier": fourier, "activation": activation,
                             "corner_features": corner_features, "dtype": dtype, "windows": int(windows),
                             "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale,
-                            "window_edges": window_edges}
+                            "window_edges": window_edges, "periodic_from": periodic_from,
+                            "periodic_harmonics": int(periodic_harmonics), "period": period}
         horizon = circuit.tstop
         self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
         if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py
@@ -61,7 +63,12 @@ class Surrogate(nn.Module):
             horizon = circuit.tstop * largest_factor(time_coef, circuit.space.dim)
         self.register_buffer("time_coef", torch.as_tensor(time_coef if time_coef is not None else [],
                                                           dtype=torch.float64))
-        if window_edges is None:
+        if periodic_from is not None:  # windows-1 start-up windows, then one limit-cycle window
+            edges = self._periodic_edges(float(periodic_from), int(windows), horizon, window_edges)
+            if period is None:  # the time unit of the cycle count; F(u) then learns each design's own
+                period = nominal_period(circuit)
+            self.hparams_net["period"] = float(period)
+        elif window_edges is None:
             edges = torch.linspace(0.0, horizon, int(windows) + 1, dtype=torch.float64)
         else:
             if time_scale != "none":
@@ -83,14 +90,31 @@ class Surrogate(nn.Module):
             t0, t1 = float(edges[k]), float(edges[k + 1])
             local_corners.append([(b - t0) / (t1 - t0) for b in corners if t0 < b < t1])  # in window time τ
         n_corners = max(len(c) for c in local_corners)
+        n_in, n_out = circuit.space.dim + len(self.state_features), int(lay.learned.sum())
         for local in local_corners:
             # every window gets the same inputs (a corner at τ = 2 is a zero feature), so a window's
             # network can start from its predecessor's weights
             local = local + [2.0] * (n_corners - len(local))
-            self.nets.append(PinnNet(circuit.space.dim + len(self.state_features), int(lay.learned.sum()),
-                                     width, depth, fourier,
-                                     activation, local))
+            self.nets.append(PinnNet(n_in, n_out, width, depth, fourier, activation, local))
+        if periodic_from is not None:
+            self.nets[-1] = PeriodicNet(n_in, n_out, width, depth, int(periodic_harmonics), activation)
         self.set_net_dtype(getattr(torch, dtype))
+
+    def _periodic_edges(self, start: float, windows: int, horizon: float,
+                        window_edges: Sequence[float] | None) -> Tensor:
+        """Edges of `windows - 1` equal start-up windows over [0, start] and the limit-cycle window."""
+        name = self.circuit.name
+        if window_edges is not None:
+            raise SurrogateError("periodic_from sets the window edges: it cannot be combined with window_edges")
+        if windows < 2:
+            raise SurrogateError(f"periodic_from needs windows >= 2 (start-up windows + the cycle), got {windows}")
+        if not 0.0 < start < horizon:
+            raise SurrogateError(f"periodic_from must lie in (0, {horizon:g}) s, got {start:g}")
+        if self.physics.bind(None).breakpoints():
+            raise SurrogateError(f"circuit {name}: periodic_from is for autonomous circuits (oscillators); "
+                                 "this one has time-dependent sources (PULSE/PWL corners)")
+        inner = torch.linspace(0.0, start, windows, dtype=torch.float64)
+        return torch.cat([inner, torch.tensor([horizon], dtype=torch.float64)])
 
     @property
     def windows(self) -> int:
@@ -126,6 +150,8 @@ class Surrogate(nn.Module):
         if len(self.state_features):
             sf = self.state_features
             u = torch.cat([u, start[:, sf] / self.physics.layout.x_scale[sf]], dim=1)
+        if isinstance(net, PeriodicNet):
+            return self._on_cycle(net, t - t0, u.to(dtype), start, with_rate)
         if with_rate:
             y, y_rate = net.forward_with_rate(tau.to(dtype), u.to(dtype))
             y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
@@ -139,6 +165,33 @@ class Surrogate(nn.Module):
             return learned, None
         rate = torch.where(diff, scale * (y + tau * y_rate), scale * y_rate) / (t1 - t0)
         return learned, rate
+
+    def _on_cycle(self, net: PeriodicNet, elapsed: Tensor, u: Tensor, start: Tensor, with_rate: bool):
+        """Learned unknowns on the limit cycle: start + scale·(y(c) − y(0)) for differential ones,
+        c = F(u)·elapsed / period cycles since the window's start (so the cycle passes through the
+        start state and the waveform stays continuous), scale·y(c) for algebraic ones."""
+        period = float(self.hparams_net["period"])
+        freq = net.frequency(u)
+        cycles = freq * (elapsed / period).unsqueeze(1).to(u.dtype)
+        # whole cycles dropped: the Fourier features' 2π is rounded (float32 in Adam), so only the
+        # fractional cycle keeps the waveform exactly periodic (the rate is unchanged)
+        cycles = cycles - cycles.detach().floor()
+        learned, rate = self.cycle_values(net, cycles, u, start, with_rate)
+        return learned, (rate * freq.to(torch.float64) / period if with_rate else None)
+
+    def cycle_values(self, net: PeriodicNet, cycles: Tensor, u: Tensor, start: Tensor, with_rate: bool = False):
+        """Learned unknowns (N, m) at a fraction `cycles` (N, 1) of the limit cycle (and d/dcycle)."""
+        y0 = net.cycle(torch.zeros_like(cycles), u).to(torch.float64)
+        if with_rate:
+            y, y_rate = net.cycle.forward_with_rate(cycles, u)
+            y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
+        else:
+            y, y_rate = net.cycle(cycles, u).to(torch.float64), None
+        lay = self.physics.layout
+        scale = lay.x_scale[self.learned_idx]
+        diff = lay.differential[self.learned_idx]
+        learned = torch.where(diff, start[:, self.learned_idx] + scale * (y - y0), scale * y)
+        return learned, (scale * y_rate if with_rate else None)
 
     def window_starts(self, P: Tensor, x0: Tensor | None = None, upto: int | None = None) -> Tensor:
         """State at the start of every window (K, B, n) for designs P (B, P), chained from x0(p).

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PinnNet"]
+__all__ = ["PinnNet", "PeriodicNet"]
 
 
 class PinnNet(nn.Module):
@@ -19,12 +19,15 @@ class PinnNet(nn.Module):
     """
 
     def __init__(self, n_params: int, n_out: int, width: int = 64, depth: int = 4, fourier: int = 0,
-                 activation: str = "tanh", breakpoints: list[float] | None = None):
+                 activation: str = "tanh", breakpoints: list[float] | None = None, periodic: bool = False):
         super().__init__()
+        if periodic and (breakpoints or fourier < 1):
+            raise ValueError("a periodic PinnNet needs Fourier features and no corner features")
         self.fourier = fourier
+        self.periodic = periodic  # only the Fourier pairs see t̂: y has period 1 in t̂ exactly
         act = {"tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU}[activation]
         self.register_buffer("corners", torch.tensor(sorted(breakpoints or []), dtype=torch.float32))
-        dims = [1 + 2 * fourier + len(self.corners) + n_params] + [width] * depth
+        dims = [(0 if periodic else 1) + 2 * fourier + len(self.corners) + n_params] + [width] * depth
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(a, b), act()]
@@ -35,7 +38,7 @@ class PinnNet(nn.Module):
     def _features(self, t_hat: Tensor) -> tuple[Tensor, Tensor]:
         """Time features and their derivative with respect to t̂: t̂, Fourier pairs, and a ramp
         (t̂ - b)₊ starting at every source corner b, so slope jumps at corners are representable."""
-        feats, rates = [t_hat], [torch.ones_like(t_hat)]
+        feats, rates = ([], []) if self.periodic else ([t_hat], [torch.ones_like(t_hat)])
         if self.fourier:
             arg = t_hat * self.omega.to(t_hat)
             feats += [torch.sin(arg), torch.cos(arg)]
@@ -100,3 +103,28 @@ def _activate_with_rate(layer: nn.Module, h: Tensor, h_rate: Tensor, in_place: b
         a = h * sig
         slope = sig * (1.0 + h * (1.0 - sig))
     return a, (h_rate.mul_(slope) if in_place else h_rate * slope)
+
+
+class PeriodicNet(nn.Module):
+    """A limit cycle y(c, u) with period 1 in the cycle count c, and its frequency F(u) relative to
+    the nominal design's (log F from a small MLP whose last layer starts at zero, so F = 1)."""
+
+    def __init__(self, n_params: int, n_out: int, width: int = 64, depth: int = 4, harmonics: int = 4,
+                 activation: str = "tanh"):
+        super().__init__()
+        self.cycle = PinnNet(n_params, n_out, width, depth, harmonics, activation, periodic=True)
+        self.log_frequency = nn.Sequential(nn.Linear(n_params, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                                           nn.Linear(16, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh random weights for the cycle, F(u) = 1 again."""
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+        nn.init.zeros_(self.log_frequency[-1].weight)
+        nn.init.zeros_(self.log_frequency[-1].bias)
+
+    def frequency(self, u: Tensor) -> Tensor:
+        """F(u) (N, 1): cycles per nominal period."""
+        return self.log_frequency(u).exp()

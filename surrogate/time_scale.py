@@ -19,7 +19,8 @@ from circuits.errors import NeuroSpiceError
 from circuits.simulation import dae_of
 from circuits.solve import operating_point
 
-__all__ = ["TimeScaleError", "quadratic_features", "linearised_rate", "fit_time_scale", "largest_factor"]
+__all__ = ["TimeScaleError", "quadratic_features", "linearised_rate", "fit_time_scale", "largest_factor",
+           "nominal_period"]
 
 FIT_DESIGNS = 512
 
@@ -79,3 +80,19 @@ def largest_factor(coef: Tensor, dim: int, samples: int = 4096) -> float:
     corners = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * dim).reshape(-1, dim)
     u = torch.cat([u, corners])
     return float((quadratic_features(u) @ coef).exp().max())
+
+
+def nominal_period(circuit: Circuit) -> float:
+    """Period (s) of the nominal design's first output over [0, tstop], from one reference run: the
+    time unit of a limit-cycle window (like the scales of the residual rows, from the same run)."""
+    from circuits.measure import MeasureError, period
+    from circuits.simulation import simulate_batch
+
+    with torch.no_grad():
+        grid = torch.linspace(0.0, circuit.tstop, 20_001, dtype=torch.float64)
+        t, y = simulate_batch(circuit, None, t=grid, rtol=1e-6)
+    try:
+        return float(period(t, y[0, :, 0], k=2))
+    except MeasureError:
+        raise TimeScaleError(f"circuit {circuit.name}: {circuit.outputs[0]} does not oscillate in [0, tstop] "
+                             "at the nominal design, so it has no period for periodic_from") from None

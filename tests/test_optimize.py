@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from circuits.errors import ConfigError
-from optimize.correct import corrected_search
+from optimize.correct import corrected_search, newton_retarget, retarget
 from optimize.crossing import refine_crossings
 from optimize.evaluators import ReferenceEvaluator, SurrogateEvaluator
 from optimize.gradient import gradient_search
@@ -133,6 +133,30 @@ def test_gradient_search_recovers_a_known_rc_design(rc_eval):
     assert task.params(res.design)["r"] == pytest.approx(1300.0, rel=2 * task.tolerance)
     assert task.params(res.design)["c"] == 1.1e-12
     assert len(checks) <= 3 and res.calls > 0
+
+
+@needs_rc
+def test_newton_retarget_makes_the_smallest_move_that_hits_the_target(rc_eval):
+    """Output space mapping's correction step: from u0, a 4 % longer delay is reached by a move
+    along ∂delay/∂u whose length is |Δdelay| / |∂delay/∂u| (the linearised minimum-norm step)."""
+    task = load_task("rc_delay")
+    u0 = torch.tensor([0.4, 0.55], dtype=torch.float64)
+    meas = [task.objective.measurement]
+    leaf = u0.clone().requires_grad_(True)
+    m0 = rc_eval.measure(task.designs(leaf.unsqueeze(0)), meas)[0, 0]
+    (g,) = torch.autograd.grad(m0, leaf)
+    shifted = retarget(task, 1.04 * float(m0))
+    res = newton_retarget(shifted, rc_eval, u0, stop_fraction=0.05)
+    assert res.converged and abs(res.rel_error) <= 0.05 * task.tolerance
+    with torch.no_grad():
+        hit = float(rc_eval.measure(res.design.unsqueeze(0), meas)[0, 0])
+    assert hit == pytest.approx(1.04 * float(m0), rel=0.05 * task.tolerance)
+    move = res.u_free - u0
+    assert float(move.norm()) == pytest.approx(0.04 * float(m0) / float(g.norm()), rel=0.15)
+    assert float(move.dot(g) / (move.norm() * g.norm())) > 0.98  # g is ~1e-9 s: no eps-clamped cosine
+    # beyond the box: it stops at the bound, unconverged, and reports the value it reached
+    far = newton_retarget(retarget(task, 100 * float(m0)), rc_eval, u0)
+    assert not far.converged and far.value < 100 * float(m0) and bool((far.u_free == 1.0).all())
 
 
 def test_optuna_recovers_a_known_rc_design(tmp_path):
