@@ -38,7 +38,7 @@ class Surrogate(nn.Module):
                  dtype: str = "float64", windows: int = 1, state_input: bool = False,
                  time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian",
                  window_edges: Sequence[float] | None = None, periodic_from: float | None = None,
-                 periodic_harmonics: int = 4, period: float | None = None):
+                 periodic_harmonics: int = 4, period: float | None = None, periodic_settle: float = 0.0):
         super().__init__()
         if window_edges is not None:  # explicit inner edges (s): short windows where the waveform is fast
             window_edges = [float(e) for e in window_edges]
@@ -54,7 +54,8 @@ class Surrogate(nn.Module):
                             "corner_features": corner_features, "dtype": dtype, "windows": int(windows),
                             "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale,
                             "window_edges": window_edges, "periodic_from": periodic_from,
-                            "periodic_harmonics": int(periodic_harmonics), "period": period}
+                            "periodic_harmonics": int(periodic_harmonics), "period": period,
+                            "periodic_settle": float(periodic_settle)}
         horizon = circuit.tstop
         self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
         if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py
@@ -167,30 +168,45 @@ class Surrogate(nn.Module):
         return learned, rate
 
     def _on_cycle(self, net: PeriodicNet, elapsed: Tensor, u: Tensor, start: Tensor, with_rate: bool):
-        """Learned unknowns on the limit cycle: start + scale·(y(c) − y(0)) for differential ones,
-        c = F(u)·elapsed / period cycles since the window's start (so the cycle passes through the
-        start state and the waveform stays continuous), scale·y(c) for algebraic ones."""
+        """Learned unknowns in the limit-cycle window: scale·y(c) + (start − scale·y(0))·g(n) for
+        differential ones, n = F(u)·elapsed / period cycles since the window's start, c = n mod 1,
+        so the waveform leaves the start state continuously; scale·y(c) for algebraic ones.
+
+        g ≡ 1 (periodic_settle = 0) makes the cycle pass through the start state exactly;
+        g = exp(−n / periodic_settle) lets a start state slightly off the orbit settle onto it (the
+        decay of the transverse directions), so the start-up windows' error does not bend the orbit."""
         period = float(self.hparams_net["period"])
         freq = net.frequency(u)
-        cycles = freq * (elapsed / period).unsqueeze(1).to(u.dtype)
+        n = freq.to(torch.float64) * (elapsed / period).unsqueeze(1)
         # whole cycles dropped: the Fourier features' 2π is rounded (float32 in Adam), so only the
         # fractional cycle keeps the waveform exactly periodic (the rate is unchanged)
-        cycles = cycles - cycles.detach().floor()
-        learned, rate = self.cycle_values(net, cycles, u, start, with_rate)
+        cycles = (n - n.detach().floor()).to(u.dtype)
+        settle = float(self.hparams_net.get("periodic_settle") or 0.0)
+        decay = torch.exp(-n / settle) if settle > 0 else torch.ones_like(n)
+        learned, rate = self.cycle_values(net, cycles, u, start, with_rate, decay=decay)
+        if with_rate and settle > 0:  # d/dn of the settling term
+            rate = rate - self._settling_gap(net, u, start) * decay / settle
         return learned, (rate * freq.to(torch.float64) / period if with_rate else None)
 
-    def cycle_values(self, net: PeriodicNet, cycles: Tensor, u: Tensor, start: Tensor, with_rate: bool = False):
-        """Learned unknowns (N, m) at a fraction `cycles` (N, 1) of the limit cycle (and d/dcycle)."""
-        y0 = net.cycle(torch.zeros_like(cycles), u).to(torch.float64)
+    def _settling_gap(self, net: PeriodicNet, u: Tensor, start: Tensor) -> Tensor:
+        """start − scale·y(0) for differential unknowns, 0 for algebraic ones (N, m)."""
+        lay = self.physics.layout
+        scale = lay.x_scale[self.learned_idx]
+        diff = lay.differential[self.learned_idx]
+        y0 = net.cycle(torch.zeros(u.shape[0], 1, dtype=u.dtype), u).to(torch.float64)
+        return torch.where(diff, start[:, self.learned_idx] - scale * y0, torch.zeros_like(y0))
+
+    def cycle_values(self, net: PeriodicNet, cycles: Tensor, u: Tensor, start: Tensor, with_rate: bool = False,
+                     decay: Tensor | float = 1.0):
+        """Learned unknowns (N, m) at a fraction `cycles` (N, 1) of the limit cycle (and d/dcycle of
+        the periodic part): scale·y + decay·(start − scale·y(0)) for differential ones."""
         if with_rate:
             y, y_rate = net.cycle.forward_with_rate(cycles, u)
             y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
         else:
             y, y_rate = net.cycle(cycles, u).to(torch.float64), None
-        lay = self.physics.layout
-        scale = lay.x_scale[self.learned_idx]
-        diff = lay.differential[self.learned_idx]
-        learned = torch.where(diff, start[:, self.learned_idx] + scale * (y - y0), scale * y)
+        scale = self.physics.layout.x_scale[self.learned_idx]
+        learned = scale * y + decay * self._settling_gap(net, u, start)
         return learned, (scale * y_rate if with_rate else None)
 
     def window_starts(self, P: Tensor, x0: Tensor | None = None, upto: int | None = None) -> Tensor:

@@ -47,7 +47,8 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design),
                         retry_factor=float(s.get("retry_factor", 30.0)), designs_per_batch=int(s.designs_per_batch),
                         lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
-                        times_per_design=int(s.times_per_design), design_margin=design_margin)
+                        times_per_design=int(s.times_per_design), design_margin=design_margin,
+                        cycle_lbfgs_steps=int(s.get("cycle_lbfgs_steps", 0)))
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,

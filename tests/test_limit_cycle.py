@@ -86,3 +86,27 @@ def test_limit_cycle_needs_an_autonomous_oscillating_circuit():
         Surrogate(load_circuit("rc"), width=8, depth=1, windows=2, periodic_from=1e-9)
     with pytest.raises(TimeScaleError, match="does not oscillate"):  # the nominal period is measured
         Surrogate(circuit_from_config(RC_DISCHARGE), width=8, depth=1, windows=2, periodic_from=1e-9)
+
+
+def test_settling_start_is_continuous_has_the_right_rate_and_becomes_periodic():
+    """periodic_settle > 0: x = scale·y(c) + (start − scale·y(0))·exp(−n/settle) leaves the start
+    state continuously, its rate is d/dt of the state, and it settles onto the periodic orbit."""
+    torch.manual_seed(5)
+    m = Surrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9, period=PERIOD,
+                  periodic_settle=0.25, dtype="float64")
+    P = m.circuit.space.sample_sobol(3)
+    learned = m.learned_idx
+    with torch.no_grad():
+        edge = float(m.edges[-2])
+        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(3)
+        x = m.state(t, P.repeat_interleave(2, dim=0))[:, learned].view(3, 2, -1)
+        assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
+        tq = torch.tensor([1.1e-9, 1.6e-9, 3.3e-9], dtype=torch.float64)
+        _, xdot, _ = m.state(tq, P, with_rate=True)
+        h = 1e-15
+        fd = (m.state(tq + h, P) - m.state(tq - h, P)) / (2 * h)
+        assert torch.allclose(xdot[:, learned], fd[:, learned], rtol=1e-6, atol=1e-6 * float(fd.abs().max()))
+        freq = m.nets[-1].frequency(m.circuit.space.to_unit(P)).squeeze(1)
+        early, late = torch.full((3,), 1.05e-9, dtype=torch.float64), torch.full((3,), 3.0e-9, dtype=torch.float64)
+        gap = lambda t0: (m.state(t0 + PERIOD / freq, P) - m.state(t0, P))[:, learned].abs().max()  # noqa: E731
+        assert float(gap(late)) < 1e-3 * float(gap(early))  # exp(−2 cycles / 0.25) = 3e-4
