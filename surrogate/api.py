@@ -193,7 +193,11 @@ class Surrogate(nn.Module):
         lay = self.physics.layout
         scale = lay.x_scale[self.learned_idx]
         diff = lay.differential[self.learned_idx]
-        y0 = net.cycle(torch.zeros(u.shape[0], 1, dtype=u.dtype), u).to(torch.float64)
+        with torch.no_grad():  # y(0, p) once per design, not per point (inference: 500 points share one)
+            _, inverse = torch.unique(u.detach(), dim=0, return_inverse=True)
+            first = torch.full((int(inverse.max()) + 1,), u.shape[0], dtype=torch.long).scatter_reduce(
+                0, inverse, torch.arange(u.shape[0]), reduce="amin")
+        y0 = net.cycle(torch.zeros(len(first), 1, dtype=u.dtype), u[first]).to(torch.float64)[inverse]
         return torch.where(diff, start[:, self.learned_idx] - scale * y0, torch.zeros_like(y0))
 
     def cycle_values(self, net: PeriodicNet, cycles: Tensor, u: Tensor, start: Tensor, with_rate: bool = False,
