@@ -205,8 +205,10 @@ class PinnModule(L.LightningModule):
                 net.load_state_dict(kept)
             log.info("window %d: kept residual %.3g", window, final)
         if isinstance(self.model.nets[window], PeriodicNet):
-            history += self._retry_collapsed_cycle(window, t, designs, starts, steps, seed)
-            final = history[-1] if history else final
+            retry = self._retry_collapsed_cycle(window, t, designs, starts, steps, seed)
+            if retry:
+                history += retry
+                final = retry[-1]
         self.window_residuals.append(final)
         return history
 

@@ -110,3 +110,21 @@ def test_settling_start_is_continuous_has_the_right_rate_and_becomes_periodic():
         early, late = torch.full((3,), 1.05e-9, dtype=torch.float64), torch.full((3,), 3.0e-9, dtype=torch.float64)
         gap = lambda t0: (m.state(t0 + PERIOD / freq, P) - m.state(t0, P))[:, learned].abs().max()  # noqa: E731
         assert float(gap(late)) < 1e-3 * float(gap(early))  # exp(−2 cycles / 0.25) = 3e-4
+
+
+def test_check_cycle_accepts_the_shipped_cycle_and_flags_a_collapsed_one():
+    """The shipped ring5 cycle agrees with its own start-up windows' last period; a cycle flattened to
+    its start state (what a collapse onto the DC point looks like between jumps) does not."""
+    from surrogate.api import load_surrogate
+    from surrogate.module import CYCLE_MISMATCH_LIMIT, PinnModule
+    from pathlib import Path
+
+    shipped = load_surrogate(Path(__file__).resolve().parent.parent / "pretrained" / "ring5.pt")
+    module = PinnModule(dict(shipped.circuit.config), dict(shipped.hparams_net), val_designs=1, val_points=11)
+    module.model.nets.load_state_dict(shipped.nets.state_dict())
+    last = module.windows - 1
+    assert module.check_cycle(last, seed=3) < CYCLE_MISMATCH_LIMIT / 10
+    with torch.no_grad():
+        out = module.model.nets[last].cycle.mlp[-1]
+        out.weight.zero_()
+    assert module.check_cycle(last, seed=3) > 10 * CYCLE_MISMATCH_LIMIT
