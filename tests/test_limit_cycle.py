@@ -31,16 +31,23 @@ def test_edges_are_start_up_windows_then_one_cycle_window(cycle_model):
     assert torch.allclose(cycle_model.edges, torch.tensor([0.0, 0.5e-9, 1e-9, 4e-9], dtype=torch.float64))
 
 
+def assert_continuous_at_the_cycle_start(m: Surrogate, P: torch.Tensor) -> None:
+    """The learned unknowns just before and at the limit-cycle window's start agree (to 1e-9)."""
+    B = P.shape[0]
+    with torch.no_grad():
+        edge = float(m.edges[-2])
+        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(B)
+        x = m.state(t, P.repeat_interleave(2, dim=0))[:, m.learned_idx].view(B, 2, -1)
+    assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
+
+
 def test_cycle_window_is_continuous_and_exactly_periodic(cycle_model):
     """The cycle starts at the last start-up window's end state and repeats every period/F(p)."""
     m = cycle_model
     P = m.circuit.space.sample_sobol(4)
     learned = m.learned_idx
+    assert_continuous_at_the_cycle_start(m, P)
     with torch.no_grad():
-        edge = float(m.edges[-2])
-        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(4)
-        x = m.state(t, P.repeat_interleave(2, dim=0))[:, learned].view(4, 2, -1)
-        assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
         freq = m.nets[-1].frequency(m.circuit.space.to_unit(P)).squeeze(1)
         assert float(freq.max() / freq.min()) > 1.05  # the designs really run at different speeds
         cycle = PERIOD / freq
@@ -96,11 +103,8 @@ def test_settling_start_is_continuous_has_the_right_rate_and_becomes_periodic():
                   periodic_settle=0.25, dtype="float64")
     P = m.circuit.space.sample_sobol(3)
     learned = m.learned_idx
+    assert_continuous_at_the_cycle_start(m, P)
     with torch.no_grad():
-        edge = float(m.edges[-2])
-        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(3)
-        x = m.state(t, P.repeat_interleave(2, dim=0))[:, learned].view(3, 2, -1)
-        assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
         tq = torch.tensor([1.1e-9, 1.6e-9, 3.3e-9], dtype=torch.float64)
         _, xdot, _ = m.state(tq, P, with_rate=True)
         h = 1e-15
