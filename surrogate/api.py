@@ -183,9 +183,10 @@ class Surrogate(nn.Module):
         cycles = (n - n.detach().floor()).to(u.dtype)
         settle = float(self.hparams_net.get("periodic_settle") or 0.0)
         decay = torch.exp(-n / settle) if settle > 0 else torch.ones_like(n)
-        learned, rate = self.cycle_values(net, cycles, u, start, with_rate, decay=decay)
+        gap = self._settling_gap(net, u, start)
+        learned, rate = self.cycle_values(net, cycles, u, start, with_rate, decay=decay, gap=gap)
         if with_rate and settle > 0:  # d/dn of the settling term
-            rate = rate - self._settling_gap(net, u, start) * decay / settle
+            rate = rate - gap * decay / settle
         return learned, (rate * freq.to(torch.float64) / period if with_rate else None)
 
     def _settling_gap(self, net: PeriodicNet, u: Tensor, start: Tensor) -> Tensor:
@@ -202,16 +203,19 @@ class Surrogate(nn.Module):
         return torch.where(diff, start[:, self.learned_idx] - scale * y0, torch.zeros_like(y0))
 
     def cycle_values(self, net: PeriodicNet, cycles: Tensor, u: Tensor, start: Tensor, with_rate: bool = False,
-                     decay: Tensor | float = 1.0):
+                     decay: Tensor | float = 1.0, gap: Tensor | None = None):
         """Learned unknowns (N, m) at a fraction `cycles` (N, 1) of the limit cycle (and d/dcycle of
-        the periodic part): scale·y + decay·(start − scale·y(0)) for differential ones."""
+        the periodic part): scale·y + decay·gap for differential ones, gap = start − scale·y(0)
+        (`_settling_gap`, computed here unless given)."""
         if with_rate:
             y, y_rate = net.cycle.forward_with_rate(cycles, u)
             y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
         else:
             y, y_rate = net.cycle(cycles, u).to(torch.float64), None
         scale = self.physics.layout.x_scale[self.learned_idx]
-        learned = scale * y + decay * self._settling_gap(net, u, start)
+        if gap is None:
+            gap = self._settling_gap(net, u, start)
+        learned = scale * y + decay * gap
         return learned, (scale * y_rate if with_rate else None)
 
     def window_starts(self, P: Tensor, x0: Tensor | None = None, upto: int | None = None) -> Tensor:

@@ -194,10 +194,7 @@ class PinnModule(L.LightningModule):
             # from a fresh random network, not the previous window's weights: a FeRAM write that
             # stalled at the LK bottleneck stalled again from the same start (L-BFGS stopped after
             # 6 evaluations both times)
-            self._reinitialise(window, seed + 7_919)
-            self.distil_cycle(window, self.steps_per_window, seed=seed + 7_919)
-            self._adam_window(window, 2 * self.steps_per_window, seed=seed + 7_919)
-            retry = self._lbfgs(window, t, designs, starts, steps)
+            retry = self._retrain_fresh(window, seed + 7_919, 2 * self.steps_per_window, t, designs, starts, steps)
             history += retry
             if retry[-1] < final:
                 final = retry[-1]
@@ -224,15 +221,23 @@ class PinnModule(L.LightningModule):
                     window, mismatch)
         net = self.model.nets[window]
         kept = {k: v.clone() for k, v in net.state_dict().items()}
-        self._reinitialise(window, seed + 6_151)
-        self.distil_cycle(window, self.steps_per_window, seed=seed + 6_151)
-        retry = self._lbfgs(window, t, designs, starts, steps)
+        retry = self._retrain_fresh(window, seed + 6_151, 0, t, designs, starts, steps)
         again = self.check_cycle(window, seed + 13)
         if again >= mismatch:
             net.load_state_dict(kept)
             return []
         log.info("window %d: limit cycle retrained (mismatch %.3g)", window, again)
         return retry
+
+    def _retrain_fresh(self, window: int, seed: int, adam_steps: int, t: Tensor, designs: Tensor,
+                       starts: Tensor, lbfgs_steps: int) -> list[float]:
+        """One window from fresh random weights: distillation (limit-cycle windows only), Adam, then
+        L-BFGS on the window's fixed points; the L-BFGS residual history."""
+        self._reinitialise(window, seed)
+        self.distil_cycle(window, self.steps_per_window, seed=seed)
+        if adam_steps > 0:
+            self._adam_window(window, adam_steps, seed=seed)
+        return self._lbfgs(window, t, designs, starts, lbfgs_steps)
 
     def _adam_window(self, window: int, steps: int, seed: int) -> None:
         """Plain Adam on one window (cosine learning rate), outside the trainer's loop."""
@@ -322,15 +327,9 @@ class PinnModule(L.LightningModule):
 
     def _reinitialise(self, window: int, seed: int) -> None:
         """Fresh random weights (torch's default initialisation, seeded) for one window's network."""
-        net = self.model.nets[window]
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            if hasattr(net, "reset_parameters"):  # a limit-cycle window also resets F(u) to 1
-                net.reset_parameters()
-                return
-            for layer in net.modules():
-                if isinstance(layer, torch.nn.Linear):
-                    layer.reset_parameters()
+            self.model.nets[window].reset_parameters()  # a limit-cycle window also resets F(u) to 1
 
     def _start_from_previous(self, window: int) -> None:
         """Copy the previous window's weights into this window's network (each keeps its corner buffer)."""

@@ -35,6 +35,12 @@ class PinnNet(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.register_buffer("omega", 2 * math.pi * torch.arange(1, fourier + 1, dtype=torch.float32))
 
+    def reset_parameters(self) -> None:
+        """Fresh random weights (torch's default initialisation of every Linear layer)."""
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+
     def _features(self, t_hat: Tensor) -> tuple[Tensor, Tensor]:
         """Time features and their derivative with respect to t̂: t̂, Fourier pairs, and a ramp
         (t̂ - b)₊ starting at every source corner b, so slope jumps at corners are representable."""
