@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from optimize.evaluators import Evaluator
-from optimize.gradient import SearchResult, _range
+from optimize.gradient import SearchResult, finite_range
 from optimize.tasks import Task
 
 __all__ = ["corrected_search", "newton_retarget", "retarget"]
@@ -91,7 +91,7 @@ def newton_retarget(task: Task, evaluator: Evaluator, u0: torch.Tensor, *, steps
     return SearchResult(design=P[0], u_free=u, value=value, objective=float(obj(P, values.unsqueeze(0))[0]),
                         rel_error=float(obj.rel_error(value)), calls=evaluator.calls - calls0,
                         wall_s=time.perf_counter() - t_start, history=history,
-                        range=_range(torch.tensor(seen, dtype=torch.float64)), converged=converged,
+                        range=finite_range(torch.tensor(seen, dtype=torch.float64)), converged=converged,
                         values=values)
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from optimize.evaluators import Evaluator
 from optimize.tasks import Task
 
-__all__ = ["SearchResult", "gradient_search", "prescreen_designs", "U_CLAMP"]
+__all__ = ["SearchResult", "finite_range", "gradient_search", "prescreen_designs", "U_CLAMP"]
 
 #: starts are pulled this far inside the unit cube (sigmoid saturates at the bounds)
 U_CLAMP = 0.02
@@ -55,7 +55,8 @@ def prescreen_designs(n_free: int, n: int, seed: int = 0, dtype=torch.float64) -
     return torch.cat(parts) if parts else torch.zeros(0, n_free, dtype=dtype)
 
 
-def _range(values: Tensor) -> tuple[float, float] | None:
+def finite_range(values: Tensor) -> tuple[float, float] | None:
+    """(min, max) of the finite entries of a 1-D tensor, or None if there are none."""
     v = values[torch.isfinite(values)]
     return (float(v.min()), float(v.max())) if v.numel() else None
 
@@ -86,7 +87,7 @@ def gradient_search(task: Task, evaluator: Evaluator, *, prescreen: int = 256, s
         P0 = task.designs(U)
         vals0 = evaluator.measure(P0, meas)
         J0 = obj(P0, vals0)
-    rng = _range(vals0[:, 0])
+    rng = finite_range(vals0[:, 0])
     order = torch.argsort(J0)
     u_start = U[order[:max(1, starts)]].clamp(U_CLAMP, 1 - U_CLAMP)
     best = {"J": float(J0[order[0]]), "u": U[order[0]].clone(), "value": float(vals0[order[0], 0]),
