@@ -38,7 +38,8 @@ class Surrogate(nn.Module):
                  dtype: str = "float64", windows: int = 1, state_input: bool = False,
                  time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian",
                  window_edges: Sequence[float] | None = None, periodic_from: float | None = None,
-                 periodic_harmonics: int = 4, period: float | None = None, periodic_settle: float = 0.0):
+                 periodic_harmonics: int = 4, period: float | None = None, periodic_settle: float = 0.0,
+                 frequency_degree: int = 0):
         super().__init__()
         if window_edges is not None:  # explicit inner edges (s): short windows where the waveform is fast
             window_edges = [float(e) for e in window_edges]
@@ -55,7 +56,7 @@ class Surrogate(nn.Module):
                             "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale,
                             "window_edges": window_edges, "periodic_from": periodic_from,
                             "periodic_harmonics": int(periodic_harmonics), "period": period,
-                            "periodic_settle": float(periodic_settle)}
+                            "periodic_settle": float(periodic_settle), "frequency_degree": int(frequency_degree)}
         horizon = circuit.tstop
         self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
         if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py
@@ -92,13 +93,17 @@ class Surrogate(nn.Module):
             local_corners.append([(b - t0) / (t1 - t0) for b in corners if t0 < b < t1])  # in window time τ
         n_corners = max(len(c) for c in local_corners)
         n_in, n_out = circuit.space.dim + len(self.state_features), int(lay.learned.sum())
+        # an oscillator's start-up windows get a time-rate head like the cycle's frequency (surrogate/rates.py)
+        rate_degree = int(frequency_degree) if periodic_from is not None else 0
         for local in local_corners:
             # every window gets the same inputs (a corner at τ = 2 is a zero feature), so a window's
             # network can start from its predecessor's weights
             local = local + [2.0] * (n_corners - len(local))
-            self.nets.append(PinnNet(n_in, n_out, width, depth, fourier, activation, local))
+            self.nets.append(PinnNet(n_in, n_out, width, depth, fourier, activation, local,
+                                     rate_degree=rate_degree, rate_params=circuit.space.dim))
         if periodic_from is not None:
-            self.nets[-1] = PeriodicNet(n_in, n_out, width, depth, int(periodic_harmonics), activation)
+            self.nets[-1] = PeriodicNet(n_in, n_out, width, depth, int(periodic_harmonics), activation,
+                                        int(frequency_degree))
         self.set_net_dtype(getattr(torch, dtype))
 
     def _periodic_edges(self, start: float, windows: int, horizon: float,
@@ -143,11 +148,16 @@ class Surrogate(nn.Module):
         return self.physics.names
 
     def _learned(self, k: int, t: Tensor, u: Tensor, start: Tensor, with_rate: bool):
-        """Learned unknowns (N, m) in window k (and d/dt): start + τ·s·NN for differential ones."""
+        """Learned unknowns (N, m) in window k (and d/dt): start + τ·s·NN for differential ones
+        (τ runs g(p) times faster with a time-rate head)."""
         t0, t1 = float(self.edges[k]), float(self.edges[k + 1])
         tau = ((t - t0) / (t1 - t0)).unsqueeze(1)
         net = self.nets[k]
         dtype = next(net.parameters()).dtype
+        speed = net.time_rate(u.to(dtype)) if isinstance(net, PinnNet) else None
+        if speed is not None:
+            speed = speed.to(torch.float64)
+            tau = tau * speed
         if len(self.state_features):
             sf = self.state_features
             u = torch.cat([u, start[:, sf] / self.physics.layout.x_scale[sf]], dim=1)
@@ -165,7 +175,7 @@ class Surrogate(nn.Module):
         if not with_rate:
             return learned, None
         rate = torch.where(diff, scale * (y + tau * y_rate), scale * y_rate) / (t1 - t0)
-        return learned, rate
+        return learned, (rate if speed is None else rate * speed)
 
     def _on_cycle(self, net: PeriodicNet, elapsed: Tensor, u: Tensor, start: Tensor, with_rate: bool):
         """Learned unknowns in the limit-cycle window: scale·y(c) + (start − scale·y(0))·g(n) for

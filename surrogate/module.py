@@ -14,7 +14,8 @@ from circuits.circuit import circuit_from_config
 from circuits.errors import NeuroSpiceError
 from circuits.simulation import simulate_batch
 from surrogate.api import Surrogate
-from surrogate.nets import PeriodicNet
+from surrogate.rates import fit_log_head, orbit_rates, window_rate_factors
+from surrogate.nets import LegendreHead, PeriodicNet
 
 __all__ = ["PinnModule", "TrainingDiverged", "nrmse_table"]
 
@@ -28,6 +29,9 @@ RETRY_FLOOR = 1e-4
 #: a limit cycle further than this from the start-up windows' last period (scaled, mean squared:
 #: good ring5 cycles 4e-4..6e-4, collapsed ones 0.5..5) is retrained once
 CYCLE_MISMATCH_LIMIT = 0.02
+
+#: designs on which a window's time-rate head is refitted to its shape's speeds (`project_rate`)
+RATE_DESIGNS = 512
 
 
 def cosine_lr_factor(k: int, steps: int) -> float:
@@ -303,6 +307,33 @@ class PinnModule(L.LightningModule):
         with torch.no_grad():
             return float(self.cycle_mismatch(window, designs, cycles))
 
+    def project_rate(self, window: int, designs: int = RATE_DESIGNS) -> bool:
+        """Refit a window's time-rate head (a limit cycle's F(p), a start-up window's g(p)) to the
+        least-squares speeds of its learned shape (`surrogate.rates`) on fresh designs.  False (head
+        kept) without a Legendre head, or when a shape has no positive speed (a collapsed cycle)."""
+        model, net = self.model, self.model.nets[window]
+        head = net.log_frequency if isinstance(net, PeriodicNet) else net.log_rate
+        if not isinstance(head, LegendreHead):
+            return False
+        P = self._designs(designs, int(self.hparams.seed) * 31 + 7_717 + window, window)
+        u = self.circuit.space.to_unit(P).to(torch.float64)
+        starts = self.window_start_states(P, window)
+        with torch.no_grad():
+            before = head.to(torch.float64)(u).squeeze(1)
+        if isinstance(net, PeriodicNet):  # cycles per second -> F relative to the nominal period
+            speeds = orbit_rates(model, net, P, starts, decay=self._distil_decay(model))
+            target = torch.log(speeds * float(model.hparams_net["period"]) / model.time_factor(P))
+        else:
+            speeds = window_rate_factors(model, window, P, starts)
+            target = before + torch.log(speeds)
+        if not bool(torch.isfinite(speeds).all()) or not bool((speeds > 0).all()):
+            log.warning("window %d: the learned shape has no positive speed on every design; rate head kept", window)
+            return False
+        gap = fit_log_head(head, u, target)
+        log.info("window %d: time rate projected onto the shape's least-squares speed (moved up to %.3g %%, "
+                 "fit within %.2g %%)", window, 100 * math.expm1(float((target - before).abs().max())), 100 * gap)
+        return True
+
     @staticmethod
     def _distil_decay(model: Surrogate) -> float:
         """Weight of the settling term while distilling: 1 for an orbit pinned to the start state;
@@ -357,9 +388,13 @@ class PinnModule(L.LightningModule):
             return loss
 
         opt.step(closure)
-        net.to(dtype)
         if history and not math.isfinite(history[-1]):
+            net.to(dtype)
             raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")
+        if self.project_rate(window):
+            with torch.no_grad():
+                history.append(float(self.loss_terms(t, designs, window, starts)["residual"]))
+        net.to(dtype)
         log.info("window %d: L-BFGS residual %.3g -> %.3g (%d evaluations)", window, history[0],
                  history[-1], len(history))
         self.lbfgs_history += history

@@ -59,16 +59,19 @@ def test_cycle_window_is_continuous_and_exactly_periodic(cycle_model):
     assert (a - c).abs().max() > 1e-4  # but not constant
 
 
-def test_cycle_rate_matches_finite_differences_of_the_state(cycle_model):
-    m = cycle_model
-    P = m.circuit.space.sample_sobol(3)
-    t = torch.tensor([1.3e-9, 2.2e-9, 3.9e-9], dtype=torch.float64)
+def assert_rate_matches_finite_differences(m: Surrogate, P: torch.Tensor, t: torch.Tensor) -> None:
+    """d/dt of the learned unknowns from `state(with_rate=True)` equals central differences (h = 1 fs)."""
     with torch.no_grad():
         _, xdot, _ = m.state(t, P, with_rate=True)
         h = 1e-15
         fd = (m.state(t + h, P) - m.state(t - h, P)) / (2 * h)
     learned = m.learned_idx
     assert torch.allclose(xdot[:, learned], fd[:, learned], rtol=1e-6, atol=1e-6 * float(fd.abs().max()))
+
+
+def test_cycle_rate_matches_finite_differences_of_the_state(cycle_model):
+    assert_rate_matches_finite_differences(cycle_model, cycle_model.circuit.space.sample_sobol(3),
+                                           torch.tensor([1.3e-9, 2.2e-9, 3.9e-9], dtype=torch.float64))
 
 
 def test_cycle_model_batch_pointwise_round_trip_and_gradient(cycle_model, tmp_path):
@@ -104,31 +107,148 @@ def test_settling_start_is_continuous_has_the_right_rate_and_becomes_periodic():
     P = m.circuit.space.sample_sobol(3)
     learned = m.learned_idx
     assert_continuous_at_the_cycle_start(m, P)
+    assert_rate_matches_finite_differences(m, P, torch.tensor([1.1e-9, 1.6e-9, 3.3e-9], dtype=torch.float64))
     with torch.no_grad():
-        tq = torch.tensor([1.1e-9, 1.6e-9, 3.3e-9], dtype=torch.float64)
-        _, xdot, _ = m.state(tq, P, with_rate=True)
-        h = 1e-15
-        fd = (m.state(tq + h, P) - m.state(tq - h, P)) / (2 * h)
-        assert torch.allclose(xdot[:, learned], fd[:, learned], rtol=1e-6, atol=1e-6 * float(fd.abs().max()))
         freq = m.nets[-1].frequency(m.circuit.space.to_unit(P)).squeeze(1)
         early, late = torch.full((3,), 1.05e-9, dtype=torch.float64), torch.full((3,), 3.0e-9, dtype=torch.float64)
         gap = lambda t0: (m.state(t0 + PERIOD / freq, P) - m.state(t0, P))[:, learned].abs().max()  # noqa: E731
         assert float(gap(late)) < 1e-3 * float(gap(early))  # exp(−2 cycles / 0.25) = 3e-4
 
 
-def test_check_cycle_accepts_the_shipped_cycle_and_flags_a_collapsed_one():
-    """The shipped ring5 cycle agrees with its own start-up windows' last period; a cycle flattened to
-    its start state (what a collapse onto the DC point looks like between jumps) does not."""
-    from surrogate.api import load_surrogate
-    from surrogate.module import CYCLE_MISMATCH_LIMIT, PinnModule
+@pytest.fixture(scope="module")
+def shipped_ring5():
+    """A PinnModule holding pretrained/ring5.pt's networks (the tests below restore what they change)."""
     from pathlib import Path
 
+    from surrogate.api import load_surrogate
+    from surrogate.module import PinnModule
+
     shipped = load_surrogate(Path(__file__).resolve().parent.parent / "pretrained" / "ring5.pt")
-    module = PinnModule(dict(shipped.circuit.config), dict(shipped.hparams_net), val_designs=1, val_points=11)
+    net = {**shipped.hparams_net, "time_coef": shipped.time_coef}
+    module = PinnModule(dict(shipped.circuit.config), net, val_designs=1, val_points=11)
     module.model.nets.load_state_dict(shipped.nets.state_dict())
+    return module
+
+
+def test_shipped_frequency_matches_the_reference_period(shipped_ring5):
+    """F(p) of the shipped cycle, and the least-squares rate of its orbit that F was projected on,
+    give each held-out design's period as the reference solver measures it (within 0.3 %)."""
+    from circuits.measure import period
+    from circuits.simulation import simulate_batch
+    from surrogate.rates import orbit_rates
+
+    module = shipped_ring5
+    model, last = module.model, module.windows - 1
+    P = model.circuit.space.sample_uniform(4, torch.Generator().manual_seed(31))
+    t = torch.linspace(0.0, model.circuit.tstop, 4001, dtype=torch.float64)
+    _, ref = simulate_batch(model.circuit, P, t=t, rtol=1e-7)
+    ref_period = torch.stack([period(t, ref[b, :, 0], k=1) for b in range(len(P))])
+    net = model.nets[last]
+    with torch.no_grad():
+        F = net.frequency(model.circuit.space.to_unit(P).to(next(net.parameters()).dtype)).squeeze(1).double()
+        rates = orbit_rates(model, net, P, module.window_start_states(P, last))
+    net_period = model.hparams_net["period"] / (F * model.time_factor(P))
+    assert float((net_period / ref_period - 1).abs().max()) < 3e-3
+    assert float((1 / rates / ref_period - 1).abs().max()) < 3e-3
+    assert float((net_period * rates - 1).abs().max()) < 5e-4  # F(p) is the orbit's own rate
+
+
+@pytest.mark.parametrize("window", [0, -1])
+def test_projected_rate_is_the_least_squares_speed_of_the_shape(shipped_ring5, window):
+    """After `project_rate`, a window's time rate (the first start-up window's g(p), the cycle's
+    F(p)) minimises that window's residual for its shape as it is: 1 % faster or slower is worse.
+    The check is the module's own collocation loss, through the warped time and the nominal period,
+    not the projection's closed form."""
+    module = shipped_ring5
+    window = window % module.windows
+    net = module.model.nets[window]
+    head = net.log_rate if window < module.windows - 1 else net.log_frequency
+    kept = {k: v.clone() for k, v in head.state_dict().items()}
+    with torch.no_grad():
+        head.linear.weight.mul_(0.5)  # the rate off by up to a few %
+        head.linear.bias.add_(0.02)
+    assert module.project_rate(window, designs=128)
+    designs = module.circuit.space.sample_sobol(16, seed=3)
+    t = module.window_times(256, 16, window, seed=4)
+
+    def loss(shift: float) -> float:
+        with torch.no_grad():
+            head.linear.bias.add_(shift)
+            value = float(module.loss_terms(t, designs, window)["residual"])
+            head.linear.bias.sub_(shift)
+        return value
+
+    best = loss(0.0)
+    assert best < loss(0.01) and best < loss(-0.01)
+    after = {k: v.clone() for k, v in head.state_dict().items()}
+    head.load_state_dict(kept)
+    # the shipped head was projected in training: the fit lands back on it
+    assert torch.allclose(after["linear.weight"], kept["linear.weight"], atol=2e-3)
+    assert torch.allclose(after["linear.bias"], kept["linear.bias"], atol=2e-3)
+
+
+def test_check_cycle_accepts_the_shipped_cycle_and_flags_a_collapsed_one(shipped_ring5):
+    """The shipped ring5 cycle agrees with its own start-up windows' last period; a cycle flattened to
+    its start state (what a collapse onto the DC point looks like between jumps) does not."""
+    from surrogate.module import CYCLE_MISMATCH_LIMIT
+
+    module = shipped_ring5
     last = module.windows - 1
     assert module.check_cycle(last, seed=3) < CYCLE_MISMATCH_LIMIT / 10
+    out = module.model.nets[last].cycle.mlp[-1]
+    kept = out.weight.detach().clone()
     with torch.no_grad():
-        out = module.model.nets[last].cycle.mlp[-1]
         out.weight.zero_()
-    assert module.check_cycle(last, seed=3) > 10 * CYCLE_MISMATCH_LIMIT
+    flattened = module.check_cycle(last, seed=3)
+    with torch.no_grad():
+        out.weight.copy_(kept)
+    assert flattened > 10 * CYCLE_MISMATCH_LIMIT
+
+
+def test_legendre_head_features_are_products_of_legendre_polynomials():
+    from surrogate.nets import LegendreHead
+
+    head = LegendreHead(2, 3)
+    assert head.powers.shape == (9, 2)  # total degree 1..3 in 2 variables: 10 − 1 (no constant)
+    u = torch.rand(50, 2, dtype=torch.float64)
+    x = 2 * u - 1
+    feats = head.to(torch.float64).features(u)
+    legendre = {0: torch.ones_like(x), 1: x, 2: (3 * x**2 - 1) / 2, 3: (5 * x**3 - 3 * x) / 2}
+    for j, (a, b) in enumerate(head.powers.tolist()):
+        assert torch.allclose(feats[:, j], legendre[a][:, 0] * legendre[b][:, 1], atol=1e-12)
+    assert float(head(u).abs().max()) == 0.0  # starts at log F = 0
+
+
+@pytest.fixture(scope="module")
+def legendre_cycle_model() -> Surrogate:
+    torch.manual_seed(6)
+    model = Surrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9,
+                      period=PERIOD, dtype="float64", frequency_degree=3)
+    with torch.no_grad():  # F(p) and the start-up windows' time rates g(p) vary over the box
+        model.nets[-1].log_frequency.linear.weight.normal_(0.0, 0.1)
+        for net in model.nets[:-1]:
+            net.log_rate.linear.weight.normal_(0.0, 0.05)
+    return model
+
+
+def test_rate_heads_keep_the_chain_continuous_with_the_right_rate(legendre_cycle_model):
+    """With time-rate heads in the start-up windows, the waveform is still continuous at every window
+    edge, and d/dt (which now carries g(p)) matches finite differences of the state."""
+    m = legendre_cycle_model
+    P = m.circuit.space.sample_sobol(3)
+    assert_continuous_at_the_cycle_start(m, P)
+    with torch.no_grad():
+        rates = torch.cat([net.time_rate(m.circuit.space.to_unit(P)) for net in m.nets[:-1]])
+        assert float(rates.max() / rates.min()) > 1.02  # the heads really change the speed
+        edge = float(m.edges[1])
+        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(3)
+        x = m.state(t, P.repeat_interleave(2, dim=0))[:, m.learned_idx].view(3, 2, -1)
+    assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
+    assert_rate_matches_finite_differences(m, P, torch.tensor([0.2e-9, 0.7e-9, 2.5e-9], dtype=torch.float64))
+
+
+def test_rate_heads_round_trip_and_carry_the_design_gradient(legendre_cycle_model, tmp_path):
+    m = legendre_cycle_model
+    assert_batch_matches_pointwise_and_round_trips(m, 41, tmp_path / "legendre.pt")
+    assert_gradient_matches_central_differences(m, torch.tensor([0.7e-9, 3.1e-9], dtype=torch.float64),
+                                                [11e-15, 1.2e-6, 2.5e-6])
