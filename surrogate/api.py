@@ -29,6 +29,17 @@ class SurrogateError(NeuroSpiceError):
     """A surrogate file is missing, corrupt or of another format."""
 
 
+def design_runs(P: Tensor) -> tuple[Tensor, Tensor]:
+    """(first row of each run of equal consecutive rows, run index of every row) of P (N, P).
+
+    Points come grouped by design, so per-design quantities are computed once per run, not per
+    point (torch.unique(dim=0) cost 0.6 s on 32k rows)."""
+    with torch.no_grad():
+        new = torch.ones(P.shape[0], dtype=torch.bool)
+        new[1:] = (P[1:] != P[:-1]).any(dim=1)
+        return torch.nonzero(new).flatten(), new.cumsum(0) - 1
+
+
 class Surrogate(nn.Module):
     """x(t, p) = x0(p) + t̂·s·NN(t̂, u) for differential unknowns, s·NN for algebraic ones, and the
     source value for nodes pinned by grounded voltage sources."""
@@ -142,22 +153,64 @@ class Surrogate(nn.Module):
             return torch.ones(P.shape[0], dtype=torch.float64)
         return (quadratic_features(self.circuit.space.to_unit(P)) @ self.time_coef).exp()
 
+    def _clock(self, P: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Per row of P: each window's time rate g_k (N, K) and its start on the s(p)·t axis Ω_k
+        (N, K + 1), or None when no window has a rate head (then w = s(p)·t)."""
+        nets = [net if isinstance(net, PinnNet) and net.log_rate is not None else None for net in self.nets]
+        if not any(nets):
+            return None
+        first, run = design_runs(P)
+        u = self.circuit.space.to_unit(P[first])
+        g = torch.ones(len(first), self.windows, dtype=torch.float64)
+        for k, net in enumerate(nets):
+            if net is not None:
+                g[:, k] = net.time_rate(u.to(net.log_rate.linear.weight.dtype)).squeeze(1).to(torch.float64)
+        widths = self.edges[1:] - self.edges[:-1]
+        omega = torch.cat([torch.zeros(len(first), 1, dtype=torch.float64), torch.cumsum(widths / g, dim=1)], dim=1)
+        return g[run], omega[run]
+
+    def warp(self, t: Tensor, P: Tensor, window: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Network time w (N,), dw/dt (N,) and window (N,) of physical times t (N,) for designs P (N, P).
+
+        w = s(p)·t, except that a window with a time-rate head g(p) (an oscillator's start-up
+        windows) lasts 1/g as long on the s(p)·t axis: w runs g times faster through it.  The
+        waveform as a function of w, and so every window's start state, does not depend on g."""
+        s = self.time_factor(P)
+        scaled = t * s
+        clock = self._clock(P)
+        if clock is None:
+            return scaled, s, (self.window_of(scaled) if window is None else window)
+        g, omega = clock
+        if window is None:  # an inner edge belongs to the later window, as in window_of
+            window = (scaled.unsqueeze(1) >= omega[:, 1:-1]).sum(dim=1)
+        gk = g.gather(1, window.unsqueeze(1)).squeeze(1)
+        start = omega.gather(1, window.unsqueeze(1)).squeeze(1)
+        return self.edges[window] + gk * (scaled - start), s * gk, window
+
+    def unwarp(self, w: Tensor, P: Tensor, window: Tensor | int | None = None) -> Tensor:
+        """Physical times t (N,) of network times w (N,) for designs P (N, P): the inverse of `warp`."""
+        s = self.time_factor(P)
+        clock = self._clock(P)
+        if clock is None:
+            return w / s
+        g, omega = clock
+        win = self.window_of(w) if window is None else torch.as_tensor(window, dtype=torch.long).expand(w.shape[0])
+        gk = g.gather(1, win.unsqueeze(1)).squeeze(1)
+        start = omega.gather(1, win.unsqueeze(1)).squeeze(1)
+        return (start + (w - self.edges[win]) / gk) / s
+
     @property
     def names(self) -> list[str]:
         """Names of all unknowns (``v(n1)``, ``i(vdd)``, ``n1.p`` ...)."""
         return self.physics.names
 
     def _learned(self, k: int, t: Tensor, u: Tensor, start: Tensor, with_rate: bool):
-        """Learned unknowns (N, m) in window k (and d/dt): start + τ·s·NN for differential ones
-        (τ runs g(p) times faster with a time-rate head)."""
+        """Learned unknowns (N, m) in window k (and d/dw, w the network time): start + τ·s·NN for
+        differential ones."""
         t0, t1 = float(self.edges[k]), float(self.edges[k + 1])
         tau = ((t - t0) / (t1 - t0)).unsqueeze(1)
         net = self.nets[k]
         dtype = next(net.parameters()).dtype
-        speed = net.time_rate(u.to(dtype)) if isinstance(net, PinnNet) else None
-        if speed is not None:
-            speed = speed.to(torch.float64)
-            tau = tau * speed
         if len(self.state_features):
             sf = self.state_features
             u = torch.cat([u, start[:, sf] / self.physics.layout.x_scale[sf]], dim=1)
@@ -175,7 +228,7 @@ class Surrogate(nn.Module):
         if not with_rate:
             return learned, None
         rate = torch.where(diff, scale * (y + tau * y_rate), scale * y_rate) / (t1 - t0)
-        return learned, (rate if speed is None else rate * speed)
+        return learned, rate
 
     def _on_cycle(self, net: PeriodicNet, elapsed: Tensor, u: Tensor, start: Tensor, with_rate: bool):
         """Learned unknowns in the limit-cycle window: scale·y(c) + (start − scale·y(0))·g(n) for
@@ -204,11 +257,7 @@ class Surrogate(nn.Module):
         lay = self.physics.layout
         scale = lay.x_scale[self.learned_idx]
         diff = lay.differential[self.learned_idx]
-        with torch.no_grad():  # y(0, p) once per run of equal designs (points come grouped by design),
-            new = torch.ones(u.shape[0], dtype=torch.bool)  # not per point; torch.unique(dim=0) cost 0.6 s
-            new[1:] = (u[1:] != u[:-1]).any(dim=1)
-            run = new.cumsum(0) - 1
-            first = torch.nonzero(new).flatten()
+        first, run = design_runs(u)  # y(0, p) once per design, not per point
         y0 = net.cycle(torch.zeros(len(first), 1, dtype=u.dtype), u[first]).to(torch.float64)[run]
         return torch.where(diff, start[:, self.learned_idx] - scale * y0, torch.zeros_like(y0))
 
@@ -256,12 +305,8 @@ class Surrogate(nn.Module):
         t = t.to(torch.float64)
         u = self.circuit.space.to_unit(P)
         bound = phys.bind(P)
-        speed = self.time_factor(P)
-        w = t * speed
-        if window is None:
-            win = self.window_of(w)
-        else:
-            win = torch.as_tensor(window, dtype=torch.long).expand(t.shape[0])
+        win = None if window is None else torch.as_tensor(window, dtype=torch.long).expand(t.shape[0])
+        w, speed, win = self.warp(t, P, win)
         if starts is None:
             if x0 is None:
                 x0 = phys.initial_state(bound)
@@ -310,7 +355,7 @@ class Surrogate(nn.Module):
             per = max(1, INFERENCE_CHUNK // T)
             return torch.cat([self.predict_batch(t, chunk, outputs) for chunk in P.split(per)])
         chain = self.window_starts(P).transpose(0, 1)  # (B, K, n)
-        win = self.window_of(t.unsqueeze(0) * self.time_factor(P).unsqueeze(1))  # (B, T)
+        win = self.warp(t.repeat(B), P.repeat_interleave(T, dim=0))[2].view(B, T)
         n = chain.shape[2]
         starts = chain.gather(1, win.unsqueeze(2).expand(B, T, n)).reshape(B * T, n)  # each point's window start
         PP = P.repeat_interleave(T, dim=0)

@@ -136,7 +136,7 @@ class PinnModule(L.LightningModule):
     def point_residuals(self, t: Tensor, P: Tensor, window: int, starts: Tensor) -> Tensor:
         """Squared scaled residual (N,) at points (warped window time t, design P, window start state)."""
         phys = self.model.physics
-        t = t / self.model.time_factor(P)  # window times are warped (t·s(p)); the physics runs in seconds
+        t = self.model.unwarp(t, P, window)  # window times are network times w; the physics runs in seconds
         x, xdot, bound = self.model.state(t, P, with_rate=True, starts=starts, window=window)
         self._last_points = (bound, x, t)  # to name a non-finite device if the loss turns NaN
         return phys.residual(bound, x, xdot, t).pow(2).sum(dim=1)
@@ -293,8 +293,9 @@ class PinnModule(L.LightningModule):
         u = self.circuit.space.to_unit(P).to(dtype)
         with torch.no_grad():
             length = period / net.frequency(u).to(torch.float64).squeeze(1)
-            w = edge - length * (1.0 - cycles.squeeze(1))
-            target = model.state(w / model.time_factor(P), P)[:, model.learned_idx]
+            start = model.unwarp(torch.full((P.shape[0],), edge, dtype=torch.float64), P, window)  # seconds
+            before = start - length * (1.0 - cycles.squeeze(1)) / model.time_factor(P)  # cycle time runs at s(p)
+            target = model.state(before, P)[:, model.learned_idx]
         learned, _ = model.cycle_values(net, cycles.to(dtype), u, starts, decay=self._distil_decay(model))
         scale = model.physics.layout.x_scale[model.learned_idx]
         return ((learned - target) / scale).pow(2).sum(dim=1).mean()
@@ -319,7 +320,7 @@ class PinnModule(L.LightningModule):
         u = self.circuit.space.to_unit(P).to(torch.float64)
         starts = self.window_start_states(P, window)
         with torch.no_grad():
-            before = head.to(torch.float64)(u).squeeze(1)
+            before = head(u.to(head.linear.weight.dtype)).squeeze(1).to(torch.float64)
         if isinstance(net, PeriodicNet):  # cycles per second -> F relative to the nominal period
             speeds = orbit_rates(model, net, P, starts, decay=self._distil_decay(model))
             target = torch.log(speeds * float(model.hparams_net["period"]) / model.time_factor(P))
@@ -350,7 +351,7 @@ class PinnModule(L.LightningModule):
         if window == 0 or not len(self.model.time_coef):
             return space.sample_sobol(D, seed=seed, margin=margin)
         candidates = space.sample_sobol(8 * D, seed=seed, margin=margin)
-        reach = self.circuit.tstop * self.model.time_factor(candidates)
+        reach = self.model.warp(torch.full((len(candidates),), self.circuit.tstop, dtype=torch.float64), candidates)[0]
         kept = candidates[reach > float(self.model.edges[window])]
         if not len(kept):  # the horizon's largest factor: the fastest corner of the box
             kept = candidates[reach.argmax()].unsqueeze(0)

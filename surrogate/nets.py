@@ -58,8 +58,6 @@ class PinnNet(nn.Module):
                  activation: str = "tanh", breakpoints: list[float] | None = None, periodic: bool = False,
                  rate_degree: int = 0, rate_params: int = 0):
         super().__init__()
-        # optional time-rate head: log g(u) of the design (first rate_params inputs), t̂ runs g times faster
-        self.log_rate = LegendreHead(rate_params, rate_degree) if rate_degree > 0 else None
         if periodic and (breakpoints or fourier < 1):
             raise ValueError("a periodic PinnNet needs Fourier features and no corner features")
         self.fourier = fourier
@@ -72,6 +70,11 @@ class PinnNet(nn.Module):
             layers += [nn.Linear(a, b), act()]
         layers.append(nn.Linear(dims[-1], n_out))
         self.mlp = nn.Sequential(*layers)
+        # optional time-rate head g(u) of the design (first rate_params inputs); see Surrogate.warp.
+        # Set only by least squares (surrogate/rates.py), never by the optimisers: trained jointly
+        # with the MLP, it left ring5's start-up windows 10x above their usual L-BFGS residual.
+        # Registered after the MLP, so the first parameter still gives the network's dtype.
+        self.log_rate = LegendreHead(rate_params, rate_degree).requires_grad_(False) if rate_degree > 0 else None
         self.register_buffer("omega", 2 * math.pi * torch.arange(1, fourier + 1, dtype=torch.float32))
 
     def reset_parameters(self) -> None:

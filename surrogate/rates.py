@@ -25,16 +25,14 @@ from surrogate.nets import LegendreHead, PeriodicNet
 __all__ = ["fit_log_head", "orbit_rates", "window_rate_factors"]
 
 
-def _best_speeds(model: Surrogate, P: Tensor, t: Tensor, learned: Tensor, rate: Tensor, points: int) -> Tensor:
-    """Per design (D,): the factor λ on `rate` (d learned / dt, N = D·points rows) that minimises the
-    scaled residual summed over that design's points."""
+def _best_speeds(model: Surrogate, bound, x: Tensor, rate: Tensor, t: Tensor, points: int) -> Tensor:
+    """Per design (D,): the factor λ on the learned unknowns' rate (N = D·points rows of x, rate)
+    that minimises the scaled residual summed over that design's points."""
     phys = model.physics
-    bound = phys.bind(P)
-    x = phys.pinned_values(bound, t).index_copy(1, model.learned_idx, learned)
     zero = torch.zeros_like(x)
     at_rest = phys.residual(bound, x, zero, t)
     per_rate = phys.residual(bound, x, zero.index_copy(1, model.learned_idx, rate), t) - at_rest
-    D = P.shape[0] // points
+    D = x.shape[0] // points
     num = (per_rate * at_rest).sum(dim=1).view(D, points).sum(dim=1)
     den = (per_rate * per_rate).sum(dim=1).view(D, points).sum(dim=1)
     return -num / den
@@ -54,21 +52,22 @@ def orbit_rates(model: Surrogate, net: PeriodicNet, P: Tensor, starts: Tensor, p
     with torch.no_grad():
         learned, dx_dc = model.cycle_values(net, cycles.to(dtype), u, starts.repeat_interleave(points, dim=0),
                                             with_rate=True, decay=decay)
-        return _best_speeds(model, PP, t, learned, dx_dc, points)
+        bound = model.physics.bind(PP)
+        x = model.physics.pinned_values(bound, t).index_copy(1, model.learned_idx, learned)
+        return _best_speeds(model, bound, x, dx_dc, t, points)
 
 
 def window_rate_factors(model: Surrogate, window: int, P: Tensor, starts: Tensor, points: int = 128) -> Tensor:
-    """Factor (D,) by which each design's time should run faster in a (non-cycle) window to
+    """Factor (D,) by which each design's time should run faster through a (non-cycle) window to
     minimise its residual: 1 when the window's shape already runs at the right speed."""
     t0, t1 = float(model.edges[window]), float(model.edges[window + 1])
-    w = t0 + (t1 - t0) * (torch.arange(points, dtype=torch.float64) + 0.5) / points  # warped window time
+    w = (t0 + (t1 - t0) * (torch.arange(points, dtype=torch.float64) + 0.5) / points).repeat(P.shape[0])
     PP = P.repeat_interleave(points, dim=0)
-    w = w.repeat(P.shape[0])
-    speed = model.time_factor(PP)
     with torch.no_grad():
-        learned, rate = model._learned(window, w, model.circuit.space.to_unit(PP),
-                                       starts.repeat_interleave(points, dim=0), with_rate=True)
-        return _best_speeds(model, PP, w / speed, learned, rate * speed.unsqueeze(1), points)
+        t = model.unwarp(w, PP, window)
+        x, xdot, bound = model.state(t, PP, with_rate=True, starts=starts.repeat_interleave(points, dim=0),
+                                     window=window)
+        return _best_speeds(model, bound, x, xdot[:, model.learned_idx], t, points)
 
 
 def fit_log_head(head: LegendreHead, u: Tensor, target: Tensor) -> float:

@@ -31,12 +31,15 @@ def test_edges_are_start_up_windows_then_one_cycle_window(cycle_model):
     assert torch.allclose(cycle_model.edges, torch.tensor([0.0, 0.5e-9, 1e-9, 4e-9], dtype=torch.float64))
 
 
-def assert_continuous_at_the_cycle_start(m: Surrogate, P: torch.Tensor) -> None:
-    """The learned unknowns just before and at the limit-cycle window's start agree (to 1e-9)."""
+def assert_continuous_at_the_cycle_start(m: Surrogate, P: torch.Tensor, window: int = -1) -> None:
+    """The learned unknowns just before and at a window's start (default: the limit cycle's) agree
+    to 1e-9; the window's start in seconds is each design's own (`unwarp` of its edge)."""
     B = P.shape[0]
+    window = window % m.windows
     with torch.no_grad():
-        edge = float(m.edges[-2])
-        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(B)
+        edge = m.unwarp(m.edges[window].expand(B), P, window)
+        assert bool((m.warp(edge, P)[2] == window).all())  # the edge time lies in the window
+        t = torch.stack([edge * (1 - 1e-13), edge], dim=1).reshape(-1)
         x = m.state(t, P.repeat_interleave(2, dim=0))[:, m.learned_idx].view(B, 2, -1)
     assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
 
@@ -233,17 +236,21 @@ def legendre_cycle_model() -> Surrogate:
 
 def test_rate_heads_keep_the_chain_continuous_with_the_right_rate(legendre_cycle_model):
     """With time-rate heads in the start-up windows, the waveform is still continuous at every window
-    edge, and d/dt (which now carries g(p)) matches finite differences of the state."""
+    edge (now at a different time for each design), d/dt (which now carries g(p)) matches finite
+    differences of the state, and `unwarp` inverts `warp`."""
     m = legendre_cycle_model
     P = m.circuit.space.sample_sobol(3)
-    assert_continuous_at_the_cycle_start(m, P)
     with torch.no_grad():
         rates = torch.cat([net.time_rate(m.circuit.space.to_unit(P)) for net in m.nets[:-1]])
         assert float(rates.max() / rates.min()) > 1.02  # the heads really change the speed
-        edge = float(m.edges[1])
-        t = torch.tensor([edge * (1 - 1e-13), edge], dtype=torch.float64).repeat(3)
-        x = m.state(t, P.repeat_interleave(2, dim=0))[:, m.learned_idx].view(3, 2, -1)
-    assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
+        edges = torch.stack([m.unwarp(m.edges[1].expand(3), P, 1), m.unwarp(m.edges[2].expand(3), P, 2)])
+        assert float((edges[:, 1:] - edges[:, :1]).abs().min()) > 1e-12  # the designs' edges differ
+        t = torch.linspace(0.0, 4e-9, 9, dtype=torch.float64).repeat(3)
+        PP = P.repeat_interleave(9, dim=0)
+        w, _, win = m.warp(t, PP)
+        assert torch.allclose(m.unwarp(w, PP, win), t, rtol=1e-13, atol=1e-22)
+    for window in (1, 2):
+        assert_continuous_at_the_cycle_start(m, P, window)
     assert_rate_matches_finite_differences(m, P, torch.tensor([0.2e-9, 0.7e-9, 2.5e-9], dtype=torch.float64))
 
 
