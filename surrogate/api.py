@@ -239,7 +239,8 @@ class Surrogate(nn.Module):
         g = exp(−n / periodic_settle) lets a start state slightly off the orbit settle onto it (the
         decay of the transverse directions), so the start-up windows' error does not bend the orbit."""
         period = float(self.hparams_net["period"])
-        freq = net.frequency(u)
+        first, run = design_runs(u)
+        freq = net.frequency(u[first])[run]  # once per design: a Legendre head per point cost 20 % of inference
         n = freq.to(torch.float64) * (elapsed / period).unsqueeze(1)
         # whole cycles dropped: the Fourier features' 2π is rounded (float32 in Adam), so only the
         # fractional cycle keeps the waveform exactly periodic (the rate is unchanged)
