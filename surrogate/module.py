@@ -33,6 +33,15 @@ CYCLE_MISMATCH_LIMIT = 0.02
 #: designs on which a window's time-rate head is refitted to its shape's speeds (`project_rate`)
 RATE_DESIGNS = 512
 
+#: a projection that leaves the window's L-BFGS residual above this factor of the pre-projection
+#: value is undone (good ring5 windows: 0.9-1.1x; a collapsed cycle: 0.0106 -> 0.0408)
+PROJECTION_SLACK = 1.5
+
+
+def rate_head(net: torch.nn.Module) -> torch.nn.Module | None:
+    """A window network's time-rate head: a limit cycle's log F(p), a start-up window's log g(p)."""
+    return net.log_frequency if isinstance(net, PeriodicNet) else net.log_rate
+
 
 def cosine_lr_factor(k: int, steps: int) -> float:
     """Learning-rate factor at step k of a cosine cycle of `steps` steps (from 1 down to 0.05)."""
@@ -313,7 +322,7 @@ class PinnModule(L.LightningModule):
         least-squares speeds of its learned shape (`surrogate.rates`) on fresh designs.  False (head
         kept) without a Legendre head, or when a shape has no positive speed (a collapsed cycle)."""
         model, net = self.model, self.model.nets[window]
-        head = net.log_frequency if isinstance(net, PeriodicNet) else net.log_rate
+        head = rate_head(net)
         if not isinstance(head, LegendreHead):
             return False
         P = self._designs(designs, int(self.hparams.seed) * 31 + 7_717 + window, window)
@@ -392,9 +401,17 @@ class PinnModule(L.LightningModule):
         if history and not math.isfinite(history[-1]):
             net.to(dtype)
             raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")
+        head = rate_head(net)
+        kept = {k: v.clone() for k, v in head.state_dict().items()} if head is not None else {}
         if self.project_rate(window):
             with torch.no_grad():
-                history.append(float(self.loss_terms(t, designs, window, starts)["residual"]))
+                projected = float(self.loss_terms(t, designs, window, starts)["residual"])
+            if projected > PROJECTION_SLACK * history[-1]:  # a collapsed shape has no meaningful speed
+                log.warning("window %d: the rate projection raised the residual %.3g -> %.3g; rate kept",
+                            window, history[-1], projected)
+                head.load_state_dict(kept)
+            else:
+                history.append(projected)
         net.to(dtype)
         log.info("window %d: L-BFGS residual %.3g -> %.3g (%d evaluations)", window, history[0],
                  history[-1], len(history))

@@ -190,6 +190,29 @@ def test_projected_rate_is_the_least_squares_speed_of_the_shape(shipped_ring5, w
     assert torch.allclose(after["linear.bias"], kept["linear.bias"], atol=2e-3)
 
 
+def test_a_projection_that_raises_the_residual_is_undone(shipped_ring5, monkeypatch):
+    """`_lbfgs` keeps the previous rate when the projection makes the window's residual worse (what a
+    collapsed cycle's meaningless speeds do)."""
+    module = shipped_ring5
+    net = module.model.nets[0]
+    kept = {k: v.clone() for k, v in net.state_dict().items()}
+    t, P, starts = module.lbfgs_points(0, seed=5)
+    P, starts = P[::8], starts[::8]  # 16 designs x 4 times keep it quick
+    t = t[::8]
+
+    def bad_projection(window, designs=0):
+        with torch.no_grad():
+            net.log_rate.linear.bias.add_(0.3)  # 35 % too fast
+        return True
+
+    monkeypatch.setattr(module, "project_rate", bad_projection)
+    before = net.log_rate.linear.bias.detach().clone()
+    module._lbfgs(0, t, P, starts, steps=2)
+    assert torch.equal(net.log_rate.linear.bias.detach(), before)
+    monkeypatch.undo()
+    net.load_state_dict(kept)
+
+
 def test_check_cycle_accepts_the_shipped_cycle_and_flags_a_collapsed_one(shipped_ring5):
     """The shipped ring5 cycle agrees with its own start-up windows' last period; a cycle flattened to
     its start state (what a collapse onto the DC point looks like between jumps) does not."""
