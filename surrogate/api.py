@@ -157,7 +157,7 @@ class Surrogate(nn.Module):
         """Per row of P: each window's time rate g_k (N, K) and its start on the s(p)·t axis Ω_k
         (N, K + 1), or None when no window has a rate head (then w = s(p)·t)."""
         nets = [net if isinstance(net, PinnNet) and net.log_rate is not None else None for net in self.nets]
-        if not any(nets):
+        if all(net is None for net in nets):
             return None
         first, run = design_runs(P)
         u = self.circuit.space.to_unit(P[first])
@@ -186,6 +186,16 @@ class Surrogate(nn.Module):
         gk = g.gather(1, window.unsqueeze(1)).squeeze(1)
         start = omega.gather(1, window.unsqueeze(1)).squeeze(1)
         return self.edges[window] + gk * (scaled - start), s * gk, window
+
+    def _window_grid(self, t: Tensor, P: Tensor) -> Tensor:
+        """Window (B, T) of each time t (T,) for each design P (B, P), from one clock per design
+        (`warp` on the B·T grid evaluates it per point)."""
+        scaled = t.unsqueeze(0) * self.time_factor(P).unsqueeze(1)
+        clock = self._clock(P)
+        if clock is None:
+            return self.window_of(scaled)
+        _, omega = clock  # an inner edge belongs to the later window, as in window_of
+        return (scaled.unsqueeze(2) >= omega[:, None, 1:-1]).sum(dim=2)
 
     def unwarp(self, w: Tensor, P: Tensor, window: Tensor | int | None = None) -> Tensor:
         """Physical times t (N,) of network times w (N,) for designs P (N, P): the inverse of `warp`."""
@@ -356,7 +366,7 @@ class Surrogate(nn.Module):
             per = max(1, INFERENCE_CHUNK // T)
             return torch.cat([self.predict_batch(t, chunk, outputs) for chunk in P.split(per)])
         chain = self.window_starts(P).transpose(0, 1)  # (B, K, n)
-        win = self.warp(t.repeat(B), P.repeat_interleave(T, dim=0))[2].view(B, T)
+        win = self._window_grid(t, P)  # (B, T)
         n = chain.shape[2]
         starts = chain.gather(1, win.unsqueeze(2).expand(B, T, n)).reshape(B * T, n)  # each point's window start
         PP = P.repeat_interleave(T, dim=0)
