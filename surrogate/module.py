@@ -319,8 +319,9 @@ class PinnModule(L.LightningModule):
 
     def project_rate(self, window: int, designs: int = RATE_DESIGNS) -> bool:
         """Refit a window's time-rate head (a limit cycle's F(p), a start-up window's g(p)) to the
-        least-squares speeds of its learned shape (`surrogate.rates`) on fresh designs.  False (head
-        kept) without a Legendre head, or when a shape has no positive speed (a collapsed cycle)."""
+        speeds at which the circuit equations traverse its learned shape (`surrogate.rates`) on
+        fresh designs.  False (head kept) without a Legendre head, or when a shape has no positive
+        speed (a collapsed cycle)."""
         model, net = self.model, self.model.nets[window]
         head = rate_head(net)
         if not isinstance(head, LegendreHead):
@@ -340,7 +341,7 @@ class PinnModule(L.LightningModule):
             log.warning("window %d: the learned shape has no positive speed on every design; rate head kept", window)
             return False
         gap = fit_log_head(head, u, target)
-        log.info("window %d: time rate projected onto the shape's least-squares speed (moved up to %.3g %%, "
+        log.info("window %d: time rate projected onto the shape's traversal speed (moved up to %.3g %%, "
                  "fit within %.2g %%)", window, 100 * math.expm1(float((target - before).abs().max())), 100 * gap)
         return True
 

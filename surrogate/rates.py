@@ -2,14 +2,20 @@
 
 For a fixed waveform shape the scaled residual is affine in the speed at which time runs through
 it: r = λ·A + b, with A the residual of the shape's own rate alone and b the residual at rest.
-Each design's best speed is therefore a closed-form least squares, λ* = −Σ⟨A, b⟩ / Σ⟨A, A⟩.
+At each point of the shape, λ_i = −⟨A_i, b_i⟩ / ⟨A_i, A_i⟩ is the speed at which the circuit
+equations move the state along it.  Time adds up point by point, so a window (or one cycle) of the
+shape takes as long as the equations need when time runs through it at the harmonic mean of these
+speeds, 1 / mean(1/λ_i), with the points equally spaced in the shape's own time.
 
 On ring5 the residual-trained shapes were right but ran at the wrong speed: the limit cycle's
-frequency (a small MLP trained jointly) up to 0.45 % off these rates, which matched the reference
-period within 0.09 %, and every start-up window 0.3–1.1 % slow or fast, so the phase at the cycle's
-start was up to 22 ps off.  After L-BFGS, each window's rate head (a Legendre polynomial in the
-design, linear in its weights) is therefore refitted to these rates by least squares.  No waveform
-data: the rates come from the circuit equations on the learned shapes.
+frequency (a small MLP trained jointly) up to 0.45 % off, and every start-up window 0.3–1.1 % slow
+or fast, so the phase at the cycle's start was up to 22 ps off.  After L-BFGS, each window's rate
+head (a Legendre polynomial in the design, linear in its weights) is therefore refitted to these
+speeds by least squares.  No waveform data: the speeds come from the circuit equations on the
+learned shapes.  The single least-squares speed of a whole window, −Σ⟨A, b⟩ / Σ⟨A, A⟩, weights the
+points by |A_i|² (the fast edges) and is not the time the shape takes: with it ring5's worst
+held-out design started its cycle 6 ps late, with the harmonic mean 3 ps (docs/surrogate_ablation.md,
+"Session 8").
 """
 
 from __future__ import annotations
@@ -25,22 +31,34 @@ from surrogate.nets import LegendreHead, PeriodicNet
 __all__ = ["fit_log_head", "orbit_rates", "window_rate_factors"]
 
 
-def _best_speeds(model: Surrogate, bound, x: Tensor, rate: Tensor, t: Tensor, points: int) -> Tensor:
-    """Per design (D,): the factor λ on the learned unknowns' rate (N = D·points rows of x, rate)
-    that minimises the scaled residual summed over that design's points."""
+#: a point speed further than this factor from its design's least-squares speed (a nearly still
+#: point of the shape, ⟨A, A⟩ ≈ 0) is clamped to this factor; ring5's stayed within 0.95..1.04 of it
+POINT_SPEED_RANGE = 4.0
+
+
+def _traversal_speeds(model: Surrogate, bound, x: Tensor, rate: Tensor, t: Tensor, points: int) -> Tensor:
+    """Per design (D,): the factor λ on the learned unknowns' rate under which the circuit equations
+    traverse that design's `points` rows of x, rate (N = D·points, equally spaced in the shape's
+    own time) in the time they take: the harmonic mean of the point speeds λ_i.  A design whose
+    least-squares speed is not positive (a collapsed shape) gets that speed, for the caller to reject."""
     phys = model.physics
     zero = torch.zeros_like(x)
     at_rest = phys.residual(bound, x, zero, t)
     per_rate = phys.residual(bound, x, zero.index_copy(1, model.learned_idx, rate), t) - at_rest
     D = x.shape[0] // points
-    num = (per_rate * at_rest).sum(dim=1).view(D, points).sum(dim=1)
-    den = (per_rate * per_rate).sum(dim=1).view(D, points).sum(dim=1)
-    return -num / den
+    num = -(per_rate * at_rest).sum(dim=1).view(D, points)
+    den = (per_rate * per_rate).sum(dim=1).view(D, points)
+    least_squares = (num.sum(dim=1) / den.sum(dim=1)).unsqueeze(1)
+    point = num / den.clamp(min=torch.finfo(den.dtype).tiny)
+    point = torch.clamp(point, min=least_squares / POINT_SPEED_RANGE, max=least_squares * POINT_SPEED_RANGE)
+    harmonic = 1.0 / (1.0 / point).mean(dim=1)
+    return torch.where(least_squares.squeeze(1) > 0, harmonic, least_squares.squeeze(1))
 
 
 def orbit_rates(model: Surrogate, net: PeriodicNet, P: Tensor, starts: Tensor, points: int = 128,
                 decay: float = 1.0) -> Tensor:
-    """Least-squares cycle rate dc/dt (D,) in cycles per second of each design's learned orbit.
+    """Cycle rate dc/dt (D,) in cycles per second at which the circuit equations traverse each
+    design's learned orbit (`_traversal_speeds`).
 
     P (D, P) designs, starts (D, n) their states at the start of the cycle window; the orbit is
     sampled at `points` equally spaced cycle fractions (uniform in c is uniform in time)."""
@@ -54,12 +72,12 @@ def orbit_rates(model: Surrogate, net: PeriodicNet, P: Tensor, starts: Tensor, p
                                             with_rate=True, decay=decay)
         bound = model.physics.bind(PP)
         x = model.physics.pinned_values(bound, t).index_copy(1, model.learned_idx, learned)
-        return _best_speeds(model, bound, x, dx_dc, t, points)
+        return _traversal_speeds(model, bound, x, dx_dc, t, points)
 
 
 def window_rate_factors(model: Surrogate, window: int, P: Tensor, starts: Tensor, points: int = 128) -> Tensor:
-    """Factor (D,) by which each design's time should run faster through a (non-cycle) window to
-    minimise its residual: 1 when the window's shape already runs at the right speed."""
+    """Factor (D,) by which each design's time should run faster through a (non-cycle) window for
+    its shape to take as long as the circuit equations need (`_traversal_speeds`): 1 when it does."""
     t0, t1 = float(model.edges[window]), float(model.edges[window + 1])
     w = (t0 + (t1 - t0) * (torch.arange(points, dtype=torch.float64) + 0.5) / points).repeat(P.shape[0])
     PP = P.repeat_interleave(points, dim=0)
@@ -67,7 +85,7 @@ def window_rate_factors(model: Surrogate, window: int, P: Tensor, starts: Tensor
         t = model.unwarp(w, PP, window)
         x, xdot, bound = model.state(t, PP, with_rate=True, starts=starts.repeat_interleave(points, dim=0),
                                      window=window)
-        return _best_speeds(model, bound, x, xdot[:, model.learned_idx], t, points)
+        return _traversal_speeds(model, bound, x, xdot[:, model.learned_idx], t, points)
 
 
 def fit_log_head(head: LegendreHead, u: Tensor, target: Tensor) -> float:
