@@ -40,6 +40,13 @@ def design_runs(P: Tensor) -> tuple[Tensor, Tensor]:
         return torch.nonzero(new).flatten(), new.cumsum(0) - 1
 
 
+def _at_window(clock: tuple[Tensor, Tensor], window: Tensor) -> tuple[Tensor, Tensor]:
+    """Time rate g_k and start Ω_k on the s(p)·t axis (R, C) of window indices (R, C), each row's
+    from its row of the clock (g (R, K), Ω (R, K + 1))."""
+    g, omega = clock
+    return g.gather(1, window), omega.gather(1, window)
+
+
 class Surrogate(nn.Module):
     """x(t, p) = x0(p) + t̂·s·NN(t̂, u) for differential unknowns, s·NN for algebraic ones, and the
     source value for nodes pinned by grounded voltage sources."""
@@ -191,11 +198,10 @@ class Surrogate(nn.Module):
         """w, dw/dt and window (R, C) of times s(p)·t (R, C) whose rows have s (R, 1) and clock (g, Ω)."""
         if clock is None:
             return scaled, s.expand_as(scaled), (self.window_of(scaled) if window is None else window)
-        g, omega = clock
         if window is None:  # an inner edge belongs to the later window, as in window_of
-            window = (scaled.unsqueeze(2) >= omega[:, None, 1:-1]).sum(dim=2)
-        gk = g.gather(1, window)
-        return self.edges[window] + gk * (scaled - omega.gather(1, window)), s * gk, window
+            window = (scaled.unsqueeze(2) >= clock[1][:, None, 1:-1]).sum(dim=2)
+        gk, start = _at_window(clock, window)
+        return self.edges[window] + gk * (scaled - start), s * gk, window
 
     def unwarp(self, w: Tensor, P: Tensor, window: Tensor | int | None = None) -> Tensor:
         """Physical times t (N,) of network times w (N,) for designs P (N, P): the inverse of `warp`."""
@@ -203,11 +209,9 @@ class Surrogate(nn.Module):
         clock = self._clock(P)
         if clock is None:
             return w / s
-        g, omega = clock
         win = self.window_of(w) if window is None else torch.as_tensor(window, dtype=torch.long).expand(w.shape[0])
-        gk = g.gather(1, win.unsqueeze(1)).squeeze(1)
-        start = omega.gather(1, win.unsqueeze(1)).squeeze(1)
-        return (start + (w - self.edges[win]) / gk) / s
+        gk, start = _at_window(clock, win.unsqueeze(1))
+        return (start.squeeze(1) + (w - self.edges[win]) / gk.squeeze(1)) / s
 
     @property
     def names(self) -> list[str]:
