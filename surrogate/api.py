@@ -323,10 +323,9 @@ class Surrogate(nn.Module):
         u = self.circuit.space.to_unit(P)
         bound = phys.bind(P)
         win = None if window is None else torch.as_tensor(window, dtype=torch.long).expand(t.shape[0])
-        if warped is None or win is None:
-            w, speed, win = self.warp(t, P, win)
-        else:
-            w, speed = warped
+        if warped is not None and win is None:
+            raise ValueError("state(): `warped` needs `window` (each point's window, as warp_grid gives it)")
+        w, speed, win = self.warp(t, P, win) if warped is None else (*warped, win)
         if starts is None:
             if x0 is None:
                 x0 = phys.initial_state(bound)

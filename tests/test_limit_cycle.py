@@ -298,8 +298,13 @@ def test_rate_heads_keep_the_chain_continuous_with_the_right_rate(legendre_cycle
         assert float((edges[:, 1:] - edges[:, :1]).abs().min()) > 1e-12  # the designs' edges differ
         t = torch.linspace(0.0, 4e-9, 9, dtype=torch.float64).repeat(3)
         PP = P.repeat_interleave(9, dim=0)
-        w, _, win = m.warp(t, PP)
+        w, speed, win = m.warp(t, PP)
         assert torch.allclose(m.unwarp(w, PP, win), t, rtol=1e-13, atol=1e-22)
+        grid = m.warp_grid(t[:9], P)  # one clock per design, as predict_batch uses it
+        for got, want in zip(grid, (w, speed, win)):
+            assert torch.equal(got.reshape(-1), want)
+        with pytest.raises(ValueError, match="needs `window`"):
+            m.state(t, PP, warped=(w, speed))
     for window in (1, 2):
         assert_continuous_at_the_cycle_start(m, P, window)
     assert_rate_matches_finite_differences(m, P, torch.tensor([0.2e-9, 0.7e-9, 2.5e-9], dtype=torch.float64))
