@@ -63,9 +63,12 @@ def headline_errors(model, P: torch.Tensor, t: torch.Tensor) -> dict:
         y = model.predict_batch(t, P, outputs=meas.signals())
         _, y_ref = simulate_batch(model.circuit, P, t=t, outputs=meas.signals(), rtol=1e-6)
     m, m_ref = measure_sampled(meas, t, y), measure_sampled(meas, t, y_ref)
-    rel = ((m - m_ref) / m_ref).abs()
-    return {"headline": meas.describe(), "headline_err_worst": float(rel.max()),
-            "headline_err_median": float(rel.median())}
+    both = ~(m.isnan() | m_ref.isnan())
+    rel = ((m - m_ref) / m_ref).abs()[both]
+    # a design whose measurement exists in only one of the two (a FeRAM write that fails in one)
+    wrong = int((m.isnan() != m_ref.isnan()).sum())
+    return {"headline": meas.describe(), "headline_err_worst": float(rel.max()) if len(rel) else math.nan,
+            "headline_err_median": float(rel.median()) if len(rel) else math.nan, "headline_missing": wrong}
 
 
 def ngspice_check(model, t: torch.Tensor, y: torch.Tensor) -> dict:

@@ -345,11 +345,10 @@ class Surrogate(nn.Module):
             learned = learned.index_copy(0, idx, lk)
             if with_rate:
                 rate = rate.index_copy(0, idx, rk)
-        x = phys.pinned_values(bound, t).index_copy(1, self.learned_idx, learned)
         if not with_rate:
-            return x
-        delta = 1e-6 * phys.tstop
-        pin_rate = (phys.pinned_values(bound, t + delta) - phys.pinned_values(bound, t - delta)) / (2 * delta)
+            return phys.pinned_values(bound, t).index_copy(1, self.learned_idx, learned)
+        pinned, pin_rate = phys.pinned_with_rate(bound, t)
+        x = pinned.index_copy(1, self.learned_idx, learned)
         xdot = pin_rate.index_copy(1, self.learned_idx, rate * speed.unsqueeze(1))
         return x, xdot, bound
 

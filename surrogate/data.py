@@ -12,7 +12,21 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from circuits.params import ParamSpace
 
-__all__ = ["CollocationDataset", "CollocationDataModule", "sample_times"]
+__all__ = ["CollocationDataset", "CollocationDataModule", "farthest_points", "sample_times"]
+
+
+def farthest_points(z: Tensor, k: int) -> Tensor:
+    """Indices of k rows of z (N, F) chosen greedily, each the farthest from those already chosen
+    (starting with row 0): a space-filling subset that keeps rare, isolated rows."""
+    if not 0 < k <= z.shape[0]:
+        raise ValueError(f"farthest_points: cannot choose {k} of {z.shape[0]} rows")
+    chosen = [0]
+    gap = (z - z[0]).pow(2).sum(dim=1)
+    for _ in range(k - 1):
+        i = int(gap.argmax())
+        chosen.append(i)
+        gap = torch.minimum(gap, (z - z[i]).pow(2).sum(dim=1))
+    return torch.tensor(chosen)
 
 
 def sample_times(n: int, tstop: float, breakpoints: list[float], fraction: float,

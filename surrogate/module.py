@@ -14,6 +14,7 @@ from circuits.circuit import circuit_from_config
 from circuits.errors import NeuroSpiceError
 from circuits.simulation import simulate_batch
 from surrogate.api import Surrogate
+from surrogate.data import farthest_points
 from surrogate.nets import LegendreHead, PeriodicNet
 from surrogate.rates import fit_log_head, orbit_rates, window_rate_factors
 
@@ -67,7 +68,8 @@ class PinnModule(L.LightningModule):
                  fixed_params: bool = False, max_steps: int = 1000, breakpoint_fraction: float = 0.2,
                  lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64,
                  retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64,
-                 lbfgs_adaptive: float = 0.0, design_margin: float = 0.0, cycle_lbfgs_steps: int = 0):
+                 lbfgs_adaptive: float = 0.0, design_margin: float = 0.0, cycle_lbfgs_steps: int = 0,
+                 start_cover: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
@@ -353,10 +355,15 @@ class PinnModule(L.LightningModule):
 
     def _designs(self, D: int, seed: int, window: int = 0) -> Tensor:
         """D collocation designs: the nominal one repeated (fixed_params), else Sobol with this seed;
-        with a time scale, only designs whose warped time span tstop·s(p) reaches into the window."""
+        with a time scale, only designs whose warped time span tstop·s(p) reaches into the window;
+        with `start_cover` = c > 1 (and start states as network inputs), the D of c·D Sobol designs
+        that cover the network's input space (design, start state) best."""
         space = self.circuit.space
         if self.hparams.fixed_params or space.dim == 0:
             return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
+        cover = int(self.hparams.get("start_cover", 0))
+        if cover > 1 and window > 0 and len(self.model.state_features):
+            return self._covering_designs(D, cover * D, seed, window)
         margin = float(self.hparams.design_margin)
         if window == 0 or not len(self.model.time_coef):
             return space.sample_sobol(D, seed=seed, margin=margin)
@@ -367,6 +374,19 @@ class PinnModule(L.LightningModule):
         if not len(kept):  # the horizon's largest factor: the fastest corner of the box
             kept = candidates[reach.argmax()].unsqueeze(0)
         return kept[torch.arange(D) % len(kept)]
+
+    def _covering_designs(self, D: int, candidates: int, seed: int, window: int) -> Tensor:
+        """D of `candidates` Sobol designs chosen by farthest-point sampling in (u, scaled start state).
+
+        Sobol designs cover the box of p evenly, but a window's network also sees its start state,
+        and p -> start state crowds most designs into one class: in FeRAM's 4.5-6 ns window the
+        few designs still unswitched at the coercive bottleneck were ~3 % of the points, and the
+        network switched them all."""
+        space = self.circuit.space
+        P = space.sample_sobol(candidates, seed=seed, margin=float(self.hparams.design_margin))
+        sf = self.model.state_features
+        starts = self.window_start_states(P, window)[:, sf] / self.model.physics.layout.x_scale[sf]
+        return P[farthest_points(torch.cat([space.to_unit(P), starts], dim=1), D)]
 
     def _reinitialise(self, window: int, seed: int) -> None:
         """Fresh random weights (torch's default initialisation, seeded) for one window's network."""
@@ -442,7 +462,8 @@ class PinnModule(L.LightningModule):
             # a pure function of (seed, rank, step): each DDP rank its own points, exact on resume
             seed = (int(self.hparams.seed) * 1_000_003 + self.global_rank * 10_007 + self.global_step) % 2**62
             t = self.window_times(t.shape[0] // designs.shape[0], designs.shape[0], window, seed=seed)
-            if window and len(self.model.time_coef):  # designs whose warped span reaches this window
+            if window and (len(self.model.time_coef) or int(self.hparams.get("start_cover", 0)) > 1):
+                # designs whose warped span reaches this window / that cover its start states
                 designs = self._designs(designs.shape[0], seed % 2**31, window)
         terms = self.loss_terms(t, designs, window)
         loss = terms["causal"] if "causal" in terms else terms["residual"]

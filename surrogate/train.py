@@ -48,7 +48,8 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         retry_factor=float(s.get("retry_factor", 30.0)), designs_per_batch=int(s.designs_per_batch),
                         lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
                         times_per_design=int(s.times_per_design), design_margin=design_margin,
-                        cycle_lbfgs_steps=int(s.get("cycle_lbfgs_steps", 0)))
+                        cycle_lbfgs_steps=int(s.get("cycle_lbfgs_steps", 0)),
+                        start_cover=int(s.get("start_cover", 0)))
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,

@@ -42,6 +42,24 @@ def test_state_respects_initial_condition_and_pinned_source(rc_model):
                                                                                    dtype=torch.float64))
 
 
+def test_pinned_source_rate_is_the_pulse_slope_and_not_stale(rc_model):
+    """The cached pinned values/rates follow the points: the PULSE edge (0 -> 1 V in 10 ps from
+    0.2 ns) has slope 1e11 V/s, the flat top 0; asking again at the first times gives them back."""
+    c = rc_model.circuit
+    idx = rc_model.physics.dae.index("v(in)")
+    P = c.space.nominal_vector().expand(2, -1)
+    on_edge = torch.tensor([0.203e-9, 0.205e-9], dtype=torch.float64)
+    flat = torch.tensor([1e-9, 2e-9], dtype=torch.float64)
+    with torch.no_grad():
+        runs = [rc_model.state(t, P, with_rate=True)[:2] for t in (on_edge, flat, on_edge)]
+    (x_edge, v_edge), (x_flat, v_flat), (x_again, v_again) = runs
+    assert torch.allclose(v_edge[:, idx], torch.full((2,), 1e11, dtype=torch.float64), rtol=1e-6)
+    assert torch.allclose(x_edge[:, idx], torch.tensor([0.3, 0.5], dtype=torch.float64), rtol=1e-6)
+    assert torch.equal(v_flat[:, idx], torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(x_flat[:, idx], torch.ones(2, dtype=torch.float64))
+    assert torch.equal(x_again, x_edge) and torch.equal(v_again, v_edge)
+
+
 def test_predict_columns_match_simulate(rc_model):
     pred = rc_model.predict(params={"r": 1500})
     ref = simulate(rc_model.circuit, {"r": 1500})
@@ -217,3 +235,28 @@ def test_explicit_window_edges_round_trip_and_bad_edges(tmp_path):
     for bad in ([2e-9, 1e-9], [0.0, 1e-9], [circuit.tstop]):
         with pytest.raises(SurrogateError, match="window_edges"):
             Surrogate(circuit, width=8, depth=1, window_edges=bad)
+
+
+def test_farthest_points_keeps_isolated_rows_and_covers_better_than_random():
+    """Greedy farthest-point choice: the 5 far-apart rows among 500 clustered ones are all chosen,
+    and on uniform points its covering radius beats a random subset of the same size."""
+    from surrogate.data import farthest_points
+
+    gen = torch.Generator().manual_seed(0)
+    cluster = 0.01 * torch.rand(500, 3, generator=gen, dtype=torch.float64)
+    outliers = torch.eye(3, dtype=torch.float64).repeat(2, 1)[:5] * torch.arange(1, 6).unsqueeze(1)
+    z = torch.cat([cluster, outliers])
+    chosen = set(farthest_points(z, 8).tolist())
+    assert set(range(500, 505)) <= chosen and len(chosen) == 8
+
+    def covering_radius(idx):
+        return float(torch.cdist(u, u[idx]).min(dim=1).values.max())
+
+    u = torch.rand(2000, 2, generator=gen, dtype=torch.float64)
+    fps = farthest_points(u, 16)
+    random = torch.randperm(2000, generator=gen)[:16]
+    assert covering_radius(fps) < covering_radius(random)
+    gaps = torch.cdist(u[fps], u[fps]) + torch.eye(16, dtype=torch.float64)
+    assert float(gaps.min()) >= covering_radius(fps) - 1e-12  # the greedy choice's separation bound
+    with pytest.raises(ValueError, match="cannot choose 9 of 8"):
+        farthest_points(u[:8], 9)

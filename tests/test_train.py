@@ -85,3 +85,34 @@ def test_a_window_far_worse_than_the_earlier_ones_is_retrained_and_the_better_ke
     kept = float(text.split("window 1: kept residual ")[1].split()[0])
     assert kept == pytest.approx(min(first, second), rel=1e-2)
     assert "window 0" in text and "retraining" not in text.split("window 1:")[0]  # window 0 never retries
+
+
+def test_start_cover_designs_cover_design_and_start_state_better_than_sobol():
+    """start_cover=4: window 1's collocation designs are 8 of 32 Sobol designs whose (p, start state)
+    covering radius over the 32 is smaller than that of the first 8 Sobol designs (plain sampling)."""
+    from omegaconf import OmegaConf
+
+    from surrogate.module import PinnModule
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["circuit=rc", "model.windows=2", "model.state_input=true",
+                                                      "model.width=8", "model.depth=1"])
+    torch.manual_seed(0)
+    module = PinnModule(OmegaConf.to_container(cfg.circuit, resolve=True),
+                        dict(OmegaConf.to_container(cfg.model, resolve=True)), val_designs=2, val_points=11,
+                        start_cover=4)
+    space = module.circuit.space
+    candidates = space.sample_sobol(32, seed=5)
+    chosen = module._designs(8, seed=5, window=1)
+    assert all(bool((candidates == row).all(dim=1).any()) for row in chosen)
+    sf = module.model.state_features
+
+    def features(P):
+        return torch.cat([space.to_unit(P), module.window_start_states(P, 1)[:, sf]
+                          / module.model.physics.layout.x_scale[sf]], dim=1)
+
+    def covering_radius(P):
+        return float(torch.cdist(features(candidates), features(P)).min(dim=1).values.max())
+
+    assert covering_radius(chosen) < covering_radius(candidates[:8])
+    assert torch.equal(module._designs(8, seed=5, window=0), space.sample_sobol(8, seed=5))  # window 0: plain Sobol
