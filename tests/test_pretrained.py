@@ -26,3 +26,24 @@ def test_pretrained_matches_recorded_worst_design(path):
         y = model.predict_batch(t, P)
     worst = float(nrmse_table(y, ref).max())
     assert worst == pytest.approx(m["nrmse_worst_overall"], rel=1e-3, abs=1e-6)
+
+
+def test_shipped_feram_writes_only_above_the_coercive_threshold():
+    """At tfe = 11.6 nm the LK film's coercive voltage is ~1.29 V: the reference cell does not switch
+    at vbl 1.2 and 1.3 V and switches 1.04 ns after the pulse at 1.5 V.  The shipped surrogate keeps
+    both low cells unswitched (the session-5 file switched them at 4.5 ns) and times the write within
+    2 % (measured 0.4 %)."""
+    from optimize.measurements import measure_sampled
+    from optimize.tasks import load_task
+
+    model = load_surrogate(Path(__file__).resolve().parent.parent / "pretrained" / "feram.pt")
+    meas = load_task("feram_switch").objective.measurement
+    P = torch.tensor([[11.6e-9, 1e-13, v] for v in (1.2, 1.3, 1.5)], dtype=torch.float64)
+    t = torch.linspace(0.0, 6.5e-9, 651, dtype=torch.float64)
+    with torch.no_grad():
+        y = model.predict_batch(t, P, outputs=meas.signals())
+        _, ref = simulate_batch(model.circuit, P, t=t, outputs=meas.signals(), rtol=1e-6)
+    s, s_ref = measure_sampled(meas, t, y), measure_sampled(meas, t, ref)
+    assert bool(s_ref[:2].isnan().all()) and bool(s[:2].isnan().all())  # no write at 1.2 and 1.3 V
+    assert float(y[:2, :, 0].max()) < 0.0 and float(ref[:2, :, 0].max()) < 0.0
+    assert abs(float(s[2] / s_ref[2]) - 1.0) < 0.02
