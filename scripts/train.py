@@ -17,6 +17,9 @@ def main(cfg) -> None:
         return
     print(f"{m['circuit']}: {m['steps']} steps in {m['train_time_s']:.0f} s; held-out NRMSE median "
           f"{m['nrmse_median_overall']:.2e}, worst {m['nrmse_worst_overall']:.2e} over {m['designs']} designs")
+    if m.get("stalled_windows"):
+        print(f"warning: window(s) {m['stalled_windows']} stalled far above the others (train.log): "
+              f"the waveform from there on may be off")
     print(f"results in {outdir}")
 
 

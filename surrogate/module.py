@@ -18,7 +18,7 @@ from surrogate.data import farthest_points
 from surrogate.nets import LegendreHead, PeriodicNet
 from surrogate.rates import fit_log_head, orbit_rates, window_rate_factors
 
-__all__ = ["PinnModule", "TrainingDiverged", "nrmse_table"]
+__all__ = ["PinnModule", "TrainingDiverged", "nrmse_table", "stalled_windows"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,20 @@ RATE_DESIGNS = 512
 #: a projection that leaves the window's L-BFGS residual above this factor of the pre-projection
 #: value is undone (the session-6 ring5 projected after the fact: 0.87-0.92x; seed 1's collapsed cycle: 4.1e-2)
 PROJECTION_SLACK = 1.5
+
+
+#: a window that ends above this factor of the median window's L-BFGS residual is reported as stalled
+#: (FeRAM seed 1: 25 in its 10.75-11 ns window against a median of ~3e-4; every window after it was off)
+STALLED_FACTOR = 100.0
+
+
+def stalled_windows(residuals: list[float]) -> list[int]:
+    """Indices of windows whose final L-BFGS residual is more than STALLED_FACTOR x the median
+    window's (and above RETRY_FLOOR): the waveform from there on may be off."""
+    if len(residuals) < 2:
+        return []
+    median = float(torch.tensor(residuals).nanmedian())
+    return [k for k, r in enumerate(residuals) if not r <= max(STALLED_FACTOR * median, RETRY_FLOOR)]
 
 
 def rate_head(net: torch.nn.Module) -> torch.nn.Module | None:

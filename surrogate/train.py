@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import torch
 
 __all__ = ["run_train"]
+
+log = logging.getLogger(__name__)
 
 
 def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
@@ -27,7 +30,7 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     from surrogate.checkpoint_io import AtomicCheckpointIO
     from surrogate.data import CollocationDataModule
     from surrogate.launch import check_ddp_launch, interrupted
-    from surrogate.module import PinnModule
+    from surrogate.module import STALLED_FACTOR, PinnModule, stalled_windows
     from surrogate.report import plot_loss, plot_waveforms
 
     outdir = Path(outdir)
@@ -77,9 +80,16 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     lbfgs = module.lbfgs_history
     train_s = time.perf_counter() - t0
     metrics = module.evaluate_designs()
+    stalled = stalled_windows(module.window_residuals)
+    for k in stalled:
+        edges = module.model.edges
+        log.warning("window %d (%.4g-%.4g s) ended at L-BFGS residual %.3g, over %gx the median window's: "
+                    "the waveform from there on may be off", k, float(edges[k]), float(edges[k + 1]),
+                    module.window_residuals[k], STALLED_FACTOR)
     metrics.update({"circuit": module.circuit.name, "train_time_s": train_s, "adam_time_s": adam_s,
                     "steps": int(trainer.global_step), "lbfgs_evaluations": len(lbfgs),
                     "final_residual": lbfgs[-1] if lbfgs else None,
+                    "window_residuals": list(module.window_residuals), "stalled_windows": stalled,
                     "fixed_params": bool(s.fixed_params)})
     save_surrogate(module.model, outdir / "surrogate.pt", metrics)
     io.write_json(outdir / "metrics.json", metrics)

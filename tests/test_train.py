@@ -77,7 +77,8 @@ def test_a_window_far_worse_than_the_earlier_ones_is_retrained_and_the_better_ke
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with caplog.at_level(logging.INFO, logger="surrogate.module"):
-        run_train(cfg, tmp_path)
+        metrics = run_train(cfg, tmp_path)
+    assert len(metrics["window_residuals"]) == 2 and isinstance(metrics["stalled_windows"], list)
     text = caplog.text
     assert "window 1: L-BFGS residual" in text and "retraining it once" in text
     first, second = [float(line.split("-> ")[1].split(" ")[0]) for line in text.splitlines()
@@ -116,3 +117,12 @@ def test_start_cover_designs_cover_design_and_start_state_better_than_sobol():
 
     assert covering_radius(chosen) < covering_radius(candidates[:8])
     assert torch.equal(module._designs(8, seed=5, window=0), space.sample_sobol(8, seed=5))  # window 0: plain Sobol
+
+
+def test_stalled_windows_are_those_far_above_the_median_window():
+    from surrogate.module import stalled_windows
+
+    assert stalled_windows([1e-5, 2e-5, 1e-5, 25.0, 3e-5]) == [3]  # FeRAM seed 1's 10.75-11 ns window
+    assert stalled_windows([4e-9, 1e-6, 5e-5]) == []  # quiet windows: below the retry floor
+    assert stalled_windows([1e-5, float("nan"), 2e-5]) == [1]
+    assert stalled_windows([7.0]) == []
