@@ -394,7 +394,7 @@ class PinnModule(L.LightningModule):
 
         Sobol designs cover the box of p evenly, but a window's network also sees its start state,
         and p -> start state crowds most designs into one class: in FeRAM's 4.5-6 ns window the
-        few designs still unswitched at the coercive bottleneck were ~3 % of the points, and the
+        few designs still unswitched at the coercive bottleneck were 7 % of the points, and the
         network switched them all."""
         space = self.circuit.space
         P = space.sample_sobol(candidates, seed=seed, margin=float(self.hparams.design_margin))
