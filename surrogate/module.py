@@ -375,9 +375,8 @@ class PinnModule(L.LightningModule):
         space = self.circuit.space
         if self.hparams.fixed_params or space.dim == 0:
             return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
-        cover = int(self.hparams.get("start_cover", 0))
-        if cover > 1 and window > 0 and len(self.model.state_features):
-            return self._covering_designs(D, cover * D, seed, window)
+        if window > 0 and self.covers_start_states:
+            return self._covering_designs(D, int(self.hparams.start_cover) * D, seed, window)
         margin = float(self.hparams.design_margin)
         if window == 0 or not len(self.model.time_coef):
             return space.sample_sobol(D, seed=seed, margin=margin)
@@ -388,6 +387,12 @@ class PinnModule(L.LightningModule):
         if not len(kept):  # the horizon's largest factor: the fastest corner of the box
             kept = candidates[reach.argmax()].unsqueeze(0)
         return kept[torch.arange(D) % len(kept)]
+
+    @property
+    def covers_start_states(self) -> bool:
+        """Whether later windows draw designs that cover (p, start state) (`start_cover` > 1 and
+        start states as network inputs)."""
+        return int(self.hparams.get("start_cover", 0)) > 1 and len(self.model.state_features) > 0
 
     def _covering_designs(self, D: int, candidates: int, seed: int, window: int) -> Tensor:
         """D of `candidates` Sobol designs chosen by farthest-point sampling in (u, scaled start state).
@@ -476,7 +481,7 @@ class PinnModule(L.LightningModule):
             # a pure function of (seed, rank, step): each DDP rank its own points, exact on resume
             seed = (int(self.hparams.seed) * 1_000_003 + self.global_rank * 10_007 + self.global_step) % 2**62
             t = self.window_times(t.shape[0] // designs.shape[0], designs.shape[0], window, seed=seed)
-            if window and (len(self.model.time_coef) or int(self.hparams.get("start_cover", 0)) > 1):
+            if window and (len(self.model.time_coef) or self.covers_start_states):
                 # designs whose warped span reaches this window / that cover its start states
                 designs = self._designs(designs.shape[0], seed % 2**31, window)
         terms = self.loss_terms(t, designs, window)

@@ -81,8 +81,8 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     train_s = time.perf_counter() - t0
     metrics = module.evaluate_designs()
     stalled = stalled_windows(module.window_residuals)
+    edges = module.model.edges
     for k in stalled:
-        edges = module.model.edges
         log.warning("window %d (%.4g-%.4g s) ended at L-BFGS residual %.3g, over %gx the median window's: "
                     "the waveform from there on may be off", k, float(edges[k]), float(edges[k + 1]),
                     module.window_residuals[k], STALLED_FACTOR)
