@@ -11,6 +11,7 @@ otherwise.  The grammar is the SPICE subset used by `.param`, `{...}` values and
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from collections.abc import Callable, Mapping
@@ -296,6 +297,8 @@ class _Parser:
                 raise self.fail(f"unexpected character '{text[pos]}'")
             if m.group("num") is not None:
                 value = _number(m.group("num"), m.group("unit"))
+                if not math.isfinite(value):  # 1E310 overflows to inf, which prints as a name
+                    raise self.fail(f"number '{m.group(0)}' is out of range")
                 toks.append(_Tok("num", m.group(0), pos, value=value))
             elif m.group("name") is not None and m.group("name").lower() == "v" and _VREF_RE.match(text, m.end()):
                 ref = _VREF_RE.match(text, m.end())

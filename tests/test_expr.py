@@ -34,6 +34,13 @@ def test_suffix_values_are_correctly_rounded() -> None:
     assert parse_number("abc") is None
 
 
+def test_number_beyond_float_range_is_a_clear_error() -> None:
+    """1E310 overflows to inf, which would print back as the name 'inf' (found by the fuzz test)."""
+    with pytest.raises(NetlistError, match=r"number '1E310' is out of range"):
+        Expr.parse("1E310")
+    assert Expr.parse("1E300").evaluate({}) == 1e300
+
+
 @pytest.mark.parametrize("text, value", [
     ("1+2*3", 7.0), ("(1+2)*3", 9.0), ("8-3-2", 3.0), ("16/4/2", 2.0), ("2**3**2", 512.0),
     ("2^3^2", 512.0), ("-2**2", -4.0), ("2**-1", 0.5), ("-(-3)", 3.0), ("+3", 3.0), ("--2", 2.0),
