@@ -47,3 +47,19 @@ def test_shipped_feram_writes_only_above_the_coercive_threshold():
     assert bool(s_ref[:2].isnan().all()) and bool(s[:2].isnan().all())  # no write at 1.2 and 1.3 V
     assert float(y[:2, :, 0].max()) < 0.0 and float(ref[:2, :, 0].max()) < 0.0
     assert abs(float(s[2] / s_ref[2]) - 1.0) < 0.02
+
+
+def test_shipped_amp_has_no_bad_corner_over_many_designs():
+    """The session-9 amp.pt (L-BFGS on 64 designs x 32 times) met 1.2 % on the bench's 33 designs
+    but reached 2.2 % worst over these 128 (p95 1.1 %): L-BFGS overfitted its 64 designs.  The same
+    2048 points on 512 designs x 4 times: worst 1.0 %, p95 0.85 % (seed 1 of that config: 1.1 %, 0.9 %)."""
+    model = load_surrogate(Path(__file__).resolve().parent.parent / "pretrained" / "amp.pt")
+    c = model.circuit
+    P = c.space.sample_uniform(128, torch.Generator().manual_seed(7))
+    t = torch.linspace(0.0, c.tstop, 301, dtype=torch.float64)
+    with torch.no_grad():
+        _, ref = simulate_batch(c, P, t=t, rtol=1e-5)
+        y = model.predict_batch(t, P)
+    worst = nrmse_table(y, ref).amax(dim=1)
+    assert float(worst.max()) < 0.015
+    assert float(torch.quantile(worst, 0.95)) < 0.01
