@@ -11,24 +11,39 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["pulse", "sine", "pwl", "evaluate", "breakpoints"]
+__all__ = ["pulse", "pulse_timing", "sine", "pwl", "evaluate", "breakpoints"]
 
 
 def _t(x: Tensor | float, like: Tensor) -> Tensor:
     return x if isinstance(x, Tensor) else torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
 
-def pulse(t: Tensor, v1, v2, td=0.0, tr=None, tf=None, pw=None, per=None, *, tstep: float,
-          tstop: float) -> Tensor:
-    """ngspice PULSE(v1 v2 td tr tf pw per); zero/omitted tr, tf default to tstep, pw/per to tstop."""
-    tr = tstep if tr is None or (not isinstance(tr, Tensor) and tr == 0) else tr
-    tf = tstep if tf is None or (not isinstance(tf, Tensor) and tf == 0) else tf
-    pw = tstop if pw is None else pw
-    per = tstop if per is None else per
+def _or_default(x, default: float):
+    """ngspice's rule for PULSE/SIN timing arguments: omitted or exactly 0 means the default."""
+    if x is None:
+        return default
+    if isinstance(x, Tensor):
+        return torch.where(x == 0, torch.as_tensor(default, dtype=x.dtype), x)
+    return default if x == 0 else x
+
+
+def pulse_timing(args: list, *, tstep: float, tstop: float) -> tuple:
+    """(td, tr, tf, pw, per) of PULSE arguments with ngspice-39's defaults (vsrcload.c): td 0, tr and
+    tf tstep, pw and per tstop, a given 0 counting as omitted."""
+    full = list(args[2:]) + [None] * (7 - len(args))
+    td, tr, tf, pw, per = full
+    return (0.0 if td is None else td, _or_default(tr, tstep), _or_default(tf, tstep),
+            _or_default(pw, tstop), _or_default(per, tstop))
+
+
+def pulse(t: Tensor, v1, v2, *timing, tstep: float, tstop: float) -> Tensor:
+    """ngspice PULSE(v1 v2 td tr tf pw per); defaults as `pulse_timing`.  The period wraps only once
+    the time since td exceeds per (so t = td + per still reads v2 with pw = per = tstop)."""
+    td, tr, tf, pw, per = pulse_timing([v1, v2, *timing], tstep=tstep, tstop=tstop)
     t, v1, v2, td, tr, tf, pw, per = torch.broadcast_tensors(
         *(_t(a, t) for a in (t, v1, v2, td, tr, tf, pw, per)))
     local = t - td
-    local = torch.where(local > 0, torch.remainder(local, per), local)
+    local = torch.where(local > per, local - per * torch.floor(local / per), local)
     rising = v1 + (v2 - v1) * local / tr
     falling = v2 + (v1 - v2) * (local - tr - pw) / tf
     return torch.where(local <= 0, v1,
@@ -38,8 +53,8 @@ def pulse(t: Tensor, v1, v2, td=0.0, tr=None, tf=None, pw=None, per=None, *, tst
 
 
 def sine(t: Tensor, vo, va, freq=None, td=0.0, theta=0.0, phase=0.0, *, tstop: float) -> Tensor:
-    """ngspice SIN(vo va freq td theta phase); phase in degrees, freq defaults to 1/tstop."""
-    freq = 1.0 / tstop if freq is None else freq
+    """ngspice SIN(vo va freq td theta phase); phase in degrees, freq omitted or 0 means 1/tstop."""
+    freq = _or_default(freq, 1.0 / tstop)
     t, vo, va, freq, td, theta, phase = torch.broadcast_tensors(
         *(_t(a, t) for a in (t, vo, va, freq, td, theta, phase)))
     ph = phase * (math.pi / 180.0)
@@ -86,13 +101,7 @@ def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[fl
         for tk in args[0::2]:
             pts |= _scalar_set(tk)
     elif kind == "pulse":
-        full = list(args) + [None] * (7 - len(args))
-        v1, v2, td, tr, tf, pw, per = full
-        td = 0.0 if td is None else td
-        tr = tstep if tr is None or (not isinstance(tr, Tensor) and tr == 0) else tr
-        tf = tstep if tf is None or (not isinstance(tf, Tensor) and tf == 0) else tf
-        pw = tstop if pw is None else pw
-        per = tstop if per is None else per
+        td, tr, tf, pw, per = pulse_timing(list(args), tstep=tstep, tstop=tstop)
         for d in _scalar_set(td):
             for r in _scalar_set(tr):
                 for f in _scalar_set(tf):
