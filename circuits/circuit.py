@@ -15,7 +15,14 @@ from circuits.params import ParamSpace
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "circuit"
 
-__all__ = ["Circuit", "load_circuit", "circuit_from_config", "CONFIG_DIR"]
+__all__ = ["Circuit", "load_circuit", "circuit_from_config", "ngspice_max_step", "CONFIG_DIR"]
+
+
+def ngspice_max_step(tstep: float, tstop: float, tstart: float = 0.0, tmax: float | None = None) -> float:
+    """ngspice's transient step ceiling (traninit.c): tmax if given, else min(tstep, (tstop - tstart)/50)."""
+    if tmax:
+        return float(tmax)
+    return min(float(tstep), (float(tstop) - float(tstart)) / 50)
 
 
 @dataclass
@@ -30,8 +37,12 @@ class Circuit:
     tstep: float
     uic: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    tstart: float = 0.0
+    max_step: float | None = None  # the solver's step ceiling; None: ngspice's rule (`ngspice_max_step`)
 
     def __post_init__(self) -> None:
+        if self.max_step is None:
+            self.max_step = ngspice_max_step(self.tstep, self.tstop, self.tstart)
         unknown = [n for n in self.space.names if n not in self.netlist.params]
         if unknown:
             raise ConfigError(f"circuit '{self.name}': design parameter(s) {unknown} are not .param "
@@ -120,8 +131,15 @@ def circuit_from_config(cfg: Mapping[str, Any], source: str = "<config>") -> Cir
     outputs = [str(o).lower() for o in (cfg.get("outputs") or [])]
     if not outputs:
         outputs = [f"v({n})" for n in netlist.nodes()]
+    tstart = tran.tstart if tran and tran.tstart < tstop else 0.0
+    # A config's circuit is checked against ngspice (scripts/validate_reference.py) with its step set
+    # by error control alone, ceiling (tstop - tstart)/50: ngspice's tstep ceiling would cost the
+    # shipped circuits 2-40x the steps for no measured accuracy gain.  `max_step` (or a .tran tmax)
+    # sets the ceiling explicitly.
+    max_step = cfg.get("max_step") or (tran.tmax if tran and tran.tmax else (tstop - tstart) / 50)
     return Circuit(name=name, netlist=netlist, space=space, outputs=outputs, tstop=tstop, tstep=tstep,
-                   uic=bool(tran.uic) if tran else False, config=cfg)
+                   uic=bool(tran.uic) if tran else False, config=cfg, tstart=tstart,
+                   max_step=float(max_step))
 
 
 def load_circuit(name_or_path: str | Path, **overrides: Any) -> Circuit:
@@ -137,12 +155,16 @@ def load_circuit(name_or_path: str | Path, **overrides: Any) -> Circuit:
         tran = netlist.tran
         if tran is None and "tstop" not in overrides:
             raise ConfigError(f"{path}: the netlist has no .tran card")
+        tstop = float(overrides.get("tstop") or tran.tstop)
+        tstep = float(overrides.get("tstep") or (tran.tstep if tran else tstop / 1000))
+        tstart = tran.tstart if tran and tran.tstart < tstop else 0.0
+        # a raw netlist runs exactly as ngspice runs it, step ceiling included
+        max_step = overrides.get("max_step") or ngspice_max_step(tstep, tstop, tstart, tran and tran.tmax)
         return Circuit(name=path.stem, netlist=netlist, space=ParamSpace([]),
                        outputs=[str(o).lower() for o in overrides.get("outputs") or
                                 [f"v({n})" for n in netlist.nodes()]],
-                       tstop=float(overrides.get("tstop") or tran.tstop),
-                       tstep=float(overrides.get("tstep") or tran.tstep),
-                       uic=bool(tran.uic) if tran else False, config=cfg)
+                       tstop=tstop, tstep=tstep, uic=bool(tran.uic) if tran else False, config=cfg,
+                       tstart=tstart, max_step=float(max_step))
     cfg_path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not cfg_path.exists():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

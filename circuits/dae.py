@@ -239,6 +239,28 @@ class BoundDAE:
                 mask[idx] = True
         return values, mask
 
+    def uic_charge_offset(self, x: Tensor) -> Tensor | None:
+        """(B, n) charges to add to q(x) at t = 0 under uic (C/L ``ic=``), or None when none is given;
+        carries the graph to the parameters."""
+        B, n = x.shape
+        x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
+        parts, idxs = [], []
+        for g, p in zip(self.dae.groups, self.params):
+            if "ic" not in p or not bool((~p["ic"].isnan()).any()):
+                continue
+            v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
+            start = g.device.uic_charges(v, s, p)
+            if start is None:
+                continue
+            now = g.device.evaluate(v, s, torch.zeros((), dtype=x.dtype), p, None)
+            for new, old, idx in ((start.q, now.q, g.node_flat), (start.qs, now.qs, g.state_flat)):
+                if new is not None:
+                    parts.append((new - old).reshape(B, -1))
+                    idxs.append(idx)
+        if not parts:
+            return None
+        return x.new_zeros(B, n + 1).index_add(1, torch.cat(idxs), torch.cat(parts, dim=1))[:, :n]
+
     def ic_values(self) -> tuple[Tensor, Tensor]:
         """(values (B, n), mask (n,)) of node voltages given by `.ic`."""
         dae = self.dae

@@ -8,6 +8,7 @@ parameters.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from circuits.expr import Expr, Value
 
 if TYPE_CHECKING:
     from circuits.devices.base import Device
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "NetlistError",
@@ -112,6 +115,9 @@ class Netlist:
         ``.param`` lines first, then scoped subcircuit-instance parameters under mangled names
         (the parser rewrites expressions inside a subcircuit to refer to those names).
     ic: ``.ic v(node)=value`` entries, hierarchical node name -> Expr.
+    options: the ``.options`` the reference honours (``reltol abstol vntol method maxord``).
+    ignored: what was read but does not affect a transient (logged in one info line), each
+        ``"what (line N)"``.
     """
 
     title: str
@@ -121,6 +127,8 @@ class Netlist:
     ic: dict[str, Expr]
     tran: Tran | None
     file: str
+    options: dict[str, float | str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
 
     def element(self, name: str) -> Element:
         """Return the element called ``name`` (case-insensitive)."""
@@ -156,7 +164,13 @@ class Netlist:
 _MAX_INCLUDE_DEPTH = 32
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 _BAD_NAME_CHARS = set("=(){}',;\"")
-_IGNORED_CARDS = {".options", ".option", ".opt", ".temp"}
+# output and analysis cards that do not change a transient: read, listed in one info line
+_IGNORED_CARDS = {".print", ".plot", ".probe", ".save", ".op", ".width", ".four", ".meas", ".measure",
+                  ".ac", ".dc", ".noise", ".disto", ".tf", ".sens", ".pz", ".title", ".csparam"}
+_OPTION_CARDS = {".options", ".option", ".opt"}
+# .options the reference honours (see circuits.simulation); any other option is listed as ignored
+_HONOURED_OPTIONS = {"reltol", "abstol", "vntol", "method", "maxord"}
+_DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngspice's default)
 _SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "pwl": (2, None)}
 _SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
 _RLC_PARAMS = {"r": set(), "c": {"ic"}, "l": {"ic"}}
@@ -193,23 +207,45 @@ def _logical_lines(text: str, file: str, first: int) -> list[_Line]:
     return out
 
 
+def read_netlist_text(path: Path) -> str:
+    """A netlist file's text: UTF-8, else Latin-1 (every byte is a character, so never a decode error)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 class _Reader:
-    """Expands `.include` recursively, lower-cases cards and stops at `.end`."""
+    """Expands `.include` recursively, lower-cases cards, sets `.control` blocks apart, stops at `.end`."""
 
     def __init__(self) -> None:
         self.stack: list[Path] = []
+        self.control: list[_Line] = []  # lines inside .control ... .endc
 
     def read(self, text: str, file: str, base_dir: Path, first: int) -> list[_Line]:
         """Logical lines of ``text`` with includes expanded."""
         out: list[_Line] = []
+        block: _Line | None = None  # the open .control card
         for line in _logical_lines(text, file, first):
             card = line.text.split(None, 1)[0].lower()
-            if card in (".include", ".inc"):
+            if block is not None:
+                if card == ".endc":
+                    block = None
+                else:
+                    self.control.append(_Line(line.text.lower(), line.loc))
+            elif card == ".control":
+                block = line
+            elif card == ".endc":
+                raise _err(line.loc, ".endc without .control")
+            elif card in (".include", ".inc"):
                 out.extend(self.include(line, base_dir))
             elif card == ".end":
                 break
             else:
                 out.append(_Line(line.text.lower(), line.loc))
+        if block is not None:
+            raise _err(block.loc, "unterminated .control (missing .endc)")
         return out
 
     def include(self, line: _Line, base_dir: Path) -> list[_Line]:
@@ -224,7 +260,7 @@ class _Reader:
             if resolved in self.stack or len(self.stack) > _MAX_INCLUDE_DEPTH:
                 chain = " -> ".join(p.name for p in [*self.stack, resolved])
                 raise NetlistError(f"include cycle: {chain}", line.loc.file, line.loc.line)
-            text = path.read_text()
+            text = read_netlist_text(path)
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or "not a readable text file"
             raise NetlistError(f"cannot read include file '{name}': {reason}",
@@ -612,11 +648,37 @@ def _parse_model(toks: list[str], loc: SourceLoc) -> Model:
         rest = call[1]
     elif len(rest) == 1 and (group := _split_call(rest[0], loc)) and group[0] == "":
         rest = group[1]
+    _check_level(name, mtype, rest, loc)
     pos, params = _split_args(rest, loc)
     if pos or _BAD_NAME_CHARS & set(name):
         raise _err(loc, f".model {name}: expected 'name type k=v ...'")
+    dev = _device(mtype)
+    for alias, canonical in (dev.aliases.items() if dev else ()):
+        if alias in params:
+            if canonical in params:
+                raise _err(loc, f".model {name}: both '{alias}' and '{canonical}' given")
+            params = {(canonical if k == alias else k): v for k, v in params.items()}
     _check_model_params(name, mtype, params, loc)
     return Model(name, mtype, params, loc)
+
+
+def _check_level(name: str, mtype: str, toks: list[str], loc: SourceLoc) -> None:
+    """A ``level=`` the device family does not implement is rejected before any other parameter
+    is read (a BSIM card's other values need not even parse)."""
+    dev = _device(mtype)
+    if dev is None or "level" not in dev.model_params:
+        return
+    for k in range(len(toks) - 2):
+        if toks[k] == "level" and toks[k + 1] == "=":
+            try:
+                level = _expr(toks[k + 2], loc)
+            except NetlistError:
+                level = None
+            if level is None or not level.is_constant or level.value() not in dev.levels:
+                shown = f"{level.value():g}" if level is not None and level.is_constant else toks[k + 2]
+                supported = ", ".join(str(v) for v in dev.levels)
+                raise _err(loc, f"{dev.family} level {shown} ({name}) is not supported; "
+                                f"supported: {supported}")
 
 
 def _check_model_params(name: str, mtype: str, params: dict[str, Expr], loc: SourceLoc) -> None:
@@ -629,9 +691,6 @@ def _check_model_params(name: str, mtype: str, params: dict[str, Expr], loc: Sou
             raise _err(loc, f".model {name}: parameter '{k}' is not supported: {dev.rejected_params[k]}")
         if k not in dev.model_params:
             raise _err(loc, f".model {name}: unknown parameter '{k}' for model type '{mtype}'")
-    level = params.get("level")
-    if level is not None and not (level.is_constant and level.value() == 1):
-        raise _err(loc, f".model {name}: only level=1 is supported")
 
 
 def _parse_tran(toks: list[str], loc: SourceLoc) -> Tran:
@@ -676,6 +735,14 @@ class _Structure:
         self.ic: list[tuple[str, Expr, SourceLoc]] = []
         self.tran: Tran | None = None
         self.open: list[_Subckt] = []
+        self.options: dict[str, float | str] = {}
+        self.option_locs: dict[str, SourceLoc] = {}
+        self.globals: set[str] = set()
+        self.ignored: list[str] = []
+
+    def ignore(self, what: str, loc: SourceLoc) -> None:
+        """Record something read that does not affect a transient."""
+        self.ignored.append(f"{what} (line {loc.line})")
 
     def block(self) -> _Block:
         """The block cards currently go to."""
@@ -706,8 +773,62 @@ class _Structure:
             self.models[model.name] = model
         elif card in (".ic", ".tran"):
             self.top_level_card(card, toks, loc)
-        elif card not in _IGNORED_CARDS:
+        elif card in _OPTION_CARDS:
+            self.add_options(toks, loc)
+        elif card == ".temp":
+            self.check_temperature("temp", toks[0] if toks else "", loc)
+        elif card == ".global":
+            if not toks:
+                raise _err(loc, ".global needs node names")
+            self.globals.update(_node(t, loc) for t in toks)
+        elif card in _IGNORED_CARDS:
+            self.ignore(card, loc)
+        else:
             raise _err(loc, f"unsupported control card {card}")
+
+    def check_temperature(self, what: str, word: str, loc: SourceLoc) -> None:
+        """``.temp`` / ``temp=`` / ``tnom=``: only ngspice's default 27 C, which the models implement."""
+        e = _expr(word, loc) if word else None
+        if e is None or not e.is_constant or e.value() != _DEFAULT_TEMP:
+            raise _err(loc, f"{what} {word or '(missing)'}: only {_DEFAULT_TEMP:g} C is supported "
+                            "(the device models have no temperature dependence)")
+
+    def add_options(self, toks: list[str], loc: SourceLoc) -> None:
+        """``.options k=v flag ...``: keep the ones the reference honours, check temperatures,
+        list the rest as ignored."""
+        i = 0
+        while i < len(toks):
+            key = toks[i]
+            has_value = i + 1 < len(toks) and toks[i + 1] == "="
+            if has_value and i + 2 >= len(toks):
+                raise _err(loc, f"missing value for option '{key}'")
+            word = toks[i + 2] if has_value else ""
+            i += 3 if has_value else 1
+            if key in ("temp", "tnom"):
+                self.check_temperature(key, word, loc)
+            elif key in _HONOURED_OPTIONS and has_value:
+                if key == "method":
+                    if word not in ("trap", "trapezoidal", "gear"):
+                        raise _err(loc, f"option method={word}: expected trap or gear")
+                    self.options[key] = "gear" if word == "gear" else "trap"
+                    continue
+                e = _expr(word, loc)
+                if not e.is_constant or not e.value() > 0:
+                    raise _err(loc, f"option {key}={word}: expected a positive constant")
+                self.options[key] = e.value()
+                self.option_locs[key] = loc
+            else:
+                self.ignore(f".options {key}", loc)
+
+    def control_tran(self, lines: list[_Line]) -> None:
+        """A ``.control`` block: its first ``tran`` line is the analysis when there is no .tran card
+        (ngspice batch semantics); every other line is listed as ignored."""
+        for line in lines:
+            toks = _tokenize(line.text, line.loc)
+            if toks and toks[0] == "tran" and self.tran is None:
+                self.tran = _parse_tran(toks[1:], line.loc)
+            else:
+                self.ignore(f".control '{line.text.split(None, 1)[0]}'", line.loc)
 
     def add_params(self, toks: list[str], loc: SourceLoc) -> None:
         """``.param a=1 b={2*a} ...``."""
@@ -753,10 +874,14 @@ class _Structure:
         self.open.pop()
 
     def finish(self) -> None:
-        """Check that every `.subckt` was closed."""
+        """Check that every `.subckt` was closed and that the options are ones the reference has."""
         if self.open:
             sub = self.open[-1]
             raise _err(sub.loc, f"unterminated .subckt {sub.name} (missing .ends)")
+        order = self.options.get("maxord")
+        if order is not None and order != 2 and (self.options.get("method") == "gear" or order < 2):
+            raise _err(self.option_locs["maxord"], f".options maxord={order:g} is not supported: the "
+                                                   "reference integrates with trap or gear of order 2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -770,12 +895,15 @@ class _Scope:
     prefix: str
     names: dict[str, str]
     ports: dict[str, str]
+    globals: frozenset[str] = frozenset()  # `.global` nodes keep their name in every subcircuit
 
     def node(self, n: str) -> str:
         """Hierarchical name of local node ``n``."""
         if n in ("0", "gnd"):
             return "0"
-        return self.ports.get(n, self.prefix + n)
+        if n in self.ports:
+            return self.ports[n]
+        return n if n in self.globals else self.prefix + n
 
 
 class _Flattener:
@@ -789,7 +917,7 @@ class _Flattener:
 
     def run(self) -> tuple[list[Element], dict[str, Expr], dict[str, Expr]]:
         """Flatten; returns elements, params and the `.ic` map."""
-        scope = _Scope("", {}, {})
+        scope = _Scope("", {}, {}, frozenset(self.s.globals))
         self.define(self.s.top.params, scope)
         for model in self.s.models.values():
             for e in model.params.values():
@@ -864,7 +992,7 @@ class _Flattener:
         full = scope.prefix + inst.name
         self.claim(full, inst.loc)
         child = _Scope(full + ".", dict(scope.names),
-                       {p: scope.node(n) for p, n in zip(sub.ports, inst.nodes)})
+                       {p: scope.node(n) for p, n in zip(sub.ports, inst.nodes)}, scope.globals)
         for k, default in sub.defaults.items():
             value = (self.rename(inst.overrides[k], scope, inst.loc) if k in inst.overrides
                      else self.rename(default, child, sub.loc))
@@ -934,9 +1062,16 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
     for line in reader.read(text, file, base, first=2):
         structure.add(line)
     structure.finish()
+    structure.control_tran(reader.control)
     elements, params, ic = _Flattener(structure).run()
-    nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file)
+    nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file,
+                 structure.options, structure.ignored)
     _check_elements(nl)
+    uic = nl.tran is not None and nl.tran.uic
+    nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"
+                   for el in elements if "ic" in el.params and el.kind in "cl" and not uic]
+    if nl.ignored:
+        _LOG.info("%s: ignored (no effect on the transient): %s", file, ", ".join(nl.ignored))
     return nl
 
 
@@ -944,7 +1079,7 @@ def parse_file(path: str | Path) -> Netlist:
     """Parse a netlist file; `.include` paths are resolved relative to it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_netlist_text(path)
     except OSError as exc:
         raise NetlistError(f"{path}: cannot read netlist: {exc.strerror}") from None
     return parse_netlist(text, file=str(path), base_dir=path.parent)

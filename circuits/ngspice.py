@@ -286,7 +286,7 @@ def _parse_output(out: str) -> tuple[str, list[str]]:
 def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: float, uic: bool,
                outputs: Sequence[str], tmax: float | None = None,
                options: Mapping[str, Any] | str | None = None, raw_name: str = RAW_NAME,
-               title: str | None = None) -> Deck:
+               title: str | None = None, tstart: float = 0.0) -> Deck:
     """Build the deck and its output mapping (see `netlist_to_ngspice`)."""
     from circuits.devices.base import device_for_model_type
 
@@ -427,7 +427,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
     opt_text = " ".join(k if v is True else f"{k}={v if isinstance(v, str) else _fmt(v)}"
                         for k, v in opts.items() if v is not None and v is not False)
     tmax = tstep if tmax is None else tmax
-    tran = f".tran {_fmt(tstep)} {_fmt(tstop)} 0 {_fmt(tmax)}" + (" uic" if uic else "")
+    tran = f".tran {_fmt(tstep)} {_fmt(tstop)} {_fmt(tstart)} {_fmt(tmax)}" + (" uic" if uic else "")
 
     ttl = title if title is not None else (getattr(netlist, "title", "") or "neurospice deck")
     lines = [f"* {ttl.splitlines()[0] if ttl else 'neurospice deck'}"]
@@ -640,6 +640,7 @@ def circuit_deck(circuit, params: Mapping[str, float] | None = None, **deck_opti
     tstep, tstop, uic = _circuit_tran(circuit)
     values = circuit.param_values(params)
     deck_options.setdefault("title", getattr(circuit, "name", None))
+    deck_options.setdefault("tstart", float(getattr(circuit, "tstart", 0.0)))
     tran = getattr(circuit.netlist, "tran", None)
     if deck_options.get("tmax") is None and tran is not None and tran.tmax:
         deck_options["tmax"] = min(float(tran.tmax), tstep)   # a .tran tmax tighter than tstep

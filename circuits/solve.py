@@ -186,6 +186,14 @@ def initial_condition(bound: BoundDAE, uic: bool) -> Tensor:
     return operating_point(bound, values, mask)
 
 
+def step_ceiling(bound: BoundDAE, tstop: float, hmax: float | None) -> float:
+    """The largest step either integrator takes: hmax if given, else the circuit's `max_step`
+    (ngspice's rule for raw netlists), never above tstop/50 of this run."""
+    if hmax:
+        return hmax
+    return min(bound.dae.circuit.max_step or tstop / 50, tstop / 50)
+
+
 def _coefficients(method: str, order: int, h: float, h_prev: float | None):
     """Return (a, c0, c1): qdot_{n+1} = a q_{n+1} + c0 q_n + c1 q_{n-1} (+ trap's -qdot_n)."""
     if order == 1:
@@ -249,7 +257,7 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
     tol = _newton_tol(bound, x)
     breakpoints = [] if dt is not None else [b for b in bound.breakpoints() if 0 < b < tstop]
     stops = breakpoints + [tstop]
-    hmax = hmax or tstop / 50
+    hmax = step_ceiling(bound, tstop, hmax)
     h = dt if dt is not None else min(dae.circuit.tstep, tstop / 50) * 0.01
     hmin = tstop * 1e-14
 
@@ -263,6 +271,9 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
         q_g, f_g = bound.evaluate(x_g, 0.0)
     else:
         q_g, f_g = q_n, f_n
+    q_uic = bound.uic_charge_offset(x_g) if uic and x0 is None else None
+    if q_uic is not None:  # C/L ic= under uic: the charges start there, not at q(x0) (as ngspice)
+        q_g = q_g + q_uic
     ts, xs_det, xs_out = [0.0], [x.detach()], [x_g]
     hist_q = [q_g]            # q at the points since the last reset (graph-carrying when needed)
     hist_t = [0.0]

@@ -11,7 +11,7 @@ from circuits.dae import BoundDAE
 from circuits.errors import ConvergenceError
 from circuits.split import SplitDAE, matvec
 from circuits.solve import (CHORD_MAX_CONTRACTION, NEWTON_LTE_FRACTION, TransientResult, _progress,
-                            initial_condition)
+                            initial_condition, step_ceiling)
 
 # ----------------------------------------------------------------------------------------------
 # per-design time stepping: every design has its own t, h, order and history (no gradients)
@@ -112,13 +112,16 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
         breakpoints = [b for b in bound.breakpoints() if 0 < b < tstop]
         stops = torch.tensor(breakpoints + [tstop], dtype=dtype)
         n_stops = stops.shape[0]
-        hmax = hmax or tstop / 50
+        hmax = step_ceiling(bound, tstop, hmax)
         tstep = dae.circuit.tstep
         h0 = min(tstep, tstop / 50) * 0.01
         hmin = tstop * 1e-14
         trap = method == "trap"
 
         q1, f1, jq0, jf0 = bound.jacobians(x, torch.zeros(B, dtype=dtype))
+        q_uic = bound.uic_charge_offset(x) if uic and x0 is None else None
+        if q_uic is not None:  # C/L ic= under uic: the charges start there, not at q(x0) (as ngspice)
+            q1 = q1 + q_uic
         differential = (jq0.abs().amax(dim=(0, 1)) > 0).to(dtype)  # 1 for unknowns in some charge
         jac = (jq0, jf0)
         t = torch.zeros(B, dtype=dtype)

@@ -46,6 +46,9 @@ class Device:
     model_params: ClassVar[dict[str, float]] = {}
     instance_params: ClassVar[dict[str, float]] = {}
     rejected_params: ClassVar[dict[str, str]] = {}
+    family: ClassVar[str] = ""  # a name for messages (``MOSFET``)
+    levels: ClassVar[tuple[int, ...]] = (1,)  # the ``level=`` values implemented (model_params has level)
+    aliases: ClassVar[dict[str, str]] = {}  # other names ngspice accepts for a model parameter
     per_instance: ClassVar[bool] = False  # True: every element is its own group (B sources)
     # True: currents and charges are affine in the unknowns (time and parameters enter only the
     # constant term), so a solver may fold the device into constant matrices (see circuits.split)
@@ -104,6 +107,11 @@ class Device:
 
     def initial_states(self, p: dict[str, Tensor], v: Tensor) -> Tensor | None:
         """Initial value of the internal states (held during the DC operating point), or None."""
+        return None
+
+    def uic_charges(self, v: Tensor, s: Tensor, p: dict[str, Tensor]) -> DeviceEval | None:
+        """Charges (``q``, ``qs``) the device starts from under ``uic`` where they differ from its
+        charges at the initial state (C/L ``ic=``), or None."""
         return None
 
     def state_scales(self, p: dict[str, Tensor]) -> Tensor | None:

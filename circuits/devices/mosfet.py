@@ -24,11 +24,13 @@ class Mos1(Device):
     """
 
     letter = "m"
+    family = "MOSFET"
     model_types = ("nmos", "pmos")
     terminals = 4
     model_params = {"level": 1.0, "vto": 0.0, "kp": 2e-5, "gamma": 0.0, "phi": 0.6, "lambda": 0.0,
                     "ld": 0.0, "cgso": 0.0, "cgdo": 0.0, "cgbo": 0.0}
     instance_params = {"w": 1e-4, "l": 1e-4, "m": 1.0}
+    aliases = {"vt0": "vto"}
     rejected_params = {**{k: _NO_CAPS for k in ("tox", "cbd", "cbs", "cj", "cjsw", "mj", "mjsw", "pb",
                                                 "fc")},
                        **{k: _NO_RES for k in ("rd", "rs", "rsh")},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from circuits.devices.base import Device, DeviceEval, register, two_terminal
@@ -21,29 +23,38 @@ class Resistor(Device):
 
 @register
 class Capacitor(Device):
-    """C n+ n- value: q = C (v+ - v-)."""
+    """C n+ n- value [ic=v]: q = C (v+ - v-); with uic the charge starts at C ic (as ngspice)."""
 
     letter = "c"
     linear = True
-    instance_params = {"value": 0.0, "ic": 0.0}
+    instance_params = {"value": 0.0, "ic": math.nan}  # NaN: no ic given
 
     def evaluate(self, v, s, t, p, ctx=None):
         return DeviceEval(q=two_terminal(p["value"] * (v[..., 0] - v[..., 1])))
 
+    def uic_charges(self, v, s, p):
+        vd = v[..., 0] - v[..., 1]
+        return DeviceEval(q=two_terminal(p["value"] * torch.where(p["ic"].isnan(), vd, p["ic"])))
+
 
 @register
 class Inductor(Device):
-    """L n+ n- value: branch current i is a state with d(L i)/dt = v+ - v-."""
+    """L n+ n- value [ic=i]: branch current i is a state with d(L i)/dt = v+ - v-; with uic the
+    flux starts at L ic (as ngspice)."""
 
     letter = "l"
     linear = True
     states = ("i",)
-    instance_params = {"value": 0.0, "ic": 0.0}
+    instance_params = {"value": 0.0, "ic": math.nan}  # NaN: no ic given
 
     def evaluate(self, v, s, t, p, ctx=None):
         i = s[..., 0]
         return DeviceEval(i=two_terminal(i), qs=(p["value"] * i).unsqueeze(-1),
                           fs=(-(v[..., 0] - v[..., 1])).unsqueeze(-1))
+
+    def uic_charges(self, v, s, p):
+        i = torch.where(p["ic"].isnan(), s[..., 0], p["ic"])
+        return DeviceEval(qs=(p["value"] * i).unsqueeze(-1))
 
     def state_scales(self, p):
         return torch.full_like(p["value"], 1e-3).unsqueeze(-1)
