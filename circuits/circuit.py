@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor
 
 from circuits.errors import ConfigError
-from circuits.netlist import Netlist, parse_file, parse_netlist
+from circuits.netlist import Netlist, parse_file, parse_netlist, read_netlist_text
 from circuits.params import ParamSpace
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "circuit"
@@ -170,6 +171,53 @@ def load_circuit(name_or_path: str | Path, **overrides: Any) -> Circuit:
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise ConfigError(f"unknown circuit '{name_or_path}' (known: {', '.join(known)})")
     return circuit_from_config({**_read_yaml(cfg_path), **overrides}, source=str(cfg_path))
+
+
+def _bound(value: Any, name: str, where: str) -> float:
+    """A bound of `space.NAME=[LOW,HIGH]`: a number or a SPICE number string (``2k``, ``10p``)."""
+    from circuits.expr import parse_number
+
+    number = parse_number(str(value)) if not isinstance(value, (int, float)) else float(value)
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"{where}space.{name}: bound {value!r} is not a number")
+    return number
+
+
+def netlist_config(path: str | Path, space: Mapping[str, Any] | None = None,
+                   outputs: list[str] | None = None) -> dict[str, Any]:
+    """A circuit config for a raw netlist file with a design space over its `.param`s.
+
+    space: ``{name: [low, high]}`` or ``[low, high, "log"]`` (numbers or SPICE numbers); the nominal
+    is the netlist's own value when it lies in the range, else the range's (geometric) midpoint.
+    Outputs default to every node voltage.  The netlist text is embedded (so a trained surrogate
+    file does not depend on the file), unless it includes other files."""
+    path = Path(path).expanduser()
+    where = f"{path}: "
+    netlist = parse_file(path)  # one-line NetlistError for a missing or broken file
+    values = netlist.resolve_params()
+    params: dict[str, dict[str, Any]] = {}
+    for name, spec in (space or {}).items():
+        key = str(name).lower()
+        if key not in netlist.params:
+            raise ConfigError(f"{where}space.{name}: not a .param of the netlist "
+                              f"(its .params: {', '.join(netlist.params) or 'none'})")
+        if not isinstance(spec, (list, tuple)) or len(spec) not in (2, 3) or (
+                len(spec) == 3 and str(spec[2]).lower() != "log"):
+            raise ConfigError(f"{where}space.{name}: expected [LOW,HIGH] or [LOW,HIGH,log], got {spec!r}")
+        low, high = _bound(spec[0], name, where), _bound(spec[1], name, where)
+        log = len(spec) == 3
+        if low >= high:
+            raise ConfigError(f"{where}space.{name}: LOW {low:g} must be < HIGH {high:g}")
+        if log and low <= 0:
+            raise ConfigError(f"{where}space.{name}: a log range needs LOW > 0, got [{low:g}, {high:g}]")
+        own = values.get(key)
+        nominal = float(own) if isinstance(own, (int, float)) and low <= float(own) <= high else (
+            math.sqrt(low * high) if log else 0.5 * (low + high))
+        params[key] = {"low": low, "high": high, "log": log, "nominal": nominal}
+    text = read_netlist_text(path)
+    source = {"netlist_file": str(path.resolve())} if ".inc" in text.lower() or ".lib" in text.lower() else {
+        "netlist": text}
+    return {"name": path.stem, **source, "params": params, "outputs": list(outputs or [])}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

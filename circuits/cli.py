@@ -9,7 +9,22 @@ from typing import Any, Callable
 
 from circuits.errors import NeuroSpiceError
 
-__all__ = ["user_errors", "run_simulate", "exit_code_for_hydra"]
+__all__ = ["user_errors", "run_simulate", "exit_code_for_hydra", "run_name"]
+
+
+def run_name(netlist: str | None, circuit: str) -> str:
+    """Name of a run's folder: the netlist file's stem (`netlist=PATH`), else the circuit's name."""
+    return Path(str(netlist)).stem if netlist else str(circuit)
+
+
+def _register_resolvers() -> None:
+    """`${run_name:${netlist},${circuit.name}}` in the scripts' Hydra run directories."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+
+
+_register_resolvers()
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -57,7 +57,7 @@ class Surrogate(nn.Module):
                  time_scale: str = "none", time_coef: Tensor | None = None, row_scale: str = "jacobian",
                  window_edges: Sequence[float] | None = None, periodic_from: float | None = None,
                  periodic_harmonics: int = 4, period: float | None = None, periodic_settle: float = 0.0,
-                 frequency_degree: int = 0):
+                 frequency_degree: int = 0, corner_inputs: int = 0):
         super().__init__()
         if window_edges is not None:  # explicit inner edges (s): short windows where the waveform is fast
             window_edges = [float(e) for e in window_edges]
@@ -74,7 +74,8 @@ class Surrogate(nn.Module):
                             "state_input": bool(state_input), "time_scale": time_scale, "row_scale": row_scale,
                             "window_edges": window_edges, "periodic_from": periodic_from,
                             "periodic_harmonics": int(periodic_harmonics), "period": period,
-                            "periodic_settle": float(periodic_settle), "frequency_degree": int(frequency_degree)}
+                            "periodic_settle": float(periodic_settle), "frequency_degree": int(frequency_degree),
+                            "corner_inputs": int(corner_inputs)}
         horizon = circuit.tstop
         self.time_fit_error: float | None = None  # worst relative error of the s(p) fit, when fitted
         if time_scale == "linearized":  # windows live in warped time t·s(p); see surrogate/time_scale.py
@@ -98,31 +99,60 @@ class Surrogate(nn.Module):
                 raise SurrogateError(f"window_edges must increase strictly inside (0, tstop={horizon:g}), "
                                      f"got {window_edges}")
         self.register_buffer("edges", edges)
-        corners = self.physics.bind(None).breakpoints() if corner_features else []
+        self._corners = self.physics.bind(None).breakpoints() if corner_features else []
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
         # state_input: each window's network also sees its start state (the differential unknowns,
         # scaled), so it learns a flow map from that state rather than each design's phase from p
         features = torch.nonzero(lay.learned & lay.differential).flatten() if state_input else []
         self.register_buffer("state_features", torch.as_tensor(features, dtype=torch.long))
         self.nets = nn.ModuleList()
-        local_corners = []
+        # every window gets the same inputs (a corner at τ = 2 is a zero feature), so a window's
+        # network can start from its predecessor's weights; a window split in training keeps its
+        # parent's input count, which `corner_inputs` remembers
+        n_corners = max([len(self._local_corners(k)) for k in range(int(windows))] + [int(corner_inputs)])
+        self.hparams_net["corner_inputs"] = n_corners
         for k in range(int(windows)):
-            t0, t1 = float(edges[k]), float(edges[k + 1])
-            local_corners.append([(b - t0) / (t1 - t0) for b in corners if t0 < b < t1])  # in window time τ
-        n_corners = max(len(c) for c in local_corners)
-        n_in, n_out = circuit.space.dim + len(self.state_features), int(lay.learned.sum())
-        # an oscillator's start-up windows get a time-rate head like the cycle's frequency (surrogate/rates.py)
-        rate_degree = int(frequency_degree) if periodic_from is not None else 0
-        for local in local_corners:
-            # every window gets the same inputs (a corner at τ = 2 is a zero feature), so a window's
-            # network can start from its predecessor's weights
-            local = local + [2.0] * (n_corners - len(local))
-            self.nets.append(PinnNet(n_in, n_out, width, depth, fourier, activation, local,
-                                     rate_degree=rate_degree, rate_params=circuit.space.dim))
+            self.nets.append(self._window_net(k))
         if periodic_from is not None:
-            self.nets[-1] = PeriodicNet(n_in, n_out, width, depth, int(periodic_harmonics), activation,
-                                        int(frequency_degree))
+            n_in = circuit.space.dim + len(self.state_features)
+            self.nets[-1] = PeriodicNet(n_in, len(self.learned_idx), width, depth, int(periodic_harmonics),
+                                        activation, int(frequency_degree))
         self.set_net_dtype(getattr(torch, dtype))
+
+    def _local_corners(self, k: int) -> list[float]:
+        """Source corners strictly inside window k, in its window time τ ∈ (0, 1)."""
+        t0, t1 = float(self.edges[k]), float(self.edges[k + 1])
+        return [(b - t0) / (t1 - t0) for b in self._corners if t0 < b < t1]
+
+    def _window_net(self, k: int) -> PinnNet:
+        """A fresh network for window k (its corners padded to `corner_inputs` inputs)."""
+        h = self.hparams_net
+        local = self._local_corners(k)
+        local = local + [2.0] * (int(h["corner_inputs"]) - len(local))
+        n_in = self.circuit.space.dim + len(self.state_features)
+        # an oscillator's start-up windows get a time-rate head like the cycle's frequency (surrogate/rates.py)
+        rate_degree = int(h["frequency_degree"]) if h["periodic_from"] is not None else 0
+        return PinnNet(n_in, len(self.learned_idx), int(h["width"]), int(h["depth"]), int(h["fourier"]),
+                       str(h["activation"]), local, rate_degree=rate_degree, rate_params=self.circuit.space.dim)
+
+    def split_window(self, k: int) -> None:
+        """Split window k at its midpoint into two windows, each starting from window k's weights
+        (explicit edges in seconds; not for warped or limit-cycle layouts)."""
+        if len(self.time_coef) or self.hparams_net["periodic_from"] is not None:
+            raise SurrogateError("split_window: only plain windows in seconds can be split")
+        t0, t1 = float(self.edges[k]), float(self.edges[k + 1])
+        parent = self.nets[k]
+        self.edges = torch.cat([self.edges[:k + 1], torch.tensor([0.5 * (t0 + t1)], dtype=torch.float64),
+                                self.edges[k + 1:]])
+        children = []
+        for j in (k, k + 1):
+            net = self._window_net(j).to(next(parent.parameters()).dtype)
+            state = {name: v for name, v in parent.state_dict().items() if name != "corners"}
+            net.load_state_dict(state, strict=False)
+            children.append(net)
+        self.nets = nn.ModuleList([*self.nets[:k], *children, *self.nets[k + 1:]])
+        self.hparams_net["window_edges"] = [float(e) for e in self.edges[1:-1]]
+        self.hparams_net["windows"] = len(self.nets)
 
     def _periodic_edges(self, start: float, windows: int, horizon: float,
                         window_edges: Sequence[float] | None) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import lightning as L
@@ -18,7 +19,7 @@ from surrogate.data import farthest_points
 from surrogate.nets import LegendreHead, PeriodicNet
 from surrogate.rates import fit_log_head, orbit_rates, window_rate_factors
 
-__all__ = ["PinnModule", "TrainingDiverged", "nrmse_table", "stalled_windows"]
+__all__ = ["PinnModule", "TrainingDiverged", "held_out_reference", "nrmse_table", "stalled_windows"]
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,22 @@ RATE_DESIGNS = 512
 PROJECTION_SLACK = 1.5
 
 
+#: L-BFGS iterations between checks of a window's time allowance
+LBFGS_CHUNK = 100
+
+#: a limit-cycle window covers all time after the start-up: this many windows' time allowance
+CYCLE_ALLOWANCE = 3.0
+
+
 #: a window that ends above this factor of the median window's L-BFGS residual is reported as stalled
 #: (FeRAM seed 1: 25 in its 10.75-11 ns window against a median of ~3e-4; every window after it was off)
 STALLED_FACTOR = 100.0
+
+
+def held_out_reference(circuit, P: Tensor, t: Tensor) -> Tensor:
+    """Reference waveforms (B, T, n_out) of the held-out designs (rtol 1e-5)."""
+    with torch.no_grad():
+        return simulate_batch(circuit, P, t=t, rtol=1e-5)[1]
 
 
 def stalled_windows(residuals: list[float]) -> list[int]:
@@ -83,9 +97,9 @@ class PinnModule(L.LightningModule):
                  lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64,
                  retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64,
                  lbfgs_adaptive: float = 0.0, design_margin: float = 0.0, cycle_lbfgs_steps: int = 0,
-                 start_cover: int = 0):
+                 start_cover: int = 0, lbfgs_seconds: float = 0.0, val_ref: tuple[Tensor, Tensor] | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["val_ref"])
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
         self.model = Surrogate(self.circuit, **net)
         space = self.circuit.space
@@ -95,8 +109,10 @@ class PinnModule(L.LightningModule):
             self.val_P = space.sample_uniform(val_designs, torch.Generator().manual_seed(10_000 + seed))
             self.val_P = torch.cat([space.nominal_vector().unsqueeze(0), self.val_P])
         self.val_t = torch.linspace(0.0, self.circuit.tstop, val_points, dtype=torch.float64)
-        with torch.no_grad():
-            _, self.val_ref = simulate_batch(self.circuit, self.val_P, t=self.val_t, rtol=1e-5)
+        if val_ref is not None:  # (designs, waveforms) already simulated by the caller
+            self.val_P, self.val_ref = val_ref
+        else:
+            self.val_ref = held_out_reference(self.circuit, self.val_P, self.val_t)
         self.last_val: dict[str, Any] = {}
         self.breakpoints = self.model.physics.bind(None).breakpoints()
         self.breakpoint_fraction = breakpoint_fraction
@@ -423,11 +439,14 @@ class PinnModule(L.LightningModule):
                 dst.copy_(src)
 
     def _lbfgs(self, window: int, t: Tensor, designs: Tensor, starts: Tensor, steps: int) -> list[float]:
-        """Float64 L-BFGS of one window's network on fixed points; the residual history."""
+        """Float64 L-BFGS of one window's network on fixed points; the residual history.
+
+        Runs in chunks of LBFGS_CHUNK iterations until `steps`, the window's time allowance
+        (`lbfgs_seconds`; a limit-cycle window gets CYCLE_ALLOWANCE times it) or convergence."""
         net = self.model.nets[window]
         dtype = next(net.parameters()).dtype
         net.to(torch.float64)  # L-BFGS made no progress in float32
-        opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=steps, history_size=50,
+        opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=min(steps, LBFGS_CHUNK), history_size=50,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
         history: list[float] = []
 
@@ -438,7 +457,20 @@ class PinnModule(L.LightningModule):
             history.append(float(loss.detach()))
             return loss
 
-        opt.step(closure)
+        allowance = float(self.hparams.get("lbfgs_seconds") or 0.0)
+        if allowance > 0 and isinstance(net, PeriodicNet):
+            allowance *= CYCLE_ALLOWANCE
+        began = time.perf_counter()
+        done = 0
+        state = opt.state[next(net.parameters())]
+        while done < steps:
+            chunk = opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, steps - done)
+            opt.step(closure)
+            ran = int(state.get("n_iter", 0)) - done
+            done += ran
+            converged = ran < chunk or not math.isfinite(history[-1])  # L-BFGS stopped on its tolerances
+            if converged or (allowance > 0 and time.perf_counter() - began > allowance):
+                break
         if history and not math.isfinite(history[-1]):
             net.to(dtype)
             raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")

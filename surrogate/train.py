@@ -10,9 +10,61 @@ from typing import Any
 
 import torch
 
-__all__ = ["run_train"]
+__all__ = ["run_train", "apply_recipe"]
 
 log = logging.getLogger(__name__)
+
+#: share of the budget left after planning that the scheduled windows get; the target loop the rest
+FIRST_PASS_SHARE = 0.5
+
+#: L-BFGS seconds per window in the first pass (a simple circuit meets its target early; the target
+#: loop gives the windows that miss it more)
+WINDOW_ALLOWANCE_S = 60.0
+
+#: Adam steps per window before its L-BFGS (the automatic recipe)
+ADAM_STEPS_PER_WINDOW = 400
+
+#: time allowance of a limit-cycle window, in ordinary windows (it covers all time after the start-up)
+CYCLE_ALLOWANCE = 3.0
+
+
+def circuit_config(cfg) -> dict[str, Any]:
+    """The circuit to train: `netlist=PATH` with `space.NAME=[LOW,HIGH(,log)]` and `outputs=[...]`,
+    else the `circuit` config group."""
+    from omegaconf import OmegaConf
+
+    from circuits.circuit import netlist_config
+
+    if cfg.get("netlist"):
+        space = OmegaConf.to_container(cfg.space, resolve=True) if cfg.get("space") else {}
+        outputs = OmegaConf.to_container(cfg.outputs, resolve=True) if cfg.get("outputs") else None
+        return netlist_config(cfg.netlist, space, outputs)
+    return OmegaConf.to_container(cfg.circuit, resolve=True)
+
+
+def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
+    """The config with the automatic recipe's model layout and budgets filled in (`surrogate.recipe`),
+    and the recipe itself."""
+    from omegaconf import OmegaConf
+
+    from circuits.circuit import circuit_from_config
+    from surrogate.recipe import plan
+
+    circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
+    recipe = plan(circuit, fixed_params=bool(cfg.surrogate.fixed_params))
+    for line in recipe.reasons:
+        log.info("recipe: %s", line)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key, value in recipe.model.items():
+        cfg.model[key] = value
+    oscillator = recipe.oscillator
+    cfg.surrogate.update({"design_margin": 0.1, "lbfgs_steps": 100_000, "retry_factor": 30.0,
+                          "lbfgs_designs": 128 if oscillator else 512, "lbfgs_times": 32 if oscillator else 4,
+                          "designs_per_batch": 32, "times_per_design": 32, "val_points": 1001,
+                          **recipe.training})
+    cfg.trainer.max_steps = ADAM_STEPS_PER_WINDOW * recipe.windows
+    log.info("recipe: planned in %.0f s of a %.0f s budget", time.perf_counter() - began, budget_s)
+    return cfg, recipe
 
 
 def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
@@ -33,12 +85,20 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     from surrogate.module import STALLED_FACTOR, PinnModule, stalled_windows
     from surrogate.report import plot_loss, plot_waveforms
 
+    from surrogate.target import TrainToTarget
+
     outdir = Path(outdir)
+    began = time.perf_counter()
     # batches are generated in-process (no workers), so Lightning's length caveat does not apply
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
     check_ddp_launch(OmegaConf.to_container(cfg.trainer, resolve=True))  # before any expensive setup
     L.seed_everything(int(cfg.seed), workers=True)
-    circuit_cfg = OmegaConf.to_container(cfg.circuit, resolve=True)
+    circuit_cfg = circuit_config(cfg)
+    budget_s = 60.0 * float(cfg.surrogate.get("budget_min", 20.0))
+    auto = str(cfg.get("recipe", "auto")) == "auto"
+    recipe = None
+    if auto:
+        cfg, recipe = apply_recipe(cfg, circuit_cfg, budget_s, began)
     s = cfg.surrogate
     max_steps = int(cfg.trainer.max_steps)
     design_margin = float(s.get("design_margin", 0.0))
@@ -52,7 +112,11 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
                         times_per_design=int(s.times_per_design), design_margin=design_margin,
                         cycle_lbfgs_steps=int(s.get("cycle_lbfgs_steps", 0)),
-                        start_cover=int(s.get("start_cover", 0)))
+                        start_cover=int(s.get("start_cover", 0)), lbfgs_seconds=0.0)
+    if auto:  # the first pass takes at most FIRST_PASS_SHARE of what is left; the target loop the rest
+        heavy = module.windows + (CYCLE_ALLOWANCE - 1 if recipe.oscillator else 0)
+        left = began + budget_s - time.perf_counter()
+        module.hparams.lbfgs_seconds = min(WINDOW_ALLOWANCE_S, FIRST_PASS_SHARE * left / heavy)
     breakpoints = module.model.physics.bind(None).breakpoints()
     dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
                  fixed_params=bool(s.fixed_params), breakpoints=breakpoints,
@@ -77,9 +141,14 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     if trainer.global_rank != 0:  # DDP: rank 0 finishes the run and writes every output file
         return {}
     module.refine_window(module.windows - 1)  # earlier windows were refined when training moved on
+    target = float(s.get("target_nrmse", 0.01))
+    if auto:
+        metrics = TrainToTarget(target, began + budget_s, module.steps_per_window).run(module)
+    else:
+        metrics = module.evaluate_designs()
+        metrics.update(target_nrmse=target, target_met=bool(metrics["nrmse_worst_overall"] <= target))
     lbfgs = module.lbfgs_history
     train_s = time.perf_counter() - t0
-    metrics = module.evaluate_designs()
     stalled = stalled_windows(module.window_residuals)
     edges = module.model.edges
     for k in stalled:
@@ -90,7 +159,10 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                     "steps": int(trainer.global_step), "lbfgs_evaluations": len(lbfgs),
                     "final_residual": lbfgs[-1] if lbfgs else None,
                     "window_residuals": list(module.window_residuals), "stalled_windows": stalled,
-                    "fixed_params": bool(s.fixed_params)})
+                    "fixed_params": bool(s.fixed_params), "total_time_s": time.perf_counter() - began,
+                    "recipe": "auto" if auto else "manual",
+                    "recipe_reasons": recipe.reasons if recipe else [],
+                    "window_edges": [float(e) for e in module.model.edges]})
     save_surrogate(module.model, outdir / "surrogate.pt", metrics)
     io.write_json(outdir / "metrics.json", metrics)
     io.save_figure(outdir / "waveforms.png", plot_waveforms(module, metrics))

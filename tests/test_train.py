@@ -21,7 +21,7 @@ CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
 
 def test_rc_pinn_trains_to_one_percent_of_the_analytic_solution(tmp_path):
     """200 Adam steps then 300 float64 L-BFGS iterations (NRMSE 1e-3 measured; ~15 s on 2 idle cores)."""
-    overrides = ["circuit=rc", "surrogate.fixed_params=true", "trainer.max_steps=200",
+    overrides = ["circuit=rc", "recipe=manual", "surrogate.fixed_params=true", "trainer.max_steps=200",
                  "trainer.enable_progress_bar=false", "model.width=16", "model.depth=2",
                  "surrogate.lr=1e-2", "surrogate.designs_per_batch=4", "surrogate.lbfgs_steps=300",
                  "surrogate.val_points=201", "trainer.check_val_every_n_epoch=100"]
@@ -54,7 +54,7 @@ def test_nan_loss_stops_training_with_a_clear_error(tmp_path, monkeypatch):
         return torch.full_like(x, float("nan"))
 
     monkeypatch.setattr(CircuitPhysics, "residual", poisoned)
-    overrides = ["circuit=rc", "surrogate.fixed_params=true", "trainer.max_steps=5",
+    overrides = ["circuit=rc", "recipe=manual", "surrogate.fixed_params=true", "trainer.max_steps=5",
                  "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1",
                  "surrogate.designs_per_batch=2", "surrogate.times_per_design=8"]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
@@ -69,7 +69,7 @@ def test_a_window_far_worse_than_the_earlier_ones_is_retrained_and_the_better_ke
     is the better of the two attempts (its residual is what the window reports)."""
     import logging
 
-    overrides = ["circuit=rc", "surrogate.fixed_params=true", "trainer.max_steps=20",
+    overrides = ["circuit=rc", "recipe=manual", "surrogate.fixed_params=true", "trainer.max_steps=20",
                  "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1", "model.windows=2",
                  "surrogate.designs_per_batch=2", "surrogate.times_per_design=16", "surrogate.lbfgs_steps=5",
                  "surrogate.retry_factor=1e-9", "surrogate.val_designs=2", "surrogate.val_points=21",
@@ -96,7 +96,8 @@ def test_start_cover_designs_cover_design_and_start_state_better_than_sobol():
     from surrogate.module import PinnModule
 
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["circuit=rc", "model.windows=2", "model.state_input=true",
+        cfg = compose(config_name="train", overrides=["circuit=rc", "recipe=manual", "model.windows=2",
+                                                      "model.state_input=true",
                                                       "model.width=8", "model.depth=1"])
     torch.manual_seed(0)
     module = PinnModule(OmegaConf.to_container(cfg.circuit, resolve=True),

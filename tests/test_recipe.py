@@ -1,0 +1,157 @@
+"""The automatic recipe reads the circuit: oscillators are detected from the circuit's own runs, window
+edges follow the waveforms' activity (quiet stretches stay one window) and source corners."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from circuits.circuit import load_circuit
+from surrogate.recipe import activity_edges, is_time_varying, limit_cycle_start, plan
+
+
+def test_sources_that_vary_in_time_are_found_and_a_dc_supply_is_not():
+    assert is_time_varying(load_circuit("rc"))      # PULSE
+    assert is_time_varying(load_circuit("amp"))     # SIN: no corners, found by evaluating the sources
+    assert is_time_varying(load_circuit("feram"))   # PWL
+    assert not is_time_varying(load_circuit("ring5"))  # a DC supply only
+
+
+def test_ring5_nominal_run_ends_on_a_limit_cycle_of_its_measured_period():
+    from circuits.measure import period
+    from circuits.simulation import simulate_batch
+
+    c = load_circuit("ring5")
+    grid = torch.linspace(0.0, c.tstop, 4001, dtype=torch.float64)
+    with torch.no_grad():
+        _, y = simulate_batch(c, None, t=grid, rtol=1e-5)
+    found = limit_cycle_start(grid, y[0])
+    assert found is not None
+    start, T = found
+    assert T == pytest.approx(float(period(grid, y[0, :, 0], k=2)), rel=2e-3)
+    assert 0.0 <= start < c.tstop - 2 * T
+
+
+def test_a_decaying_ringing_is_not_a_limit_cycle():
+    t = torch.linspace(0.0, 10.0, 4001, dtype=torch.float64)
+    ringing = (torch.exp(-0.4 * t) * torch.sin(2 * math.pi * t)).unsqueeze(1)
+    steady = torch.sin(2 * math.pi * t).unsqueeze(1)
+    assert limit_cycle_start(t, ringing) is None
+    found = limit_cycle_start(t, steady)
+    assert found is not None and found[1] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_quiet_stretches_stay_one_window_and_each_swing_gets_one():
+    """A step at t = 2 and a sine of 3 periods in [6, 9]: no edge in the quiet [2.5, 6], one
+    window per swing of the sine (2 swings per period), the step's edge on the source corner."""
+    t = torch.linspace(0.0, 10.0, 10_001, dtype=torch.float64)
+    step = torch.clamp((t - 2.0) / 0.1, 0.0, 1.0)
+    sine = torch.where((t > 6) & (t < 9), torch.sin(2 * math.pi * (t - 6)), torch.zeros_like(t))
+    y = torch.stack([step, sine], dim=1).unsqueeze(0)
+    edges = activity_edges(t, y, corners=[2.1])
+    assert not any(2.5 < e < 6.0 for e in edges)
+    assert sum(6.0 <= e <= 9.0 for e in edges) == pytest.approx(6, abs=1)
+    assert 2.1 in edges
+
+
+def test_the_recipe_plans_windows_for_driven_circuits_and_no_limit_cycle():
+    rc = plan(load_circuit("rc"))
+    assert not rc.oscillator and rc.model["time_scale"] == "none" and rc.model["periodic_from"] is None
+    amp = plan(load_circuit("amp"))
+    # v(d) follows a 1 GHz sine for 4 ns: about two swings per period, one window each
+    assert not amp.oscillator and 7 <= amp.windows <= 10
+    assert amp.model["state_input"]
+
+
+@pytest.mark.slow
+def test_the_recipe_finds_ring5_an_oscillator_and_feram_not():
+    ring = plan(load_circuit("ring5"))
+    assert ring.oscillator and ring.model["time_scale"] == "linearized"
+    assert 0 < ring.model["periodic_from"] < load_circuit("ring5").tstop
+    feram = plan(load_circuit("feram"))
+    assert not feram.oscillator and feram.model["row_scale"] == "mixed"
+
+
+# ----------------------------------------------------------------------------------------------
+# train to a target: the earliest window above the target is refined, then split
+
+
+def _tiny_rc_module(tmp_windows: list[float]):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from surrogate.module import PinnModule
+    from tests.test_train import CONFIGS
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["circuit=rc", "recipe=manual"])
+    model = {**OmegaConf.to_container(cfg.model), "width": 16, "depth": 2, "window_edges": tmp_windows,
+             "state_input": True}
+    torch.manual_seed(0)
+    return PinnModule(OmegaConf.to_container(cfg.circuit), model, lr=1e-2, fixed_params=True, val_points=301,
+                      lbfgs_steps=60, lbfgs_designs=1, lbfgs_times=256, designs_per_batch=1, times_per_design=128)
+
+
+def test_the_earliest_window_above_the_target_is_refined_then_split_and_its_error_falls(tmp_path):
+    """Window 0 planted as a stall (random weights, never trained); window 1 trained.  With an
+    unreachable target the loop works on window 0 first (refine), then splits it; the stalled
+    window's error falls by far, window 1's network is never touched, and the split surrogate
+    saves and loads with the same waveform."""
+    import time
+
+    from surrogate.api import load_surrogate, save_surrogate
+    from surrogate.target import TrainToTarget, window_errors
+
+    module = _tiny_rc_module([3e-9])
+    t, designs, starts = module.lbfgs_points(1, seed=3)
+    module._adam_window(1, 150, seed=1)
+    module._lbfgs(1, t, designs, starts, 60)
+    module.window_residuals[:] = [float("nan"), float("nan")]
+    before, _ = window_errors(module)
+    later = {k: v.clone() for k, v in module.model.nets[1].state_dict().items()}
+    loop = TrainToTarget(target=1e-9, deadline=time.perf_counter() + 40, adam_steps=150)
+    # two rounds only: stop the clock after the split
+    real_split = loop._split_and_retrain
+
+    def split_then_stop(module, k, seed):
+        real_split(module, k, seed)
+        loop.deadline = 0.0
+
+    loop._split_and_retrain = split_then_stop
+    metrics = loop.run(module)
+    actions = [(r["window"], r["action"]) for r in loop.history]
+    assert actions == [(0, "refined"), (0, "split")]
+    assert module.model.windows == 3 and float(module.model.edges[1]) == pytest.approx(1.5e-9)
+    after, _ = window_errors(module)
+    assert max(after[0], after[1]) < 0.1 * before[0]
+    moved = module.model.nets[2].state_dict()
+    assert all(torch.equal(later[k], moved[k]) for k in later)  # the later window kept its network
+    assert metrics["target_met"] is False and len(metrics["target_rounds"]) == 2
+    save_surrogate(module.model, tmp_path / "s.pt")
+    grid = torch.linspace(0, module.circuit.tstop, 97, dtype=torch.float64)
+    with torch.no_grad():
+        again = load_surrogate(tmp_path / "s.pt").predict_batch(grid, module.val_P)
+        now = module.model.predict_batch(grid, module.val_P)
+    assert torch.allclose(again, now, atol=1e-6)
+
+
+def test_a_run_that_misses_its_target_exits_3_and_says_so(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "train.py"), "circuit=rc", "recipe=manual",
+                           "trainer.max_steps=5", "surrogate.designs_per_batch=2", "surrogate.times_per_design=8",
+                           "model.width=8", "model.depth=1", "surrogate.val_designs=2", "surrogate.val_points=21",
+                           "trainer.enable_progress_bar=false", "surrogate.target_nrmse=1e-6",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "TARGET MISSED" in last and "target 1.00e-06" in last
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["target_met"] is False and metrics["nrmse_worst_overall"] > 1e-6
+    assert (tmp_path / "surrogate.pt").exists()  # the missed run still leaves its surrogate to inspect
