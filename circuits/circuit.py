@@ -174,10 +174,15 @@ def load_circuit(name_or_path: str | Path, **overrides: Any) -> Circuit:
 
 
 def _bound(value: Any, name: str, where: str) -> float:
-    """A bound of `space.NAME=[LOW,HIGH]`: a number or a SPICE number string (``2k``, ``10p``)."""
+    """A bound of `space.NAME=[LOW,HIGH]`: a number or a SPICE number string (``2k``, ``-10p``)."""
     from circuits.expr import parse_number
 
-    number = parse_number(str(value)) if not isinstance(value, (int, float)) else float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number: float | None = float(value)
+    else:
+        text = str(value).strip()
+        magnitude = parse_number(text.lstrip("+-"))
+        number = None if magnitude is None else (-magnitude if text.startswith("-") else magnitude)
     if number is None or not math.isfinite(number):
         raise ConfigError(f"{where}space.{name}: bound {value!r} is not a number")
     return number
@@ -189,7 +194,8 @@ def netlist_config(path: str | Path, space: Mapping[str, Any] | None = None,
 
     space: ``{name: [low, high]}`` or ``[low, high, "log"]`` (numbers or SPICE numbers); the nominal
     is the netlist's own value when it lies in the range, else the range's (geometric) midpoint.
-    Outputs default to every node voltage.  The netlist text is embedded (so a trained surrogate
+    Outputs default to every node voltage; a bare node name ``out`` means ``v(out)`` (Hydra's
+    override grammar reads an unquoted ``v(out)`` as a function call).  The netlist text is embedded (so a trained surrogate
     file does not depend on the file), unless it includes other files."""
     path = Path(path).expanduser()
     where = f"{path}: "
@@ -214,10 +220,12 @@ def netlist_config(path: str | Path, space: Mapping[str, Any] | None = None,
         nominal = float(own) if isinstance(own, (int, float)) and low <= float(own) <= high else (
             math.sqrt(low * high) if log else 0.5 * (low + high))
         params[key] = {"low": low, "high": high, "log": log, "nominal": nominal}
+    nodes = set(netlist.nodes())
+    outputs = [f"v({o})" if str(o).lower() in nodes else str(o).lower() for o in (outputs or [])]
     text = read_netlist_text(path)
     source = {"netlist_file": str(path.resolve())} if ".inc" in text.lower() or ".lib" in text.lower() else {
         "netlist": text}
-    return {"name": path.stem, **source, "params": params, "outputs": list(outputs or [])}
+    return {"name": path.stem, **source, "params": params, "outputs": outputs}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -23,7 +23,8 @@ def main(cfg) -> None:
     print(f"results in {outdir}")
     verdict = "target met" if m["target_met"] else "TARGET MISSED"
     print(f"{m['circuit']}: held-out NRMSE worst {m['nrmse_worst_overall']:.2e} (median "
-          f"{m['nrmse_median_overall']:.2e}) over {m['designs']} designs, target {m['target_nrmse']:.2e}: "
+          f"{m['nrmse_median_overall']:.2e}) over {m['designs']} designs, target {m['target_nrmse']:.2e} "
+          f"(median {m['target_median_nrmse']:.2e}): "
           f"{verdict}; {len(m['window_edges']) - 1} windows, {m['total_time_s']:.0f} s")
     if not m["target_met"]:
         sys.exit(3)

@@ -109,7 +109,7 @@ def test_the_earliest_window_above_the_target_is_refined_then_split_and_its_erro
     module._adam_window(1, 150, seed=1)
     module._lbfgs(1, t, designs, starts, 60)
     module.window_residuals[:] = [float("nan"), float("nan")]
-    before, _ = window_errors(module)
+    before, _, _ = window_errors(module)
     later = {k: v.clone() for k, v in module.model.nets[1].state_dict().items()}
     loop = TrainToTarget(target=1e-9, deadline=time.perf_counter() + 40, adam_steps=150)
     # two rounds only: stop the clock after the split
@@ -124,7 +124,7 @@ def test_the_earliest_window_above_the_target_is_refined_then_split_and_its_erro
     actions = [(r["window"], r["action"]) for r in loop.history]
     assert actions == [(0, "refined"), (0, "split")]
     assert module.model.windows == 3 and float(module.model.edges[1]) == pytest.approx(1.5e-9)
-    after, _ = window_errors(module)
+    after, _, _ = window_errors(module)
     assert max(after[0], after[1]) < 0.1 * before[0]
     moved = module.model.nets[2].state_dict()
     assert all(torch.equal(later[k], moved[k]) for k in later)  # the later window kept its network

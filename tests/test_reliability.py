@@ -23,7 +23,7 @@ from surrogate.train import run_train
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = str(ROOT / "configs")
-TINY = ["circuit=rc", "recipe=manual", "surrogate.target_nrmse=1", "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1",
+TINY = ["circuit=rc", "recipe=manual", "surrogate.target_nrmse=1", "surrogate.target_median_nrmse=1", "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1",
         "surrogate.designs_per_batch=4", "surrogate.times_per_design=8", "surrogate.val_designs=2",
         "surrogate.val_points=21"]
 
@@ -144,7 +144,7 @@ def test_training_killed_mid_run_resumes_exactly(tmp_path, monkeypatch):
 
 def _train_cmd(outdir: Path, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "scripts" / "train.py"), "circuit=rc", "recipe=manual",
-            "surrogate.target_nrmse=1", "trainer.enable_progress_bar=false",
+            "surrogate.target_nrmse=1", "surrogate.target_median_nrmse=1", "trainer.enable_progress_bar=false",
             "model.width=16", "model.depth=2", "surrogate.designs_per_batch=8", "surrogate.times_per_design=32",
             "surrogate.lr=1e-2", "surrogate.val_designs=8", "surrogate.val_points=101", "trainer.max_steps=600",
             "surrogate.checkpoint_every=25", f"hydra.run.dir={outdir}", *extra]

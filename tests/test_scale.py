@@ -22,7 +22,7 @@ from surrogate.collect import collect, collect_runs, find_runs
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = str(ROOT / "configs")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY = ["circuit=rc", "recipe=manual", "surrogate.target_nrmse=1", "trainer.max_steps=5", "surrogate.designs_per_batch=2", "surrogate.times_per_design=8",
+TINY = ["circuit=rc", "recipe=manual", "surrogate.target_nrmse=1", "surrogate.target_median_nrmse=1", "trainer.max_steps=5", "surrogate.designs_per_batch=2", "surrogate.times_per_design=8",
         "model.width=8", "model.depth=1", "surrogate.val_designs=2", "surrogate.val_points=21",
         "trainer.enable_progress_bar=false"]
 
