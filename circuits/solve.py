@@ -1,11 +1,13 @@
-"""Reference solver: DC operating point and batched, differentiable transient analysis (float64).
+"""Reference solver: batched, differentiable transient analysis (float64); DC in `circuits.dc`.
 
-Transient: trapezoidal or variable-step BDF2 with Newton at every step, local-truncation-error step
-control and breakpoints at source corners.  steps="shared": one step sequence for the whole batch of
-designs (the step is chosen for the worst design), so B designs cost one vectorised Newton per step.
-steps="per_design" (no-grad): every design has its own time, step, order and history; all designs
-still advance together in one vectorised chord Newton per iteration, each accepting/rejecting its
-own step (masks); finished designs are dropped from the working batch (re-bound) as they reach tstop.
+Transient: trapezoidal or variable-step BDF2 (`circuits.integrator.Method`) with Newton at every
+step, local-truncation-error step control (`circuits.integrator.StepController`) and breakpoints at
+source corners.  Two batching policies share that integrator:
+steps="shared": one step sequence for the whole batch (the step is chosen for the worst design), so
+B designs cost one vectorised Newton per step; this loop also runs one design without gradients on
+numpy (`circuits.dense`), where torch's per-op overhead would dominate.
+steps="per_design" (no-grad, `circuits.solve_per_design`): every design has its own time, step and
+history; all designs still advance together in one vectorised chord Newton per iteration.
 Differentiability: Newton runs without a graph; each converged step is then re-expressed as one
 Newton correction ``x* - J⁻¹ R(x*, history, p)`` with the graph attached, which gives the exact
 first-order sensitivity (implicit-function theorem) at the cost of one extra evaluation.
@@ -13,58 +15,25 @@ first-order sensitivity (implicit-function theorem) at the cost of one extra eva
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from circuits.dae import BoundDAE
+from circuits.dc import fixed_newton_tolerance, initial_condition, operating_point
+from circuits.dense import DenseSystem
 from circuits.errors import ConvergenceError
+from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, method_of,
+                                 step_ceiling, step_weights)
+from circuits.result import TransientResult, progress_bar
+from circuits.solve_per_design import interpolate_per_design, transient_per_design
 
-__all__ = ["TransientResult", "operating_point", "initial_condition", "transient", "interpolate"]
+__all__ = ["TransientResult", "operating_point", "initial_condition", "transient", "interpolate",
+           "step_ceiling"]
 
-NEWTON_MAX_ITER = 40
-NEWTON_LTE_FRACTION = 0.5  # transient Newton tolerance as a fraction of the LTE tolerance
-CHORD_MAX_CONTRACTION = 0.7  # refresh the reused Jacobian when an iteration shrinks the update less
 DEFAULT_BATCH_STEPS = "per_design"  # default steps mode of no-grad adaptive runs
-GMIN_LADDER = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 0.0]
-
-
-@dataclass
-class TransientResult:
-    """Time points, solution, unknown names and solver statistics.
-
-    Shared steps: t (T,), x (B, T, n), counts None.  Per-design steps: t (B, T_max) and
-    x (B, T_max, n), design b's own grid being t[b, :counts[b]]; the rest repeats its last point.
-    """
-
-    t: Tensor
-    x: Tensor
-    names: list[str]
-    stats: dict = field(default_factory=dict)
-    breakpoints: list[float] = field(default_factory=list)
-    counts: Tensor | None = None
-    steps_mode: str = "shared"
-
-
-def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER) -> tuple[Tensor, bool, int]:
-    """Solve system(x) -> (R, J) = 0 from x; converged when every |dx| <= tol (per unknown)."""
-    for it in range(1, max_iter + 1):
-        R, J = system(x)
-        if not torch.isfinite(R).all():
-            return x, False, it
-        try:
-            dx = torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
-        except RuntimeError:  # singular Jacobian
-            return x, False, it
-        # no device voltage limiting: a design whose update exceeds 1e3 (V or A) is scaled to unit size
-        size = dx.abs().amax(dim=1, keepdim=True)
-        x = x - dx / torch.where(size > 1e3, size, torch.ones_like(size))
-        if not torch.isfinite(x).all():
-            return x, False, it
-        if bool((dx.abs() <= tol + 1e-9 * x.abs()).all()):
-            return x, True, it
-    return x, False, max_iter
 
 
 def _chord_newton(bound: BoundDAE, x: Tensor, t: float, a: float, b: Tensor, tol: Tensor,
@@ -103,123 +72,6 @@ def _chord_newton(bound: BoundDAE, x: Tensor, t: float, a: float, b: Tensor, tol
     return x, False, max_iter, None
 
 
-def _newton_tol(bound: BoundDAE, x: Tensor) -> Tensor:
-    return (bound.dae.atol.to(x) * 1e-2).expand_as(x)
-
-
-def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mask: Tensor | None = None,
-                    t: float = 0.0, x_guess: Tensor | None = None) -> Tensor:
-    """DC solution f(x, t) = 0; unknowns in hold_mask are fixed to hold_values (.ic, initial states).
-
-    Tries plain Newton, then gmin stepping, then a Newton homotopy from the initial guess.
-    """
-    B, n = bound.batch, bound.dae.size
-    dtype = bound.designs.dtype
-    x = torch.zeros(B, n, dtype=dtype) if x_guess is None else x_guess.detach().clone()
-    if hold_mask is None:
-        hold_mask = torch.zeros(n, dtype=torch.bool)
-        hold_values = torch.zeros(B, n, dtype=dtype)
-    hold_values = hold_values.detach()
-    x = torch.where(hold_mask, hold_values, x)
-    n_nodes = len(bound.dae.node_names)
-    node_mask = torch.zeros(n, dtype=torch.bool)
-    node_mask[:n_nodes] = True
-    eye = torch.eye(n, dtype=dtype)
-    tol = _newton_tol(bound, x)
-
-    def system(gmin: float, lam: float = 1.0, f0: Tensor | None = None):
-        def fn(y: Tensor):
-            _, f, _, jf = bound.jacobians(y, t)
-            f = f + gmin * torch.where(node_mask, y, torch.zeros_like(y))
-            jf = jf + gmin * torch.diag(node_mask.to(dtype))
-            if f0 is not None:
-                f = f - (1 - lam) * f0
-            R = torch.where(hold_mask, y - hold_values, f)
-            J = torch.where(hold_mask.unsqueeze(-1), eye, jf)
-            return R, J
-        return fn
-
-    def with_sensitivity(sol: Tensor) -> Tensor:
-        """One Newton correction with the graph: exact dx/dp at the root (implicit-function theorem)."""
-        if not (torch.is_grad_enabled() and bound.designs.requires_grad):
-            return sol
-        _, J = system(0.0)(sol)
-        _, f = bound.evaluate(sol, t)  # jacobians() carry no graph; evaluate() does
-        R = torch.where(hold_mask, torch.zeros_like(f), f)
-        return sol - torch.linalg.solve(J.detach(), R.unsqueeze(-1)).squeeze(-1)
-
-    with torch.no_grad():
-        sol, ok, _ = _newton(system(0.0), x, tol)
-        if not ok:
-            y = x
-            for gmin in GMIN_LADDER:
-                y, ok, _ = _newton(system(gmin), y, tol)
-                if not ok:
-                    break
-            sol = y
-        if not ok:
-            _, f0 = bound.evaluate(x, t)
-            y = x
-            for lam in torch.linspace(0.05, 1.0, 20).tolist():
-                y, ok, _ = _newton(system(0.0, lam, f0), y, tol)
-                if not ok:
-                    break
-            sol = y
-    if ok:
-        return with_sensitivity(sol)
-    nonfinite = bound.nonfinite(x, t)
-    if nonfinite:
-        raise ConvergenceError(f"DC operating point: {nonfinite}")
-    raise ConvergenceError("DC operating point did not converge (tried Newton, gmin stepping and "
-                           "homotopy); check for floating nodes or impossible sources")
-
-
-def initial_condition(bound: BoundDAE, uic: bool) -> Tensor:
-    """x(0): `.ic` values with zeros elsewhere if uic (as ngspice), else the DC operating point
-    with `.ic` nodes and device initial states held (released at t = 0+)."""
-    ic_vals, ic_mask = bound.ic_values()
-    st_vals, st_mask = bound.initial_states(ic_vals)
-    values = torch.where(st_mask, st_vals, ic_vals)
-    mask = ic_mask | st_mask
-    if uic:
-        return values.detach()
-    return operating_point(bound, values, mask)
-
-
-def step_ceiling(bound: BoundDAE, tstop: float, hmax: float | None) -> float:
-    """The largest step either integrator takes: hmax if given, else the circuit's `max_step`
-    (ngspice's rule for raw netlists), never above tstop/50 of this run."""
-    if hmax:
-        return hmax
-    return min(bound.dae.circuit.max_step or tstop / 50, tstop / 50)
-
-
-def _coefficients(method: str, order: int, h: float, h_prev: float | None):
-    """Return (a, c0, c1): qdot_{n+1} = a q_{n+1} + c0 q_n + c1 q_{n-1} (+ trap's -qdot_n)."""
-    if order == 1:
-        return 1.0 / h, -1.0 / h, 0.0
-    if method == "trap":
-        return 2.0 / h, -2.0 / h, 0.0
-    w = h / h_prev
-    return (1 + 2 * w) / ((1 + w) * h), -(1 + w) / h, w * w / ((1 + w) * h)
-
-
-def _lte_factor(method: str, h: float, h_prev: float) -> float:
-    if method == "trap":
-        return h ** 3 / 12.0
-    w = h / h_prev
-    return h ** 3 * (1 + w) ** 2 / (6.0 * (1 + 2 * w))
-
-
-def _third_derivative(ts: list[float], xs: list[Tensor]) -> Tensor:
-    """x''' estimated from the third divided difference of the last four points."""
-    t0, t1, t2, t3 = ts[-4:]
-    x0, x1, x2, x3 = xs[-4:]
-    d10, d11, d12 = (x1 - x0) / (t1 - t0), (x2 - x1) / (t2 - t1), (x3 - x2) / (t3 - t2)
-    d20, d21 = (d11 - d10) / (t2 - t0), (d12 - d11) / (t3 - t1)
-    return 6.0 * (d21 - d20) / (t3 - t0)
-
-
 def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: float = 1e-5,
               atol_scale: float = 1.0, dt: float | None = None, hmax: float | None = None,
               uic: bool = False, x0: Tensor | None = None, progress: bool = False,
@@ -231,59 +83,62 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
     steps: "shared" (one step sequence for the batch, chosen for the worst design; differentiable)
     or "per_design" (every design has its own time and step, all advance in one vectorised Newton;
     no gradients; result t is (B, T_max), see `TransientResult`, or (T,) for one design).  Default:
-    "per_design" for adaptive no-grad runs (also for one design: ring5 2.9 s vs 5.2 s), else "shared".
+    "per_design" for adaptive no-grad runs, else "shared".  One design without gradients and
+    without a fixed dt runs on numpy (`circuits.dense`) in either mode (its own steps either way).
     """
-    if method not in ("trap", "bdf2"):
-        raise ValueError(f"unknown integration method {method!r} (trap or bdf2)")
+    integrator = method_of(method)
     needs_grad = torch.is_grad_enabled() and bound.designs.requires_grad
     if steps is None:
         steps = DEFAULT_BATCH_STEPS if (not needs_grad and dt is None) else "shared"
-    if steps == "per_design":
-        if needs_grad:
-            raise ValueError("steps='per_design' is no-grad only: use steps='shared' for gradients "
-                             "(or run under torch.no_grad() / detach the designs)")
-        if dt is not None:
-            raise ValueError("fixed dt needs steps='shared'")
-        from circuits.solve_per_design import transient_per_design
-
-        return transient_per_design(bound, tstop, method=method, rtol=rtol, atol_scale=atol_scale,
-                                     hmax=hmax, uic=uic, x0=x0, progress=progress)
-    if steps != "shared":
+    if steps not in ("shared", "per_design"):
         raise ValueError(f"unknown steps mode {steps!r} (shared or per_design)")
-    dae = bound.dae
-    x = initial_condition(bound, uic) if x0 is None else x0
-    dtype = x.dtype
-    atol = dae.atol.to(dtype) * atol_scale
-    tol = _newton_tol(bound, x)
+    if steps == "per_design" and needs_grad:
+        raise ValueError("steps='per_design' is no-grad only: use steps='shared' for gradients "
+                         "(or run under torch.no_grad() / detach the designs)")
+    if steps == "per_design" and dt is not None:
+        raise ValueError("fixed dt needs steps='shared'")
+    dense = bound.batch == 1 and not needs_grad and dt is None
+    if steps == "per_design" and not dense:
+        return transient_per_design(bound, tstop, method=integrator, rtol=rtol, atol_scale=atol_scale,
+                                    hmax=hmax, uic=uic, x0=x0, progress=progress)
+    with torch.no_grad() if dense else contextlib.nullcontext():
+        x = initial_condition(bound, uic) if x0 is None else x0
     breakpoints = [] if dt is not None else [b for b in bound.breakpoints() if 0 < b < tstop]
-    stops = breakpoints + [tstop]
-    hmax = step_ceiling(bound, tstop, hmax)
-    h = dt if dt is not None else min(dae.circuit.tstep, tstop / 50) * 0.01
-    hmin = tstop * 1e-14
-
-    with torch.no_grad():
-        q_n, f_n = bound.evaluate(x, 0.0)
-        _, _, jq0, _ = bound.jacobians(x, 0.0)
-    differential = (jq0.abs().amax(dim=(0, 1)) > 0)  # unknowns that appear in some charge
-
-    x_g = x
-    if needs_grad:
-        q_g, f_g = bound.evaluate(x_g, 0.0)
-    else:
-        q_g, f_g = q_n, f_n
-    q_uic = bound.uic_charge_offset(x_g) if uic and x0 is None else None
+    stepper = (_DenseSteps(bound, x, breakpoints, tstop) if dense
+               else _TorchSteps(bound, x, needs_grad, fixed_newton_tolerance(bound, x) if dt else None))
+    q_uic = bound.uic_charge_offset(x) if uic and x0 is None else None
     if q_uic is not None:  # C/L ic= under uic: the charges start there, not at q(x0) (as ngspice)
-        q_g = q_g + q_uic
-    ts, xs_det, xs_out = [0.0], [x.detach()], [x_g]
-    hist_q = [q_g]            # q at the points since the last reset (graph-carrying when needed)
-    hist_t = [0.0]
-    qdot_g = -f_g             # d q/dt at the last point (trap's history term)
-    order_pts = 1             # points since the last reset (start or breakpoint)
+        stepper.q_start = stepper.q_start + stepper.convert(q_uic)
+    atol = stepper.convert(bound.dae.atol.to(x.dtype) * atol_scale)
+    res = _shared_steps(stepper, integrator, tstop, rtol=rtol, atol=atol, dt=dt,
+                        hmax=step_ceiling(bound, tstop, hmax), tstep=bound.dae.circuit.tstep,
+                        breakpoints=breakpoints, progress=progress)
+    res.names = bound.dae.names
+    if dense:  # one design's own steps: the per-design statistics too
+        st = res.stats
+        st.update({"steps_mode": steps, "iterations": st["steps"] + st["rejected"], "steps_min": st["steps"],
+                   "steps_mean": float(st["steps"]), "steps_max": st["steps"]})
+        res.steps_mode = steps
+    return res
+
+
+def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, dt: float | None,
+                  hmax: float, tstep: float, breakpoints: list[float], progress: bool) -> TransientResult:
+    """The shared-steps loop: every design of the batch takes the same steps (`stepper` holds the
+    states: torch (B, n) or, for one design, numpy (n,))."""
+    ctl = CONTROLLER
+    stops = breakpoints + [tstop]
+    h = dt if dt is not None else ctl.first_step(tstep, tstop)
+    hmin = ctl.min_step(tstop)
+    ts = [0.0]
+    q1 = stepper.q_start   # q at the last point (graph-carrying when needed)
+    q0 = q1                # q at the point before (BDF2)
+    qdot = q1 * 0.0        # dq/dt at the last point (trap; unused until a second-order step)
+    hist_t = [0.0]         # times since the last reset (start or breakpoint)
     t = 0.0
     stats = {"steps": 0, "rejected": 0, "newton_iterations": 0}
     next_stop = 0
-    jac = None  # (dq/dx, df/dx) reused across Newton iterations and steps while it still converges
-    bar = _progress(progress, tstop)
+    bar = progress_bar(progress, tstop)
     while t < tstop * (1 - 1e-12):
         while stops[next_stop] <= t * (1 + 1e-12) + 1e-30:
             next_stop += 1
@@ -292,96 +147,196 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
         hit_stop = t + h >= target - 1e-9 * h if dt is None else False
         if hit_stop:
             h = target - t
-        order = 1 if order_pts < 2 else 2
-        h_prev = hist_t[-1] - hist_t[-2] if len(hist_t) >= 2 else None
-        a, c0, c1 = _coefficients(method, order, h, h_prev)
+        npts = len(hist_t)
+        h_prev = hist_t[-1] - hist_t[-2] if npts >= 2 else None
+        co = method.coefficients(h, h_prev, npts >= 2)
         t_new = t + h
-        with torch.no_grad():
-            q_d, qdot_d = hist_q[-1].detach(), qdot_g.detach()
-            b = c0 * q_d + (c1 * hist_q[-2].detach() if c1 else 0.0)
-            if method == "trap" and order == 2:
-                b = b - qdot_d
-            guess = _predict(ts, xs_det, t_new) if order_pts >= 2 else xs_det[-1]
-            # Newton error kept well below the local-error tolerance of the step (fixed steps: tight)
-            step_tol = tol if dt is not None else NEWTON_LTE_FRACTION * (atol + rtol * xs_det[-1].abs())
-            x_new, ok, iters, jac = _chord_newton(bound, guess, t_new, a, b, step_tol, jac)
+        b = method.history(co, q1, q0, qdot)
+        if npts < 2:
+            guess = stepper.predict(None)
+        elif len(ts) < 3:  # linear extrapolation from the first two points
+            w = h / (ts[-1] - ts[-2])
+            guess = stepper.predict((0.0, -w, 1 + w))
+        else:
+            guess = stepper.predict(step_weights(ts[-3], ts[-2], ts[-1], t_new)[0])
+        tol = stepper.fixed_tol if dt is not None else ctl.newton_tolerance(atol, rtol, stepper.abs_last)
+        x_new, ok, iters = stepper.newton(guess, t_new, co.a, stepper.detach(b), tol)
         stats["newton_iterations"] += iters
         if not ok:
             stats["rejected"] += 1
-            h = h / 8
+            h = ctl.after_newton_failure(h)
+            stepper.forget_jacobian()
             if h < hmin:
-                nonfinite = bound.nonfinite(x_new, t_new)
-                raise ConvergenceError(f"transient: {nonfinite}" if nonfinite else
-                                       f"transient: time step too small at t={t:.6g} s (Newton failed)")
+                raise ConvergenceError(stepper.failure(x_new, t_new, t))
             continue
-        if dt is None and order_pts >= 3:
-            x3 = _third_derivative(hist_t[-3:] + [t_new], xs_det[-3:] + [x_new])
-            err = _lte_factor(method, h, h_prev) * x3.abs()
-            scale = atol + rtol * torch.maximum(x_new.abs(), xs_det[-1].abs())
-            ratio = float(torch.where(differential, err / scale, torch.zeros_like(err)).max())
-            if ratio > 1.0 and h > hmin * 10:
+        if dt is None and npts >= 3:
+            w3 = step_weights(hist_t[-3], hist_t[-2], hist_t[-1], t_new)[1]
+            ratio = method.lte_factor(h, h_prev) * stepper.lte(w3, x_new, atol, rtol)
+            gain = ctl.gain(ratio)
+            if ctl.rejects(ratio, h, hmin):
                 stats["rejected"] += 1
-                h = h * max(0.2, 0.9 * ratio ** (-1 / 3))
+                h = ctl.after_rejection(h, gain)
                 continue
-            h_next = h * min(2.0, max(0.3, 0.9 * max(ratio, 1e-12) ** (-1 / 3)))
+            h_next = ctl.after_accept(h, gain, True)
         else:
-            h_next = h if dt is not None else h * 2.0
-        # accept
-        if needs_grad:
-            x_step, q_step, f_step = _graph_step(bound, x_new, t_new, a, c0, c1, hist_q, qdot_g,
-                                                 method, order)
-        else:
-            with torch.no_grad():
-                q_step, f_step = bound.evaluate(x_new, t_new)
-            x_step = x_new
+            h_next = h if dt is not None else ctl.after_accept(h, 1.0, False)
+        q_new = stepper.accept(x_new, t_new, co, b)
         t = t_new
         ts.append(t)
-        xs_det.append(x_new)
-        xs_out.append(x_step)
-        hist_q.append(q_step)
+        q0, q1, qdot = q1, q_new, method.derivative(co, q_new, b)
         hist_t.append(t)
-        qdot_g = -f_step
-        order_pts += 1
         stats["steps"] += 1
         bar.update(h)
         h = h_next
         if hit_stop and target < tstop:  # a source corner: restart at first order with a small step
-            order_pts = 1
-            hist_q, hist_t = [hist_q[-1]], [t]
+            hist_t = [t]
             following = stops[next_stop + 1] if next_stop + 1 < len(stops) else tstop
-            h = min(h, 0.1 * (following - t), dae.circuit.tstep)
+            h = ctl.after_breakpoint(h, t, following, tstep)
     bar.close()
-    return TransientResult(torch.tensor(ts, dtype=dtype), torch.stack(xs_out, dim=1), dae.names, stats,
-                           breakpoints)
+    stats.update(stepper.stats())
+    t_out, x_out = stepper.outputs(ts)
+    return TransientResult(t_out, x_out, [], stats, breakpoints)
 
 
-def _graph_step(bound: BoundDAE, x_new: Tensor, t_new: float, a, c0, c1, hist_q, qdot_g, method, order):
-    """Re-attach the autograd graph to a converged step: one Newton correction with the graph."""
+class _TorchSteps:
+    """States of a batch as torch (B, n) tensors; with gradients, each accepted step re-attaches the
+    graph (`_graph_step`)."""
+
+    def __init__(self, bound: BoundDAE, x: Tensor, needs_grad: bool, fixed_tol: Tensor | None):
+        self.bound, self.needs_grad, self.fixed_tol = bound, needs_grad, fixed_tol
+        with torch.no_grad():
+            _, _, jq0, _ = bound.jacobians(x, 0.0)
+        self.differential = (jq0.abs().amax(dim=(0, 1)) > 0).to(x.dtype)  # unknowns in some charge
+        with torch.enable_grad() if needs_grad else torch.no_grad():
+            self.q_start = bound.evaluate(x, 0.0)[0]
+        self.jac = None  # (dq/dx, df/dx) reused across Newton iterations and steps while it converges
+        self.recent = [x.detach()]  # the last (up to 3) accepted states, without graph
+        self.abs_last = self.recent[-1].abs()
+        self.xs_out = [x]
+
+    @staticmethod
+    def convert(v: Tensor) -> Tensor:
+        return v
+
+    @staticmethod
+    def detach(v: Tensor) -> Tensor:
+        return v.detach()
+
+    def predict(self, weights) -> Tensor:
+        """Newton's initial guess: weights on the last 3 accepted states (None: the last state)."""
+        if weights is None:
+            return self.recent[-1]
+        out = None
+        for w, x in zip(weights[3 - len(self.recent):], self.recent):
+            if w != 0.0:
+                out = x * w if out is None else out + x * w
+        return out
+
+    def lte(self, w3, x_new: Tensor, atol: Tensor, rtol: float) -> float:
+        """Largest |third derivative| / tolerance over the differential unknowns (the derivative from
+        weights on the last 3 states and x_new)."""
+        x3 = self.recent[-3] * w3[0] + self.recent[-2] * w3[1] + self.recent[-1] * w3[2] + x_new * w3[3]
+        scale = atol + rtol * torch.maximum(x_new.abs(), self.abs_last)
+        return float((x3.abs() * self.differential / scale).max())
+
+    def newton(self, guess: Tensor, t: float, a: float, b: Tensor, tol: Tensor):
+        with torch.no_grad():
+            x, ok, iters, self.jac = _chord_newton(self.bound, guess, t, a, b, tol, self.jac)
+        return x, ok, iters
+
+    def forget_jacobian(self) -> None:
+        self.jac = None
+
+    def accept(self, x_new: Tensor, t_new: float, co: Coefficients, b: Tensor) -> Tensor:
+        """Store the accepted state; return q there (graph-carrying when needed)."""
+        if self.needs_grad:
+            x_out, q = _graph_step(self.bound, x_new, t_new, co.a, b)
+        else:
+            with torch.no_grad():
+                x_out, q = x_new, self.bound.evaluate(x_new, t_new)[0]
+        self.recent = self.recent[-2:] + [x_new]
+        self.abs_last = x_new.abs()
+        self.xs_out.append(x_out)
+        return q
+
+    def failure(self, x_new: Tensor, t_new: float, t: float) -> str:
+        nonfinite = self.bound.nonfinite(x_new, t_new)
+        return (f"transient: {nonfinite}" if nonfinite else
+                f"transient: time step too small at t={t:.6g} s (Newton failed)")
+
+    @staticmethod
+    def stats() -> dict:
+        return {}
+
+    def outputs(self, ts: list[float]) -> tuple[Tensor, Tensor]:
+        return torch.tensor(ts, dtype=self.xs_out[0].dtype), torch.stack(self.xs_out, dim=1)
+
+
+class _DenseSteps:
+    """States of one design as numpy (n,) arrays, solved by `DenseSystem` (no gradients)."""
+
+    fixed_tol = None
+
+    def __init__(self, bound: BoundDAE, x: Tensor, breakpoints: list[float], tstop: float):
+        self.bound = bound
+        self.system = DenseSystem(bound, [0.0] + breakpoints + [tstop])
+        x0 = x[0].detach().numpy().copy()
+        self.differential = self.system.start(x0)
+        self.q_start = self.system.charges(x0, 0.0)
+        self.recent = np.stack([x0, x0, x0])  # the last 3 accepted states (the start repeated)
+        self.abs_last = np.abs(x0)
+        self.xs_out = [x0]
+
+    @staticmethod
+    def convert(v: Tensor) -> np.ndarray:
+        return v.detach().reshape(-1, v.shape[-1])[0].numpy() if v.dim() > 1 else v.detach().numpy()
+
+    @staticmethod
+    def detach(v: np.ndarray) -> np.ndarray:
+        return v
+
+    def predict(self, weights) -> np.ndarray:
+        return self.recent[2] if weights is None else np.dot(weights, self.recent)
+
+    def lte(self, w3, x_new: np.ndarray, atol: np.ndarray, rtol: float) -> float:
+        x3 = np.dot(w3[:3], self.recent) + w3[3] * x_new
+        scale = atol + rtol * np.maximum(np.abs(x_new), self.abs_last)
+        return float((np.abs(x3) * self.differential / scale).max())
+
+    def newton(self, guess: np.ndarray, t: float, a: float, b: np.ndarray, tol: np.ndarray):
+        return self.system.newton(guess, t, a, b, tol)
+
+    def forget_jacobian(self) -> None:
+        self.system.forget_jacobian()
+
+    def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
+        self.recent[:2] = self.recent[1:]
+        self.recent[2] = x_new
+        self.abs_last = np.abs(x_new)
+        self.xs_out.append(x_new)
+        return self.system.charges(x_new, t_new)
+
+    def failure(self, x_new: np.ndarray, t_new: float, t: float) -> str:
+        nonfinite = self.bound.nonfinite(torch.from_numpy(x_new)[None], t_new)
+        return (f"transient: {nonfinite}" if nonfinite else
+                f"transient: time step too small at t={t:.6g} s (Newton failed)")
+
+    def stats(self) -> dict:
+        return {"jacobians": self.system.jacobians, "solves": self.system.iterations}
+
+    def outputs(self, ts: list[float]) -> tuple[Tensor, Tensor]:
+        return torch.tensor(ts, dtype=torch.float64), torch.from_numpy(np.stack(self.xs_out))[None]
+
+
+def _graph_step(bound: BoundDAE, x_new: Tensor, t_new: float, a: float, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Re-attach the autograd graph to a converged step: one Newton correction with the graph;
+    returns (x, q) at the new point."""
     q, f = bound.evaluate(x_new.detach(), t_new)
     _, _, jq, jf = bound.jacobians(x_new.detach(), t_new)
-    b = c0 * hist_q[-1] + (c1 * hist_q[-2] if c1 else 0.0)
-    if method == "trap" and order == 2:
-        b = b - qdot_g
     R = a * q + b + f
     J = (a * jq + jf).detach()
     dx = torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
-    x_g = x_new.detach() - dx
-    q_g = q - (jq.detach() @ dx.unsqueeze(-1)).squeeze(-1)
-    f_g = f - (jf.detach() @ dx.unsqueeze(-1)).squeeze(-1)
-    return x_g, q_g, f_g
-
-
-def _predict(ts: list[float], xs: list[Tensor], t_new: float) -> Tensor:
-    """Quadratic (or, with two points, linear) extrapolation: Newton's initial guess."""
-    if len(ts) < 3:
-        t0, t1 = ts[-2], ts[-1]
-        return xs[-1] + (xs[-1] - xs[-2]) * ((t_new - t1) / (t1 - t0))
-    t0, t1, t2 = ts[-3:]
-    x0, x1, x2 = xs[-3:]
-    s = t_new
-    return (x0 * ((s - t1) * (s - t2) / ((t0 - t1) * (t0 - t2)))
-            + x1 * ((s - t0) * (s - t2) / ((t1 - t0) * (t1 - t2)))
-            + x2 * ((s - t0) * (s - t1) / ((t2 - t0) * (t2 - t1))))
+    return x_new.detach() - dx, q - (jq.detach() @ dx.unsqueeze(-1)).squeeze(-1)
 
 
 def interpolate(t: Tensor, x: Tensor, t_eval: Tensor, breakpoints: list[float] | None = None,
@@ -391,7 +346,6 @@ def interpolate(t: Tensor, x: Tensor, t_eval: Tensor, breakpoints: list[float] |
     stencil fits.  Per-design grids: t (B, T) with design b's points t[b, :counts[b]] (padded
     after), t_eval (E,) or (B, E); returns (B, E, n) either way."""
     if t.dim() == 2:
-        from circuits.solve_per_design import interpolate_per_design
 
         return interpolate_per_design(t, x, t_eval, counts, breakpoints)
     t = t.to(x.dtype)
@@ -416,26 +370,3 @@ def interpolate(t: Tensor, x: Tensor, t_eval: Tensor, breakpoints: list[float] |
     return torch.where((ok_right | ok_left).view(1, -1, 1), quad, linear)
 
 
-class _NoBar:
-    def update(self, _: float) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, tstop: float):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=tstop, unit="s", unit_scale=True, desc="transient", leave=False)
-
-    class _Bar:
-        def update(self, h: float) -> None:
-            bar.update(h)
-
-        def close(self) -> None:
-            bar.close()
-
-    return _Bar()

@@ -8,10 +8,11 @@ import torch
 from torch import Tensor
 
 from circuits.dae import BoundDAE
+from circuits.dc import initial_condition
 from circuits.errors import ConvergenceError
-from circuits.split import SplitDAE, matvec
-from circuits.solve import (CHORD_MAX_CONTRACTION, NEWTON_LTE_FRACTION, TransientResult, _progress,
-                            initial_condition, step_ceiling)
+from circuits.integrator import CHORD_MAX_CONTRACTION, CONTROLLER, Method, step_ceiling, step_weights
+from circuits.result import TransientResult, progress_bar
+from circuits.split import SplitDAE
 
 # ----------------------------------------------------------------------------------------------
 # per-design time stepping: every design has its own t, h, order and history (no gradients)
@@ -98,10 +99,11 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
     return x, conv, split.charges(x, t), jac
 
 
-def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: float, atol_scale: float,
+def transient_per_design(bound: BoundDAE, tstop: float, *, method: Method, rtol: float, atol_scale: float,
                           hmax: float | None, uic: bool, x0: Tensor | None, progress: bool) -> TransientResult:
     """`transient` with an own time t_b and step h_b per design (see `transient`)."""
     dae = bound.dae
+    ctl = CONTROLLER
     # inference mode (not just no_grad): no version counters or autograd bookkeeping on the ~10^6
     # small tensor ops of a run (measured 8-15 % faster on ring5, B = 1024)
     with torch.inference_mode():
@@ -114,9 +116,9 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
         n_stops = stops.shape[0]
         hmax = step_ceiling(bound, tstop, hmax)
         tstep = dae.circuit.tstep
-        h0 = min(tstep, tstop / 50) * 0.01
-        hmin = tstop * 1e-14
-        trap = method == "trap"
+        h0 = ctl.first_step(tstep, tstop)
+        hmin = ctl.min_step(tstop)
+        trap = method.name == "trap"
 
         q1, f1, jq0, jf0 = bound.jacobians(x, torch.zeros(B, dtype=dtype))
         q_uic = bound.uic_charge_offset(x) if uic and x0 is None else None
@@ -140,10 +142,9 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
                  "jacobians": 1, "compactions": 0}
         rejected = torch.zeros((), dtype=torch.long)  # rejected steps, summed without a sync per step
         # constants as tensors: a Python scalar in torch.where costs an extra op every time
-        zero, two, h0_t = (torch.tensor(v, dtype=dtype) for v in (0.0, 2.0, h0))
+        h0_t = torch.tensor(h0, dtype=dtype)
         rtol_t = torch.tensor(rtol, dtype=dtype)
-        newton_atol, newton_rtol = NEWTON_LTE_FRACTION * atol, torch.tensor(NEWTON_LTE_FRACTION * rtol, dtype=dtype)
-        bar = _progress(progress, tstop)
+        bar = progress_bar(progress, tstop)
         t_shown = 0.0
         while True:
             active = t < tstop * (1 - 1e-12)
@@ -169,22 +170,15 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             hit = t + hh >= target - 1e-9 * hh
             hh = torch.where(active, torch.where(hit, target - t, hh), h0_t)  # frozen designs: any finite step
             order2 = npts >= 2
-            w = hh / (th[:, 2] - th[:, 1])
-            if trap:
-                order2_f = order2.to(dtype)
-                a = (1 + order2_f) / hh
-                b = -torch.addcmul(a[:, None] * q1, qdot, order2_f[:, None])
-            else:
-                a = torch.where(order2, (1 + 2 * w) / ((1 + w) * hh), 1.0 / hh)
-                c0 = torch.where(order2, -(1 + w) / hh, -1.0 / hh)
-                c1 = torch.where(order2, w * w / ((1 + w) * hh), zero)
-                b = c0[:, None] * q1 + c1[:, None] * q0
+            h_prev = th[:, 2] - th[:, 1]
+            co = method.coefficients(hh, h_prev, order2)
+            b = method.history(co, q1, q0, qdot)
             t_new = t + hh
-            guess_weights, third_weights = _step_weights(th, t_new, w, total, npts)
+            guess_weights, third_weights = _step_weights(th, t_new, hh / h_prev, total, npts)
             guess = _combine(guess_weights, xh)
             x_last = xh[:, 2]
-            step_tol = torch.addcmul(newton_atol, x_last.abs(), newton_rtol)
-            x_new, conv, q_new, jac = _chord_newton_batch(work, guess, t_new, a, b, step_tol, jac, active, stats)
+            step_tol = ctl.newton_tolerance(atol, rtol_t, x_last.abs())
+            x_new, conv, q_new, jac = _chord_newton_batch(work, guess, t_new, co.a, b, step_tol, jac, active, stats)
             conv = conv & active
             failed = active & ~conv
             # local truncation error from the third divided difference (points since the reset);
@@ -192,15 +186,15 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             check = conv & (npts >= 3)
             x4 = torch.cat([xh, x_new[:, None]], dim=1)   # the last 3 accepted points and the new one
             x3 = _combine(third_weights, x4)
-            fac = hh ** 3 / 12.0 if trap else hh ** 3 * (1 + w) ** 2 / (6.0 * (1 + 2 * w))
+            fac = method.lte_factor(hh, h_prev)
             scale = torch.addcmul(atol, torch.maximum(x_new.abs(), x_last.abs()), rtol_t)
             ratio = (x3.abs() * differential / scale).amax(dim=1) * fac * check.to(dtype)
-            lte_reject = check & (ratio > 1.0) & (hh > hmin * 10)
+            lte_reject = check & ctl.rejects(ratio, hh, hmin)
             accept = conv & ~lte_reject
-            gain = 0.9 * ratio.clamp(min=1e-12) ** (-1 / 3)
-            h_next = torch.where(check, gain.clamp(0.3, 2.0), two) * hh
-            # step sizes: Newton failure /8, LTE rejection by the error ratio, acceptance as predicted
-            h_new = torch.where(failed, hh / 8, torch.where(lte_reject, hh * gain.clamp(min=0.2), h))
+            gain = ctl.gain(ratio)
+            h_next = ctl.after_accept(hh, gain, check)
+            h_new = torch.where(failed, ctl.after_newton_failure(hh),
+                                torch.where(lte_reject, ctl.after_rejection(hh, gain), h))
             rejected = rejected + (active & ~accept).sum()
             if bool(failed.any()):
                 if bool((h_new[failed] < hmin).any()):
@@ -216,7 +210,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             if n_stops > 1:
                 reset = accept & hit & (target < tstop)
                 following = torch.where(nxt + 1 < n_stops, stops[(nxt + 1).clamp(max=n_stops - 1)], tstop)
-                h_reset = torch.minimum(h_next, 0.1 * (following - t_new)).clamp(max=tstep)
+                h_reset = ctl.after_breakpoint(h_next, t_new, following, tstep)
                 h_next = torch.where(reset, h_reset, h_next)
                 npts = torch.where(reset, 1, npts + accept.long())
             else:
@@ -228,7 +222,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: str, rtol: fl
             th = torch.where(acc, torch.cat([th[:, 1:], t_new[:, None]], dim=1), th)
             xh = torch.where(acc[:, :, None], x4[:, 1:], xh)
             if trap:  # dq/dt at the new point, as the trapezoidal rule defines it
-                qdot = torch.where(acc, a[:, None] * q_new + b, qdot)
+                qdot = torch.where(acc, method.derivative(co, q_new, b), qdot)
             else:
                 q0 = torch.where(acc, q1, q0)
             q1 = torch.where(acc, q_new, q1)
@@ -278,25 +272,15 @@ _LAST = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # weights that repea
 
 
 def _step_weights(th: Tensor, t_new: Tensor, w: Tensor, total: Tensor, npts: Tensor) -> tuple[Tensor, Tensor]:
-    """Per design, weights on the last 3 accepted points for Newton's initial guess at t_new, and
-    weights on those points and the new one for the third derivative (6 x their third divided
-    difference).
-
-    With P_i = prod_{j != i} (t_i - t_j) over the 4 times (t_new last), the divided difference is
-    sum_i x_i / P_i and the quadratic extrapolation's Lagrange weights are -P_3 / P_i (i < 3).
-    Fewer points since the start or a reset: linear extrapolation (w = h / h_prev), or the last point.
-    Written column by column: on CPU, broadcast ops over (B, 4, 4) cost far more than a few (B,) ones.
-    """
-    t0, t1, t2 = th.unbind(1)
-    d01, d02, d03 = t0 - t1, t0 - t2, t0 - t_new
-    d12, d13, d23 = t1 - t2, t1 - t_new, t2 - t_new
-    P = torch.stack([d01 * d02 * d03, -d01 * d12 * d13, d02 * d12 * d23, -d03 * d13 * d23], dim=1)
-    guess = -P[:, 3:] / P[:, :3]
+    """Per design (B, 3) predictor weights and (B, 4) third-derivative weights (`step_weights`);
+    fewer points since the start or a reset: linear extrapolation (w = h / h_prev), or the last point."""
+    guess, third = step_weights(*th.unbind(1), t_new)
+    guess, third = torch.stack(guess, dim=1), torch.stack(third, dim=1)
     if bool(((total < 3) | (npts < 2)).any()):
         lin = torch.stack([torch.zeros_like(w), -w, 1 + w], dim=1)
         guess = torch.where((total >= 3)[:, None], guess, lin)
         guess = torch.where((npts >= 2)[:, None], guess, _LAST.to(th.dtype))
-    return guess, 6.0 / P
+    return guess, third
 
 
 def _combine(weights: Tensor, points: Tensor) -> Tensor:
