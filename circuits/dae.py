@@ -350,7 +350,7 @@ def assemble(circuit: Circuit) -> CircuitDAE:
             for s in dev.states_for(el):
                 rows.append(n_nodes + len(state_names))
                 state_names.append(_state_name(el, s))
-                state_atol.append(CURRENT_ATOL if s == "i" else 1e-6)
+                state_atol.append(CURRENT_ATOL if dev.is_current_state(s) else 1e-6)
             state_rows.append(rows)
         raw_groups.append((dev, els, node_rows, state_rows))
     ground = n_nodes + len(state_names)

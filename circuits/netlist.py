@@ -549,22 +549,45 @@ def _behavioral(name: str, toks: list[str], loc: SourceLoc) -> Element:
     return Element("b", name, [_node(t, loc) for t in toks[:2]], loc, behavior=(toks[2], expr))
 
 
+def _looks_numeric(word: str) -> bool:
+    """A value rather than a name (model names start with a letter)."""
+    return word[:1] in "0123456789.+-{'"
+
+
 def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
-    """D, M, N: ``name nodes... model [area] [k=v ...]`` (node counts checked here and later)."""
+    """D, M, Q, N: ``name nodes... model [area] [k=v ...]`` (node counts checked here and later).
+
+    Q takes 3 or 4 nodes (the substrate defaults to ground): ``q c b e [s] model [area]``."""
     pos, kv = _split_args(toks, loc)
     kind = name[0]
+    if "off" in pos:
+        raise _err(loc, f"{name}: 'off' is not supported (the operating point is solved with every "
+                        "device on)")
+    if kind == "q" and 4 <= len(pos) <= 6:
+        # the model is the word after the nodes that is followed by at most an area value
+        n_nodes = 4 if len(pos) == 6 or (len(pos) == 5 and not _looks_numeric(pos[4])) else 3
+        if len(pos) > n_nodes + 1:
+            pos, kv = _area_from_position(name, pos, kv, loc)
+        if n_nodes == 3:
+            pos.insert(3, "0")
     if kind == "d" and len(pos) == 4:
-        if "area" in kv:
-            raise _err(loc, f"{name}: area given twice")
-        kv = {"area": _expr(pos.pop(), loc), **kv}
-    need = {"d": 2, "m": 4}.get(kind)
+        pos, kv = _area_from_position(name, pos, kv, loc)
+    need = {"d": 2, "m": 4, "q": 4}.get(kind)
     if len(pos) < 2 or (need is not None and len(pos) != need + 1):
-        count = f"{need} nodes" if need else "nodes"
+        count = "3 or 4 nodes" if kind == "q" else f"{need} nodes" if need else "nodes"
         raise _err(loc, f"{name}: expected {count} and a model name")
     model = pos[-1]
     if _BAD_NAME_CHARS & set(model):
         raise _err(loc, f"{name}: bad model name '{model}'")
     return Element(kind, name, [_node(t, loc) for t in pos[:-1]], loc, model=model, params=kv)
+
+
+def _area_from_position(name: str, pos: list[str], kv: dict[str, Expr], loc: SourceLoc
+                        ) -> tuple[list[str], dict[str, Expr]]:
+    """Move a positional area value (the last word) into the parameters."""
+    if "area" in kv:
+        raise _err(loc, f"{name}: area given twice")
+    return pos[:-1], {"area": _expr(pos[-1], loc), **kv}
 
 
 def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
@@ -578,7 +601,7 @@ def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
 
 _ELEMENT_PARSERS = {
     "r": _rlc, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
-    "b": _behavioral, "d": _modeled, "m": _modeled, "n": _modeled, "x": _instance,
+    "b": _behavioral, "d": _modeled, "m": _modeled, "q": _modeled, "n": _modeled, "x": _instance,
 }
 
 
@@ -686,7 +709,13 @@ def _check_model_params(name: str, mtype: str, params: dict[str, Expr], loc: Sou
     dev = _device(mtype)
     if dev is None:
         raise _err(loc, f".model {name}: unknown model type '{mtype}'")
-    for k in params:
+    for k, e in params.items():
+        if k in dev.inert_params:
+            only = dev.inert_params[k]
+            if only is None or (e.is_constant and e.value() == only):
+                continue
+            reason = dev.rejected_params.get(k, f"only {only:g} is supported")
+            raise _err(loc, f".model {name}: parameter '{k}' is not supported: {reason}")
         if k in dev.rejected_params:
             raise _err(loc, f".model {name}: parameter '{k}' is not supported: {dev.rejected_params[k]}")
         if k not in dev.model_params:

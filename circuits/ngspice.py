@@ -395,7 +395,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
             text = expr.to_text(params=env, node_name=lambda n: names.node[n.lower()]
                                 if n.lower() in names.node else names.map_node(n.lower()))
             body.append(f"{head} {which}={text}")
-        elif k in ("d", "m"):
+        elif el.model is not None:  # a built-in ngspice device: nodes, model, instance parameters
             extra = _param_text(el.params, env)
             body.append(f"{head} {el.model}" + (f" {extra}" if extra else ""))
         else:
@@ -405,7 +405,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
         vectors[col] = f"v({names.elem[inst]}_{state})"
 
     models: list[str] = []
-    used = {e.model for e in netlist.elements if e.kind in ("d", "m") and e.model}
+    used = {e.model for e in netlist.elements if e.kind != "n" and e.model}
     for mname, model in netlist.models.items():
         if mname in used:
             models.append(f".model {mname} {model.type} {_param_text(model.params, env)}".rstrip())

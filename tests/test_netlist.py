@@ -266,7 +266,7 @@ def test_include_with_upper_case_path(tmp_path: Path) -> None:
 def test_include_errors(tmp_path: Path) -> None:
     (tmp_path / "a.inc").write_text("* a\n.include b.inc\n")
     (tmp_path / "b.inc").write_text(".include a.inc\n")
-    (tmp_path / "bad.inc").write_text("R1 a 0 1\n\nQ1 a b c\n")
+    (tmp_path / "bad.inc").write_text("R1 a 0 1\n\nO1 a b c\n")
     (tmp_path / "self.sp").write_text("t\n.include self.sp\n")
     with pytest.raises(NetlistError, match=r"^deck\.sp:3: cannot read include file 'missing\.inc'"):
         parse_netlist("t\nR1 a 0 1\n.include missing.inc\n", file="deck.sp", base_dir=tmp_path)
@@ -274,7 +274,7 @@ def test_include_errors(tmp_path: Path) -> None:
         parse_netlist("t\n.include a.inc\n", file="deck.sp", base_dir=tmp_path)
     with pytest.raises(NetlistError, match=r"self\.sp:2: include cycle"):
         parse_file(tmp_path / "self.sp")
-    with pytest.raises(NetlistError, match=r"bad\.inc:3: unknown element type 'q'"):
+    with pytest.raises(NetlistError, match=r"bad\.inc:3: unknown element type 'o'"):
         parse_netlist("t\n.include bad.inc\n", file="deck.sp", base_dir=tmp_path)
     expect_error(".include\n", 2, "needs a file name")
 
@@ -284,7 +284,7 @@ def test_include_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("body, line, match", [
     # structure and syntax
-    ("R1 a 0 1\nQ1 a b c model\n", 3, r"unknown element type 'q' \(q1\)"),
+    ("R1 a 0 1\nO1 a b c model\n", 3, r"unknown element type 'o' \(o1\)"),
     ("+ R1 a 0 1\n", 2, "continuation line"),
     ("R1 a 0 1\n.lib foo\n", 3, r"unsupported control card \.lib"),
     ("R1 a 0 1\n.nodeset v(a)=1\n", 3, r"unsupported control card \.nodeset"),

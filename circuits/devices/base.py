@@ -46,6 +46,10 @@ class Device:
     model_params: ClassVar[dict[str, float]] = {}
     instance_params: ClassVar[dict[str, float]] = {}
     rejected_params: ClassVar[dict[str, str]] = {}
+    # model parameters accepted although not modelled, because they cannot change a transient here:
+    # name -> the only value accepted (None: any value, e.g. a temperature coefficient at 27 C);
+    # another value is rejected with rejected_params[name]
+    inert_params: ClassVar[dict[str, float | None]] = {}
     family: ClassVar[str] = ""  # a name for messages (``MOSFET``)
     levels: ClassVar[tuple[int, ...]] = (1,)  # the ``level=`` values implemented (model_params has level)
     aliases: ClassVar[dict[str, str]] = {}  # other names ngspice accepts for a model parameter
@@ -104,6 +108,11 @@ class Device:
     def states_for(self, element) -> tuple[str, ...]:
         """Names of the element's internal states."""
         return self.states
+
+    @staticmethod
+    def is_current_state(name: str) -> bool:
+        """Whether a state is a current (``i``, ``i_c`` ...): it gets the current tolerance."""
+        return name == "i" or name.startswith("i_")
 
     def initial_states(self, p: dict[str, Tensor], v: Tensor) -> Tensor | None:
         """Initial value of the internal states (held during the DC operating point), or None."""

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 from circuits.devices.base import Device, DeviceEval, register, two_terminal
-
-THERMAL_VOLTAGE = 1.380649e-23 * 300.15 / 1.602176634e-19  # kT/q at ngspice's default 27 C
-GMIN = 1e-12  # ngspice adds gmin in parallel with every junction
-_EXP_LIMIT = 40.0  # beyond this the exponential is continued linearly to keep Newton finite
-
-
-def _limited_exp(x):
-    """exp(x) continued linearly above _EXP_LIMIT (value and slope continuous)."""
-    e = math.exp(_EXP_LIMIT)
-    return torch.where(x < _EXP_LIMIT, torch.exp(torch.clamp(x, max=_EXP_LIMIT)),
-                       e * (1 + x - _EXP_LIMIT))
+from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, depletion_charge, junction_current
 
 
 @register
@@ -33,23 +19,6 @@ class Diode(Device):
 
     def evaluate(self, v, s, t, p, ctx=None):
         vd = v[..., 0] - v[..., 1]
-        nvt = p["n"] * THERMAL_VOLTAGE
-        isat = p["is"] * p["area"]
-        forward = isat * (_limited_exp(vd / nvt) - 1)
-        # ngspice's reverse-bias form below -3 n Vt
-        arg = (3 * nvt / (math.e * torch.clamp(vd, max=-1e-30))) ** 3
-        reverse = -isat * (1 + arg)
-        cur = torch.where(vd >= -3 * nvt, forward, reverse) + GMIN * vd
-        return DeviceEval(i=two_terminal(cur), q=two_terminal(self._charge(vd, forward, p)))
-
-    @staticmethod
-    def _charge(vd, idiode, p):
-        """Depletion charge (ngspice's FC linearisation) plus transit-time charge."""
-        cj0, vj, m, fc = p["cjo"] * p["area"], p["vj"], p["m"], p["fc"]
-        below = vj / (1 - m) * (1 - torch.pow(torch.clamp(1 - vd / vj, min=1e-12), 1 - m))
-        f1 = vj / (1 - m) * (1 - torch.pow(1 - fc, 1 - m))
-        f2 = torch.pow(1 - fc, 1 + m)
-        f3 = 1 - fc * (1 + m)
-        fcv = fc * vj
-        above = f1 + (f3 * (vd - fcv) + m / (2 * vj) * (vd * vd - fcv * fcv)) / f2
-        return cj0 * torch.where(vd < fcv, below, above) + p["tt"] * idiode
+        idiode = junction_current(vd, p["is"] * p["area"], p["n"] * THERMAL_VOLTAGE)
+        charge = depletion_charge(vd, p["cjo"] * p["area"], p["vj"], p["m"], p["fc"]) + p["tt"] * idiode
+        return DeviceEval(i=two_terminal(idiode + GMIN * vd), q=two_terminal(charge))

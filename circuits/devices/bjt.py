@@ -1,0 +1,150 @@
+"""Bipolar transistor: ngspice's Gummel-Poon model (bjtload.c, bjttemp.c of ngspice-39) at 27 C.
+
+Series resistances RC, RB, RE are modelled with one internal state each: the current through the
+resistor from the terminal to the internal node, whose voltage is the terminal voltage minus R times
+that current.  The internal node's KCL is the state's equation.  This is exact for R = 0 too (where
+ngspice merges the two nodes), so every Q element has the same unknowns whatever its model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from circuits.devices.base import Device, DeviceEval, register
+from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, depletion_charge, junction_current
+
+_TEMPERATURE_ONLY = ("xtb", "eg", "xti", "tlev", "tlevc", "ctc", "cte", "cts", "tvjc", "tvje", "tvjs",
+                     *(f"{k}{n}" for k in ("tbf", "tbr", "tikf", "tikr", "tirb", "tnc", "tne", "tnf", "tnr",
+                                           "trb", "trc", "tre", "trm", "tvaf", "tvar", "titf", "ttf", "ttr",
+                                           "tmje", "tmjc", "tmjs", "tns", "tis", "tise", "tisc", "tiss")
+                       for n in (1, 2)),
+                     "trb", "trc", "tre")
+_NOISE_ONLY = ("kf", "af")
+_WITHOUT_RCO_OR_ISS = ("vo", "gamma", "qco", "quasimod", "vg", "cn", "d", "ns")  # no effect without them
+_SAFE_OPERATING_AREA = ("vbe_max", "vbc_max", "vce_max", "pd_max", "ic_max", "ib_max", "te_max")
+
+
+def _inverse(x: Tensor) -> Tensor:
+    """1/x, and 0 where x = 0 (ngspice's convention for 'infinite' VAF, IKF ...)."""
+    return torch.where(x != 0, 1 / torch.where(x != 0, x, torch.ones_like(x)), torch.zeros_like(x))
+
+
+@register
+class Bjt(Device):
+    """Q c b e [s] model [area] [m=]: Gummel-Poon transport current, base-charge modulation
+    (VAF, VAR, IKF, IKR, NKF), leakage diodes (ISE, NE, ISC, NC), series resistances, depletion
+    charges (CJE, CJC split by XCJC, CJS) and transit-time charges (TF with XTF, VTF, ITF; TR)."""
+
+    letter = "q"
+    family = "BJT"
+    model_types = ("npn", "pnp")
+    terminals = 4
+    states = ("i_c", "i_b", "i_e")
+    model_params = {"level": 1.0, "subs": 0.0,
+                    "is": 1e-16, "bf": 100.0, "nf": 1.0, "vaf": 0.0, "ikf": 0.0, "nkf": 0.5, "ise": 0.0,
+                    "ne": 1.5, "br": 1.0, "nr": 1.0, "var": 0.0, "ikr": 0.0, "isc": 0.0, "nc": 2.0,
+                    "rb": 0.0, "re": 0.0, "rc": 0.0,
+                    "cje": 0.0, "vje": 0.75, "mje": 0.33, "tf": 0.0, "xtf": 0.0, "vtf": 0.0, "itf": 0.0,
+                    "cjc": 0.0, "vjc": 0.75, "mjc": 0.33, "xcjc": 1.0, "tr": 0.0,
+                    "cjs": 0.0, "vjs": 0.75, "mjs": 0.0, "fc": 0.5}
+    instance_params = {"area": 1.0, "m": 1.0}
+    aliases = {"va": "vaf", "ik": "ikf", "c2": "ise", "vb": "var", "c4": "isc", "pe": "vje", "me": "mje",
+               "pc": "vjc", "mc": "mjc", "ccs": "cjs", "csub": "cjs", "ps": "vjs", "ms": "mjs", "nk": "nkf",
+               "tref": "tnom"}
+    levels = (1,)
+    inert_params = {**{k: None for k in (*_TEMPERATURE_ONLY, *_NOISE_ONLY, *_SAFE_OPERATING_AREA, *_WITHOUT_RCO_OR_ISS)},
+                    "tnom": 27.0, "ptf": 0.0, "irb": 0.0, "iss": 0.0}
+    rejected_params = {
+        "tnom": "only the nominal temperature 27 C is supported",
+        "ptf": "excess phase (PTF) is not modelled",
+        "irb": "current-dependent base resistance (IRB) is not modelled",
+        "rbm": "a minimum base resistance (RBM) other than RB is not modelled",
+        "iss": "the substrate diode current (ISS) is not modelled",
+        "rco": "the quasi-saturation model (RCO) is not modelled",
+        **{k: "separate BE/BC saturation currents (IBE, IBC) are not modelled" for k in ("ibe", "ibc")},
+        **{k: "area factors other than 'area' are not supported" for k in ("areab", "areac")},
+        **{k: "instance temperatures are not supported (27 C only)" for k in ("temp", "dtemp")},
+        "ic": "BJT initial conditions (ic=vbe,vce) are not supported; use .ic on the nodes",
+    }
+
+    def model_type_params(self, model_type: str) -> dict[str, float]:
+        return {"polarity": 1.0 if model_type == "npn" else -1.0}
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        tp, area, mult = p["polarity"], p["area"], p["m"]
+        # subs: 1 vertical, -1 lateral; ngspice's default is vertical for NPN, lateral for PNP
+        subs = torch.where(p["subs"] != 0, torch.sign(p["subs"]), tp)
+        vc, vb, ve, vs = v.unbind(-1)
+        i_c, i_b, i_e = s.unbind(-1)
+        scale = area * mult  # the resistors are conductances times area, and m devices in parallel
+        vcp = vc - p["rc"] / scale * i_c
+        vbp = vb - p["rb"] / scale * i_b
+        vep = ve - p["re"] / scale * i_e
+        vbe, vbc, vbx = tp * (vbp - vep), tp * (vbp - vcp), tp * (vb - vcp)
+        lateral = subs < 0
+        vsub = tp * subs * (vs - torch.where(lateral, vbp, vcp))
+
+        vt = THERMAL_VOLTAGE
+        isat = p["is"] * area
+        ise = torch.where(p["ise"] > 1e-4, p["is"] * p["ise"], p["ise"]) * area
+        isc = torch.where(p["isc"] > 1e-4, p["is"] * p["isc"], p["isc"]) * area
+        cbe = junction_current(vbe, isat, p["nf"] * vt)
+        cbc = junction_current(vbc, isat * area, p["nr"] * vt)  # ngspice scales the BC IS by area twice
+        cben = junction_current(vbe, ise, p["ne"] * vt) + GMIN * vbe
+        cbcn = junction_current(vbc, isc, p["nc"] * vt) + GMIN * vbc
+
+        q1 = 1 / (1 - _inverse(p["vaf"]) * vbc - _inverse(p["var"]) * vbe)
+        q2 = _inverse(p["ikf"] * area) * cbe + _inverse(p["ikr"] * area) * cbc
+        arg = torch.clamp(1 + 4 * q2, min=0.0)
+        nkf = torch.clamp(p["nkf"], max=1.0)
+        sqarg = torch.where(arg != 0, torch.pow(arg, nkf), torch.ones_like(arg))
+        qb = q1 * (1 + sqarg) / 2
+
+        cc = (cbe - cbc) / qb - cbc / p["br"] - cbcn
+        cb = cbe / p["bf"] + cben + cbc / p["br"] + cbcn
+        csub = GMIN * vsub
+
+        # internal-node currents (into the device) at (c', b', e') and the substrate terminal
+        dev_c, dev_b, dev_e = tp * cc, tp * cb, -tp * (cc + cb)
+        ttype = tp * subs
+        i_s = ttype * csub
+        dev_c = dev_c - torch.where(lateral, torch.zeros_like(i_s), i_s)
+        dev_b = dev_b - torch.where(lateral, i_s, torch.zeros_like(i_s))
+
+        qbe, qbc, qbx, qsub = self._charges(vbe, vbc, vbx, vsub, cbe, cbc, qb, p)
+        q_cp = -tp * (qbc + qbx) - torch.where(lateral, torch.zeros_like(qsub), ttype * qsub)
+        q_bp = tp * (qbe + qbc) - torch.where(lateral, ttype * qsub, torch.zeros_like(qsub))
+        q_ep = -tp * qbe
+
+        zero = torch.zeros_like(i_c)
+        current = torch.stack((i_c, i_b, i_e, mult * i_s), -1)
+        charge = mult.unsqueeze(-1) * torch.stack((zero, tp * qbx, zero, ttype * qsub), -1)
+        fs = torch.stack((mult * dev_c - i_c, mult * dev_b - i_b, mult * dev_e - i_e), -1)
+        qs = mult.unsqueeze(-1) * torch.stack((q_cp, q_bp, q_ep), -1)
+        return DeviceEval(i=current, q=charge, fs=fs, qs=qs)
+
+    @staticmethod
+    def _charges(vbe: Tensor, vbc: Tensor, vbx: Tensor, vsub: Tensor, cbe: Tensor, cbc: Tensor,
+                 qb: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Type-normalised charges qbe (b'-e'), qbc (b'-c'), qbx (b-c') and qsub (s-c' or s-b')."""
+        area = p["area"]
+        fc = torch.clamp(p["fc"], max=0.9999)
+        mje, mjc = torch.clamp(p["mje"], max=0.999), torch.clamp(p["mjc"], max=0.999)
+        mjs, vjs = torch.clamp(p["mjs"], max=0.999), p["vjs"]
+        # transit-time current: TF's bias dependence (XTF, VTF, ITF) and base-charge modulation
+        xtf, itf = p["xtf"], p["itf"] * area
+        ovtf = _inverse(p["vtf"] * 1.44)
+        argtf = xtf * torch.exp(vbc * ovtf)
+        ratio = cbe / (cbe + torch.where(itf != 0, itf, torch.ones_like(itf)))
+        argtf = torch.where(itf != 0, argtf * ratio * ratio, argtf)
+        cbe_tt = torch.where(vbe > 0, cbe * (1 + argtf) / qb, cbe)
+        qbe = p["tf"] * cbe_tt + depletion_charge(vbe, p["cje"] * area, p["vje"], mje, fc)
+        cjc = p["cjc"] * area
+        qbc = p["tr"] * cbc + depletion_charge(vbc, cjc * p["xcjc"], p["vjc"], mjc, fc)
+        qbx = depletion_charge(vbx, cjc * (1 - p["xcjc"]), p["vjc"], mjc, fc)
+        cjs = p["cjs"] * area
+        arg = torch.clamp(1 - vsub / vjs, min=1e-12)
+        reverse = vjs * cjs * (1 - arg * torch.pow(arg, -mjs)) / (1 - mjs)
+        qsub = torch.where(vsub < 0, reverse, vsub * cjs * (1 + mjs * vsub / (2 * vjs)))
+        return qbe, qbc, qbx, qsub
