@@ -97,7 +97,8 @@ class PinnModule(L.LightningModule):
                  lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64,
                  retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64,
                  lbfgs_adaptive: float = 0.0, design_margin: float = 0.0, cycle_lbfgs_steps: int = 0,
-                 start_cover: int = 0, lbfgs_seconds: float = 0.0, val_ref: tuple[Tensor, Tensor] | None = None):
+                 start_cover: int = 0, lbfgs_seconds: float = 0.0, design_pool: int = 0,
+                 val_ref: tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["val_ref"])
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
@@ -120,6 +121,7 @@ class PinnModule(L.LightningModule):
         self.lbfgs_history: list[float] = []
         self.window_residuals: list[float] = []  # final L-BFGS residual of each finished window
         self.designs_per_batch, self.times_per_design = designs_per_batch, times_per_design
+        self._pool: tuple[Tensor, Tensor, dict[bytes, int]] | None = None
 
     @property
     def windows(self) -> int:
@@ -150,8 +152,40 @@ class PinnModule(L.LightningModule):
     def window_start_states(self, designs: Tensor, window: int) -> Tensor:
         """State (D, n) of each design at the start of a window (no graph: earlier windows are frozen)."""
         with torch.no_grad():
-            x0 = self.model.physics.initial_state(self.model.physics.bind(designs))
+            x0 = self._initial_states(designs)
             return self.model.window_starts(designs, x0, upto=window + 1)[window] if window else x0
+
+    def _initial_states(self, designs: Tensor) -> Tensor:
+        """x(0, p) (D, n) of each design (no graph); designs drawn from the design pool are looked up,
+        not solved again (a DC solve of the candidates was half of every Adam step)."""
+        pool = self._design_pool()
+        if pool is not None:
+            index = [pool[2].get(row.numpy().tobytes()) for row in designs]
+            if all(i is not None for i in index):
+                return pool[1][torch.tensor(index)]
+        return self.model.physics.initial_state(self.model.physics.bind(designs))
+
+    def _design_pool(self) -> tuple[Tensor, Tensor, dict[bytes, int]] | None:
+        """(designs, their initial states, row -> index) of the `design_pool` Sobol designs that
+        collocation designs are drawn from; None without a pool."""
+        size = int(self.hparams.get("design_pool", 0))
+        if size <= 0:
+            return None
+        if self._pool is None:
+            P = self.circuit.space.sample_sobol(size, seed=int(self.hparams.seed) * 31 + 55_441,
+                                                margin=float(self.hparams.design_margin))
+            with torch.no_grad():
+                x0 = self.model.physics.initial_state(self.model.physics.bind(P))
+            self._pool = (P, x0, {row.numpy().tobytes(): k for k, row in enumerate(P)})
+        return self._pool
+
+    def _sobol(self, n: int, seed: int) -> Tensor:
+        """n designs: drawn from the design pool when there is one, else Sobol with this seed."""
+        pool = self._design_pool()
+        if pool is None:
+            return self.circuit.space.sample_sobol(n, seed=seed, margin=float(self.hparams.design_margin))
+        pick = torch.randperm(len(pool[0]), generator=torch.Generator().manual_seed(seed))[:n]
+        return pool[0][pick]
 
     def loss_terms(self, t: Tensor, designs: Tensor, window: int = 0,
                    starts: Tensor | None = None) -> dict[str, Tensor]:
@@ -393,10 +427,9 @@ class PinnModule(L.LightningModule):
             return space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
         if window > 0 and self.covers_start_states:
             return self._covering_designs(D, int(self.hparams.start_cover) * D, seed, window)
-        margin = float(self.hparams.design_margin)
         if window == 0 or not len(self.model.time_coef):
-            return space.sample_sobol(D, seed=seed, margin=margin)
-        candidates = space.sample_sobol(8 * D, seed=seed, margin=margin)
+            return self._sobol(D, seed)
+        candidates = self._sobol(8 * D, seed)
         tstop = torch.full((len(candidates),), self.circuit.tstop, dtype=torch.float64)
         reach = self.model.warp(tstop, candidates)[0]  # network time at tstop
         kept = candidates[reach > float(self.model.edges[window])]
@@ -418,7 +451,7 @@ class PinnModule(L.LightningModule):
         few designs still unswitched at the coercive bottleneck were 7 % of the points, and the
         network switched them all."""
         space = self.circuit.space
-        P = space.sample_sobol(candidates, seed=seed, margin=float(self.hparams.design_margin))
+        P = self._sobol(candidates, seed)
         sf = self.model.state_features
         starts = self.window_start_states(P, window)[:, sf] / self.model.physics.layout.x_scale[sf]
         return P[farthest_points(torch.cat([space.to_unit(P), starts], dim=1), D)]

@@ -1,8 +1,9 @@
-"""Train to a target: after the scheduled windows, fix the earliest window that misses the target.
+"""Train to a target: after the scheduled windows, fix the window where the held-out error is made.
 
 The PINN analogue of SPICE's local-truncation-error step control.  The held-out designs' reference
-waveforms say how far off each time window is; the earliest window whose error exceeds the target is
-the one where the error was made (later windows inherit it through their start states).  That window
+waveforms say how far off each time window is; of the windows above the target, the one whose error
+grew most over its predecessor's is where the error was made (later windows inherit it through
+their start states).  That window
 is split in two and both halves retrained (plain windows in seconds), or, where splitting is not
 possible (an oscillator's warped start-up windows, the limit cycle, a window already short), its
 L-BFGS continues on fresh collocation points.  A window is first refined that way (cheaper, and
@@ -58,7 +59,7 @@ def window_errors(module) -> tuple[Tensor, Tensor, dict[str, Any]]:
 
 @dataclass
 class TrainToTarget:
-    """Retrain the earliest window above target until the held-out NRMSE meets it (worst <= `target`,
+    """Retrain the window that makes the error until the held-out NRMSE meets the target (worst <= `target`,
     median <= `target_median`) or the clock passes `deadline` (time.perf_counter() seconds)."""
 
     target: float
@@ -67,6 +68,22 @@ class TrainToTarget:
     target_median: float = math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     _refined: set[tuple[float, float]] = field(default_factory=set)
+
+    def _round_estimate(self, module) -> float:
+        """Expected length (s) of the next round: the longest so far, else two windows' allowance
+        (a split retrains two)."""
+        done = [r["seconds"] for r in self.history]
+        return max(done) if done else 2.0 * float(module.hparams.get("lbfgs_seconds") or 0.0)
+
+    def culprit(self, errors: Tensor, medians: Tensor) -> int:
+        """The window to work on: among windows whose worst error exceeds the target, the one where
+        the error grew most over its predecessor's (where it was made, not where it was inherited;
+        the earliest of equals); else the window with the largest median error."""
+        above = errors > self.target
+        if bool(above.any()):
+            growth = errors - torch.cat([errors.new_zeros(1), errors[:-1]])
+            return int(torch.where(above, growth, torch.full_like(growth, -math.inf)).argmax())
+        return int(medians.argmax())
 
     def can_split(self, module, k: int) -> bool:
         """Whether window k may be split (plain layout in seconds, long enough, under the window cap)."""
@@ -83,11 +100,11 @@ class TrainToTarget:
             errors, medians, metrics = window_errors(module)
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
             met = worst <= self.target and median <= self.target_median
-            if met or time.perf_counter() >= self.deadline:
+            if met or time.perf_counter() + self._round_estimate(module) >= self.deadline:
                 break
-            above = torch.nonzero((errors > self.target) | (medians > self.target_median)).flatten()
-            k = int(above[0]) if len(above) else int(errors.argmax())
+            k = self.culprit(errors, medians)
             rounds += 1
+            round_began = time.perf_counter()
             seed = int(module.hparams.seed) * 7_919 + 104_729 * rounds
             span = (float(module.model.edges[k]), float(module.model.edges[k + 1]))
             if span in self._refined and self.can_split(module, k):
@@ -98,7 +115,8 @@ class TrainToTarget:
                 self._refined.add(span)
                 self._retrain(module, k, seed, adam=False)
             self.history.append({"round": rounds, "window": k, "action": action, "window_error": float(errors[k]),
-                                 "worst_before": worst, "windows": module.model.windows})
+                                 "worst_before": worst, "windows": module.model.windows,
+                                 "seconds": time.perf_counter() - round_began})
             log.info("target missed (held-out worst %.3g, median %.3g); window %d (worst %.3g, median %.3g) %s; "
                      "%d windows now", worst, median, k, float(errors[k]), float(medians[k]), action,
                      module.model.windows)

@@ -21,6 +21,9 @@ FIRST_PASS_SHARE = 0.5
 #: loop gives the windows that miss it more)
 WINDOW_ALLOWANCE_S = 60.0
 
+#: Sobol designs (with their initial states, solved once) that collocation designs are drawn from
+DESIGN_POOL = 8192
+
 #: Adam steps per window before its L-BFGS (the automatic recipe)
 ADAM_STEPS_PER_WINDOW = 400
 
@@ -61,6 +64,7 @@ def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
     cfg.surrogate.update({"design_margin": 0.1, "lbfgs_steps": 100_000, "retry_factor": 30.0,
                           "lbfgs_designs": 128 if oscillator else 512, "lbfgs_times": 32 if oscillator else 4,
                           "designs_per_batch": 32, "times_per_design": 32, "val_points": 1001, "val_designs": 64,
+                          "design_pool": DESIGN_POOL,
                           **recipe.training})
     cfg.trainer.max_steps = ADAM_STEPS_PER_WINDOW * recipe.windows
     log.info("recipe: planned in %.0f s of a %.0f s budget", time.perf_counter() - began, budget_s)
@@ -112,7 +116,8 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
                         lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
                         times_per_design=int(s.times_per_design), design_margin=design_margin,
                         cycle_lbfgs_steps=int(s.get("cycle_lbfgs_steps", 0)),
-                        start_cover=int(s.get("start_cover", 0)), lbfgs_seconds=0.0)
+                        start_cover=int(s.get("start_cover", 0)), lbfgs_seconds=0.0,
+                        design_pool=int(s.get("design_pool", 0)))
     if auto:  # the first pass takes at most FIRST_PASS_SHARE of what is left; the target loop the rest
         heavy = module.windows + (CYCLE_ALLOWANCE - 1 if recipe.oscillator else 0)
         left = began + budget_s - time.perf_counter()

@@ -75,7 +75,7 @@ def test_the_recipe_finds_ring5_an_oscillator_and_feram_not():
 
 
 # ----------------------------------------------------------------------------------------------
-# train to a target: the earliest window above the target is refined, then split
+# train to a target: the window where the error is made is refined, then split
 
 
 def _tiny_rc_module(tmp_windows: list[float]):
@@ -94,11 +94,11 @@ def _tiny_rc_module(tmp_windows: list[float]):
                       lbfgs_steps=60, lbfgs_designs=1, lbfgs_times=256, designs_per_batch=1, times_per_design=128)
 
 
-def test_the_earliest_window_above_the_target_is_refined_then_split_and_its_error_falls(tmp_path):
+def test_the_stalled_window_is_refined_then_split_and_its_error_falls(tmp_path):
     """Window 0 planted as a stall (random weights, never trained); window 1 trained.  With an
-    unreachable target the loop works on window 0 first (refine), then splits it; the stalled
-    window's error falls by far, window 1's network is never touched, and the split surrogate
-    saves and loads with the same waveform."""
+    unreachable target the loop works on window 0 first (refine), and splits it when it comes back
+    to it; the stalled window's error falls by far, and the split surrogate saves and loads with
+    the same waveform."""
     import time
 
     from surrogate.api import load_surrogate, save_surrogate
@@ -110,9 +110,8 @@ def test_the_earliest_window_above_the_target_is_refined_then_split_and_its_erro
     module._lbfgs(1, t, designs, starts, 60)
     module.window_residuals[:] = [float("nan"), float("nan")]
     before, _, _ = window_errors(module)
-    later = {k: v.clone() for k, v in module.model.nets[1].state_dict().items()}
     loop = TrainToTarget(target=1e-9, deadline=time.perf_counter() + 40, adam_steps=150)
-    # two rounds only: stop the clock after the split
+    # stop the clock after the first split
     real_split = loop._split_and_retrain
 
     def split_then_stop(module, k, seed):
@@ -122,13 +121,11 @@ def test_the_earliest_window_above_the_target_is_refined_then_split_and_its_erro
     loop._split_and_retrain = split_then_stop
     metrics = loop.run(module)
     actions = [(r["window"], r["action"]) for r in loop.history]
-    assert actions == [(0, "refined"), (0, "split")]
+    assert actions[0] == (0, "refined") and actions[-1] == (0, "split") and len(actions) <= 3
     assert module.model.windows == 3 and float(module.model.edges[1]) == pytest.approx(1.5e-9)
     after, _, _ = window_errors(module)
     assert max(after[0], after[1]) < 0.1 * before[0]
-    moved = module.model.nets[2].state_dict()
-    assert all(torch.equal(later[k], moved[k]) for k in later)  # the later window kept its network
-    assert metrics["target_met"] is False and len(metrics["target_rounds"]) == 2
+    assert metrics["target_met"] is False and len(metrics["target_rounds"]) == len(actions)
     save_surrogate(module.model, tmp_path / "s.pt")
     grid = torch.linspace(0, module.circuit.tstop, 97, dtype=torch.float64)
     with torch.no_grad():
@@ -155,3 +152,14 @@ def test_a_run_that_misses_its_target_exits_3_and_says_so(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["target_met"] is False and metrics["nrmse_worst_overall"] > 1e-6
     assert (tmp_path / "surrogate.pt").exists()  # the missed run still leaves its surrogate to inspect
+
+
+def test_the_loop_works_where_the_error_grows_not_where_it_is_inherited():
+    from surrogate.target import TrainToTarget
+
+    loop = TrainToTarget(target=0.01, deadline=0.0, adam_steps=1, target_median=0.003)
+    # window 1 makes the error (0.002 -> 0.03), window 2 inherits and adds little
+    errors = torch.tensor([0.002, 0.03, 0.035, 0.02])
+    assert loop.culprit(errors, torch.zeros(4)) == 1
+    # every worst error within the target: the median decides
+    assert loop.culprit(torch.full((3,), 0.005), torch.tensor([0.001, 0.004, 0.002])) == 1
