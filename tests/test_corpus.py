@@ -61,6 +61,7 @@ SLOW: dict[str, float] = {
     "sia_rc_step_global": 7.3,
     "las_astable_bc548": 163.3,  # tran 1ms 1s, plus the TIGHT_OPTIONS re-check (ref-limited)
     "ng_rtl_inverters": 11.5,  # plus the TIGHT_OPTIONS re-check (ref-limited)
+    "sia_diode_halfwave": 11.5,
 }
 
 TIMEOUT_S = 300.0
