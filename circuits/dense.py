@@ -9,6 +9,8 @@ still go through torch, once per Newton iteration.  A linear circuit's step is o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.linalg import lapack
@@ -46,11 +48,15 @@ class DenseSystem:
         self._jac: tuple[np.ndarray, np.ndarray] | None = None
         self._lu_key = None
         self._lu = None
+        self._solution: tuple[np.ndarray, np.ndarray] | None = None  # (x, q(x)) of the last Newton
+        self._t = np.zeros(1)
+        self._t_torch = torch.from_numpy(self._t)
         self.jacobians = 0  # Jacobian evaluations (statistics)
         self.iterations = 0
 
     def _torch(self, x: np.ndarray, t: float) -> tuple[Tensor, Tensor]:
-        return torch.from_numpy(x)[None], torch.tensor([t], dtype=torch.float64)
+        self._t[0] = t  # a view of self._t_torch (torch.tensor([t]) costs ~10 us)
+        return torch.from_numpy(x)[None], self._t_torch
 
     def _nonlinear_terms(self, x: np.ndarray, t: float):
         with torch.no_grad():
@@ -64,18 +70,20 @@ class DenseSystem:
         self.jacobians += 1
 
     def _factor(self, a: float):
-        """LU of a dq/dx + df/dx (the current Jacobian), reused while a and the Jacobian are unchanged;
-        None when singular."""
+        """LU of -(a dq/dx + df/dx) (the current Jacobian; negated, so that a solve gives the Newton
+        update's sign), reused while a and the Jacobian are unchanged; None when singular."""
         key = (a, self.jacobians)
         if key != self._lu_key:
             jq, jf = self._jac if self._jac is not None else (self.C, self.G)
-            lu, piv, info = lapack.dgetrf(a * jq + jf)
+            lu, piv, info = lapack.dgetrf(-a * jq - jf)
             self._lu = (lu, piv) if info == 0 else None
             self._lu_key = key
         return self._lu
 
     def charges(self, x: np.ndarray, t: float) -> np.ndarray:
-        """q(x) (n,)."""
+        """q(x) (n,); at Newton's last solution, from its last evaluation (see `newton`)."""
+        if self._solution is not None and x is self._solution[0]:
+            return self._solution[1]
         q = self.C @ x
         if self.q0 is not None:
             q = q + self.q0
@@ -105,12 +113,12 @@ class DenseSystem:
         if self.q0 is not None:
             rhs = rhs + a * self.q0
         if not self.nonlinear:  # linear: the exact solve
-            lu = self._factor(a)
+            lu = self._lu if (a, self.jacobians) == self._lu_key else self._factor(a)
             self.iterations += 1
             if lu is None:
                 return guess, False, 1
-            x, _ = lapack.dgetrs(lu[0], lu[1], -rhs)
-            return x, bool(np.isfinite(x).all()), 1
+            x, _ = lapack.dgetrs(lu[0], lu[1], rhs)
+            return x, math.isfinite(x @ x), 1  # (x @ x: the cheapest finiteness check on ~10 values)
         if self._jac is None:
             self._refresh(guess, t)
         linear = a * self.C + self.G
@@ -124,15 +132,18 @@ class DenseSystem:
             R = linear @ x + rhs + f_nl
             if q_nl is not None:
                 R = R + a * q_nl
-            dx, _ = lapack.dgetrs(lu[0], lu[1], R)
+            step, _ = lapack.dgetrs(lu[0], lu[1], R)  # = -dx
             self.iterations += 1
-            size = float((np.abs(dx) * inv_tol).max())
-            if not np.isfinite(size):
+            size = float((np.abs(step) * inv_tol).max())
+            if not math.isfinite(size):
                 return x, False, it
-            x = x - dx
+            x = x + step
             if prev is not None:
                 left = _left_per_update(size / prev)
             if size * left <= 1.0:
+                if q_nl is not None:  # q at x to first order in the (converged, small) last update
+                    q = self.C @ (x - step) + q_nl + self._jac[0] @ step
+                    self._solution = (x, q if self.q0 is None else q + self.q0)
                 return x, True, it
             if it % 10 == 0 or (prev is not None and size > CHORD_MAX_CONTRACTION * prev):
                 self._refresh(x, t)  # stale Jacobian

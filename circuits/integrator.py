@@ -46,7 +46,7 @@ def _col(c):
     return c[:, None] if isinstance(c, Tensor) and c.dim() == 1 else c
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Coefficients:
     """qdot_{n+1} = a q_{n+1} + c0 q_n + c1 q_{n-1} - k qdot_n (c1, k: the float 0.0 when unused)."""
 
@@ -82,11 +82,14 @@ class Method:
     @staticmethod
     def history(co: Coefficients, q1, q0, qdot):
         """b = c0 q_n + c1 q_{n-1} - k qdot_n from the last charges and charge derivative."""
-        b = _col(co.c0) * q1
-        if not (isinstance(co.c1, float) and co.c1 == 0.0):
-            b = b + _col(co.c1) * q0
-        if not (isinstance(co.k, float) and co.k == 0.0):
-            b = b - _col(co.k) * qdot
+        c0, c1, k = co.c0, co.c1, co.k
+        if isinstance(c0, Tensor):
+            c0, c1, k = _col(c0), _col(c1), _col(k)
+        b = c0 * q1
+        if not (isinstance(c1, float) and c1 == 0.0):
+            b = b + c1 * q0
+        if not (isinstance(k, float) and k == 0.0):
+            b = b - k * qdot
         return b
 
     @staticmethod
@@ -149,7 +152,9 @@ class StepController:
 
     def gain(self, ratio: Scalar) -> Scalar:
         """Step factor that would bring the LTE ratio (error / tolerance) to the safety level."""
-        return self.safety * _clamp(ratio, lo=1e-12) ** (-1 / 3)
+        if isinstance(ratio, float):
+            return self.safety * max(ratio, 1e-12) ** (-1 / 3)
+        return self.safety * ratio.clamp(min=1e-12) ** (-1 / 3)
 
     def rejects(self, ratio: Scalar, h: Scalar, hmin: float):
         """Whether the LTE ratio rejects a (Newton-converged) step."""
@@ -157,6 +162,8 @@ class StepController:
 
     def after_accept(self, h: Scalar, gain: Scalar, checked) -> Scalar:
         """Next step after an accepted one; unchecked (too few points for an LTE estimate): double."""
+        if checked is True:
+            return min(max(gain, self.shrink_min), self.grow_max) * h
         return _where(checked, _clamp(gain, self.shrink_min, self.grow_max), self.grow_max) * h
 
     def after_rejection(self, h: Scalar, gain: Scalar) -> Scalar:

@@ -152,13 +152,15 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         co = method.coefficients(h, h_prev, npts >= 2)
         t_new = t + h
         b = method.history(co, q1, q0, qdot)
+        weights = None  # (predictor, third-derivative) weights on the last 3 points (and the new one)
         if npts < 2:
             guess = stepper.predict(None)
         elif len(ts) < 3:  # linear extrapolation from the first two points
             w = h / (ts[-1] - ts[-2])
             guess = stepper.predict((0.0, -w, 1 + w))
         else:
-            guess = stepper.predict(step_weights(ts[-3], ts[-2], ts[-1], t_new)[0])
+            weights = step_weights(ts[-3], ts[-2], ts[-1], t_new)
+            guess = stepper.predict(weights[0])
         tol = stepper.fixed_tol if dt is not None else ctl.newton_tolerance(atol, rtol, stepper.abs_last)
         x_new, ok, iters = stepper.newton(guess, t_new, co.a, stepper.detach(b), tol)
         stats["newton_iterations"] += iters
@@ -170,8 +172,8 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
                 raise ConvergenceError(stepper.failure(x_new, t_new, t))
             continue
         if dt is None and npts >= 3:
-            w3 = step_weights(hist_t[-3], hist_t[-2], hist_t[-1], t_new)[1]
-            ratio = method.lte_factor(h, h_prev) * stepper.lte(w3, x_new, atol, rtol)
+            # (3 points since the reset are the last 3 points: the predictor's weights are set)
+            ratio = method.lte_factor(h, h_prev) * stepper.lte(weights[1], x_new, atol, rtol)
             gain = ctl.gain(ratio)
             if ctl.rejects(ratio, h, hmin):
                 stats["rejected"] += 1
@@ -283,7 +285,8 @@ class _DenseSteps:
         x0 = x[0].detach().numpy().copy()
         self.differential = self.system.start(x0)
         self.q_start = self.system.charges(x0, 0.0)
-        self.recent = np.stack([x0, x0, x0])  # the last 3 accepted states (the start repeated)
+        # rows 0-2: the last 3 accepted states (the start repeated); row 3: the step being checked
+        self.recent = np.stack([x0, x0, x0, x0])
         self.abs_last = np.abs(x0)
         self.xs_out = [x0]
 
@@ -296,12 +299,12 @@ class _DenseSteps:
         return v
 
     def predict(self, weights) -> np.ndarray:
-        return self.recent[2] if weights is None else np.dot(weights, self.recent)
+        return self.recent[2] if weights is None else np.dot(weights, self.recent[:3])
 
     def lte(self, w3, x_new: np.ndarray, atol: np.ndarray, rtol: float) -> float:
-        x3 = np.dot(w3[:3], self.recent) + w3[3] * x_new
+        self.recent[3] = x_new
         scale = atol + rtol * np.maximum(np.abs(x_new), self.abs_last)
-        return float((np.abs(x3) * self.differential / scale).max())
+        return float((np.abs(np.dot(w3, self.recent)) * self.differential / scale).max())
 
     def newton(self, guess: np.ndarray, t: float, a: float, b: np.ndarray, tol: np.ndarray):
         return self.system.newton(guess, t, a, b, tol)
@@ -310,7 +313,7 @@ class _DenseSteps:
         self.system.forget_jacobian()
 
     def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
-        self.recent[:2] = self.recent[1:]
+        self.recent[:3] = self.recent[1:]  # (row 3 holds x_new after an LTE check; set it anyway)
         self.recent[2] = x_new
         self.abs_last = np.abs(x_new)
         self.xs_out.append(x_new)
