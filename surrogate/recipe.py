@@ -31,7 +31,7 @@ from torch import Tensor
 from circuits.circuit import Circuit
 from circuits.simulation import dae_of, simulate_batch
 
-__all__ = ["Recipe", "plan", "is_time_varying", "activity_edges", "limit_cycle_start"]
+__all__ = ["Recipe", "plan", "is_time_varying", "activity_edges", "limit_cycle_start", "max_windows_for"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,12 @@ log = logging.getLogger(__name__)
 #: fits about one monotone rise or fall of every output
 SWINGS_PER_WINDOW = 1.0
 
-#: the most windows the recipe places before training (the target loop may split further)
+#: the most windows the recipe places before training (the target loop may split further); a
+#: smaller budget allows fewer (`max_windows_for`)
 MAX_WINDOWS = 32
+
+#: wall-clock seconds one window costs at least (Adam, then a short L-BFGS) on a 2-core CPU
+MIN_WINDOW_COST_S = 45.0
 
 #: designs whose reference runs decide the window edges (nominal + Sobol)
 PLANNING_DESIGNS = 8
@@ -98,33 +102,41 @@ def activity_edges(t: Tensor, y: Tensor, swings_per_window: float = SWINGS_PER_W
                    corners: list[float] | None = None, max_windows: int = MAX_WINDOWS) -> list[float]:
     """Inner window edges (s) for waveforms y (B, T, n) on grid t (T,): a new window as soon as some
     design's output has travelled `swings_per_window` of its own peak-to-peak swing since the last
-    edge, moved back to a source corner when one lies in the last quarter of the window."""
+    edge, moved back to a source corner when one lies in the last quarter of the window; windows
+    span more swings where that would give more than `max_windows`."""
     swing = (y.amax(dim=1) - y.amin(dim=1)).clamp(min=1e-12)  # (B, n)
     step = y.diff(dim=1).abs() / swing.unsqueeze(1)  # (B, T-1, n)
     cum = torch.cat([torch.zeros(1, step.shape[0] * step.shape[2], dtype=step.dtype),
                      torch.cumsum(step.transpose(1, 2).reshape(-1, step.shape[1]).T, dim=0)])  # (T, B·n)
-    per = max(swings_per_window, float(cum[-1].max()) / max_windows)
-    corners = sorted(corners or [])
+    per = swings_per_window
+    while True:
+        edges = _edges_every(t, cum, per, sorted(corners or []))
+        if len(edges) < max_windows:
+            return edges
+        per *= 1.05 * (len(edges) + 1) / max_windows
+
+
+def _edges_every(t: Tensor, cum: Tensor, per: float, corners: list[float]) -> list[float]:
+    """`activity_edges` for one travel `per` window: cum (T, curves) is each curve's travel so far."""
     edges: list[float] = []
     i0 = 0
     while True:
         ahead = (cum[i0:] - cum[i0]).amax(dim=1)  # furthest travel of any curve since the last edge
         over = torch.nonzero(ahead >= per).flatten()
         if not len(over):
-            break
+            return edges
         i = i0 + int(over[0])
         if float((cum[-1] - cum[i]).amax()) < 0.25 * per:  # the rest is quiet: no short last window
-            break
+            return edges
         edge, last = float(t[i]), float(t[i0])
         near = [c for c in corners if edge - 0.25 * (edge - last) <= c < edge]
         if near:
             edge = near[-1]
             i = int(torch.searchsorted(t, torch.tensor(edge, dtype=t.dtype)))
         if i <= i0:
-            break
+            return edges
         edges.append(edge)
         i0 = i
-    return edges
 
 
 def limit_cycle_start(t: Tensor, y: Tensor, agreement: float = CYCLE_AGREEMENT) -> tuple[float, float] | None:
@@ -181,7 +193,12 @@ def _row_scale_kind(circuit: Circuit) -> tuple[str, float]:
     return ("mixed" if ratio > ROW_SCALE_DISAGREEMENT else "jacobian"), ratio
 
 
-def plan(circuit: Circuit, fixed_params: bool = False) -> Recipe:
+def max_windows_for(budget_s: float, share: float = 0.5) -> int:
+    """Windows a first pass can afford within `share` of a `budget_s` second budget."""
+    return int(min(MAX_WINDOWS, max(2, share * budget_s // MIN_WINDOW_COST_S)))
+
+
+def plan(circuit: Circuit, fixed_params: bool = False, max_windows: int = MAX_WINDOWS) -> Recipe:
     """Decide the surrogate's window layout and model options for `circuit` (see module docstring)."""
     space = circuit.space
     row_scale, ratio = _row_scale_kind(circuit)
@@ -189,7 +206,7 @@ def plan(circuit: Circuit, fixed_params: bool = False) -> Recipe:
     driven = is_time_varying(circuit)
     nominal = space.nominal_vector().unsqueeze(0)
     if not driven and space.dim > 0 and not fixed_params:
-        recipe = _oscillator_plan(circuit, row_scale, reasons)
+        recipe = _oscillator_plan(circuit, row_scale, reasons, max_windows)
         if recipe is not None:
             return recipe
         reasons.append("autonomous, but the reference runs do not end on a limit cycle: treated as settling")
@@ -199,15 +216,16 @@ def plan(circuit: Circuit, fixed_params: bool = False) -> Recipe:
         PLANNING_DESIGNS - 1, seed=24_681, margin=0.0)])
     t, y = _reference(circuit, P)
     corners = dae_of(circuit).bind(None).breakpoints()
-    edges = activity_edges(t, y, corners=corners)
-    reasons.append(f"{len(edges) + 1} window(s): an edge every {SWINGS_PER_WINDOW:g} output swing(s) of the "
-                   f"most active of {P.shape[0]} reference design(s), snapped to source corners")
+    edges = activity_edges(t, y, corners=corners, max_windows=max_windows)
+    reasons.append(f"{len(edges) + 1} window(s): an edge each time an output of {P.shape[0]} reference design(s) "
+                   f"has travelled {SWINGS_PER_WINDOW:g} swing(s) or more (at most {max_windows} windows), "
+                   f"snapped to source corners")
     model = {"windows": len(edges) + 1, "window_edges": edges or None, "state_input": bool(edges),
              "time_scale": "none", "periodic_from": None, "row_scale": row_scale}
     return Recipe(oscillator=False, model=model, training={"start_cover": 4 if edges else 0}, reasons=reasons)
 
 
-def _oscillator_plan(circuit: Circuit, row_scale: str, reasons: list[str]) -> Recipe | None:
+def _oscillator_plan(circuit: Circuit, row_scale: str, reasons: list[str], max_windows: int) -> Recipe | None:
     """Start-up windows over [0, start of the limit cycle] (warped time), then the limit-cycle window;
     None unless the nominal design ends on a limit cycle.
 
@@ -232,7 +250,7 @@ def _oscillator_plan(circuit: Circuit, row_scale: str, reasons: list[str]) -> Re
     periodic_from = max(start, period)
     swing = (y[0].amax(dim=0) - y[0].amin(dim=0)).clamp(min=1e-12)
     travel = (y[0][t <= periodic_from].diff(dim=0).abs() / swing).sum(dim=0).max()  # the busiest output
-    startup = max(1, math.ceil(float(travel) / SWINGS_PER_WINDOW))
+    startup = min(max_windows - 1, max(1, math.ceil(float(travel) / SWINGS_PER_WINDOW)))
     reasons.append(f"autonomous oscillator: period {period:.4g} s at nominal; cycles agree within "
                    f"{CYCLE_AGREEMENT:.0%} from {start:.4g} s of warped time (latest of "
                    f"{sum(c is not None for c in cycles)} designs with two full cycles) -> "

@@ -25,7 +25,7 @@ WINDOW_ALLOWANCE_S = 60.0
 DESIGN_POOL = 8192
 
 #: Adam steps per window before its L-BFGS (the automatic recipe)
-ADAM_STEPS_PER_WINDOW = 400
+ADAM_STEPS_PER_WINDOW = 300
 
 #: time allowance of a limit-cycle window, in ordinary windows (it covers all time after the start-up)
 CYCLE_ALLOWANCE = 3.0
@@ -51,10 +51,11 @@ def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
     from omegaconf import OmegaConf
 
     from circuits.circuit import circuit_from_config
-    from surrogate.recipe import plan
+    from surrogate.recipe import max_windows_for, plan
 
     circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
-    recipe = plan(circuit, fixed_params=bool(cfg.surrogate.fixed_params))
+    recipe = plan(circuit, fixed_params=bool(cfg.surrogate.fixed_params),
+                  max_windows=max_windows_for(budget_s, FIRST_PASS_SHARE))
     for line in recipe.reasons:
         log.info("recipe: %s", line)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))

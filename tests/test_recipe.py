@@ -163,3 +163,13 @@ def test_the_loop_works_where_the_error_grows_not_where_it_is_inherited():
     assert loop.culprit(errors, torch.zeros(4)) == 1
     # every worst error within the target: the median decides
     assert loop.culprit(torch.full((3,), 0.005), torch.tensor([0.001, 0.004, 0.002])) == 1
+
+
+def test_a_smaller_budget_places_fewer_windows_each_spanning_more_swings():
+    t = torch.linspace(0.0, 20.0, 20_001, dtype=torch.float64)
+    y = torch.sin(2 * math.pi * t).reshape(1, -1, 1)  # 20 periods: about 40 swings
+    assert 24 <= len(activity_edges(t, y)) + 1 <= 32  # capped at MAX_WINDOWS, not 40
+    few = activity_edges(t, y, max_windows=8)
+    assert 4 <= len(few) + 1 <= 8
+    gaps = torch.diff(torch.tensor([0.0, *few, 20.0]))
+    assert float(gaps.max()) < 2.5 * float(gaps.min())  # still evenly spread
