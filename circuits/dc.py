@@ -3,6 +3,8 @@ initial condition; differentiable at the root by one Newton correction with the 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -107,13 +109,20 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
                            "homotopy); check for floating nodes or impossible sources")
 
 
-def initial_condition(bound: BoundDAE, uic: bool) -> Tensor:
+def initial_condition(bound: BoundDAE, uic: bool,
+                      first_try: Callable[[Tensor, Tensor], Tensor | None] | None = None) -> Tensor:
     """x(0): `.ic` values with zeros elsewhere if uic (as ngspice), else the DC operating point
-    with `.ic` nodes and device initial states held (released at t = 0+)."""
+    with `.ic` nodes and device initial states held (released at t = 0+).
+
+    first_try(hold_values, hold_mask): a cheaper DC solver tried first (None when it fails)."""
     ic_vals, ic_mask = bound.ic_values()
     st_vals, st_mask = bound.initial_states(ic_vals)
     values = torch.where(st_mask, st_vals, ic_vals)
     mask = ic_mask | st_mask
     if uic:
         return values.detach()
+    if first_try is not None:
+        x = first_try(values.detach(), mask)
+        if x is not None:
+            return x
     return operating_point(bound, values, mask)

@@ -17,6 +17,7 @@ from scipy.linalg import lapack
 from torch import Tensor
 
 from circuits.dae import BoundDAE
+from circuits.dc import NEWTON_MAX_ITER as NEWTON_MAX_ITER_DC
 from circuits.integrator import CHORD_MAX_CONTRACTION
 from circuits.source_table import SourceTable
 from circuits.split import SplitDAE
@@ -59,12 +60,12 @@ class DenseSystem:
         return torch.from_numpy(x)[None], self._t_torch
 
     def _nonlinear_terms(self, x: np.ndarray, t: float):
-        with torch.no_grad():
+        with torch.inference_mode():  # (no autograd bookkeeping: results go straight to numpy)
             q, f = self.split.nonlinear_terms(*self._torch(x, t))
         return (None if q is None else q[0].numpy()), f[0].numpy()
 
     def _refresh(self, x: np.ndarray, t: float) -> None:
-        with torch.no_grad():
+        with torch.inference_mode():
             jq, jf = self.split.jacobians(*self._torch(x, t))
         self._jac = (jq[0].numpy(), jf[0].numpy())
         self.jacobians += 1
@@ -91,6 +92,35 @@ class DenseSystem:
             q = q + self._nonlinear_terms(x, t)[0]
         return q
 
+    def operating_point(self, hold_values: Tensor, hold_mask: Tensor) -> Tensor | None:
+        """DC solution at t = 0 by plain Newton, as `circuits.dc.operating_point` tries first
+        (unknowns in hold_mask fixed to hold_values); None when it does not converge."""
+        mask = hold_mask.numpy()
+        values = hold_values[0].numpy()
+        x = np.where(mask, values, 0.0)
+        tol = self.split.bound.dae.atol.numpy() * 1e-2
+        s0 = self.sources(0.0)
+        eye = np.eye(x.shape[0])
+        for _ in range(NEWTON_MAX_ITER_DC):
+            f, J = self.G @ x + s0, self.G
+            if self.nonlinear:
+                f = f + self._nonlinear_terms(x, 0.0)[1]
+                with torch.no_grad():
+                    J = self.split.jacobians(*self._torch(x, 0.0))[1][0].numpy()
+            R = np.where(mask, x - values, f)
+            J = np.where(mask[:, None], eye, J)
+            lu, piv, info = lapack.dgetrf(J)
+            if info != 0 or not np.isfinite(R).all():
+                return None
+            dx, _ = lapack.dgetrs(lu, piv, R)
+            size = np.abs(dx).max()
+            x = x - (dx / size * 1e3 if size > 1e3 else dx)  # no device limiting: cap the update at 1e3
+            if not np.isfinite(x).all():
+                return None
+            if (np.abs(dx) <= tol + 1e-9 * np.abs(x)).all():
+                return torch.from_numpy(x)[None]
+        return None
+
     def start(self, x: np.ndarray) -> np.ndarray:
         """Unknowns that appear in some charge (1.0) at x, t = 0; sets the first Jacobian."""
         if not self.nonlinear:
@@ -105,20 +135,26 @@ class DenseSystem:
             self._jac = None
             self._lu_key = None
 
+    def _known(self, t: float, a: float, b: np.ndarray) -> np.ndarray:
+        """The residual's part that does not depend on x: b + s(t) + a q0."""
+        rhs = b + self.sources(t)
+        return rhs if self.q0 is None else rhs + a * self.q0
+
+    def solve_linear(self, t: float, a: float, b: np.ndarray) -> tuple[np.ndarray, bool, int]:
+        """A linear circuit's step: a (C x + q0) + b + G x + s(t) = 0 by one exact solve."""
+        rhs = self._known(t, a, b)
+        lu = self._lu if (a, self.jacobians) == self._lu_key else self._factor(a)
+        self.iterations += 1
+        if lu is None:
+            return rhs, False, 1
+        x, _ = lapack.dgetrs(lu[0], lu[1], rhs)
+        return x, math.isfinite(x @ x), 1  # (x @ x: the cheapest finiteness check on ~10 values)
+
     def newton(self, guess: np.ndarray, t: float, a: float, b: np.ndarray, tol: np.ndarray
                ) -> tuple[np.ndarray, bool, int]:
         """Solve a q(x) + b + f(x, t) = 0 from guess; converged when the update, or the error left
         after it (from the measured contraction), is within tol per unknown (as the per-design loop)."""
-        rhs = b + self.sources(t)
-        if self.q0 is not None:
-            rhs = rhs + a * self.q0
-        if not self.nonlinear:  # linear: the exact solve
-            lu = self._lu if (a, self.jacobians) == self._lu_key else self._factor(a)
-            self.iterations += 1
-            if lu is None:
-                return guess, False, 1
-            x, _ = lapack.dgetrs(lu[0], lu[1], rhs)
-            return x, math.isfinite(x @ x), 1  # (x @ x: the cheapest finiteness check on ~10 values)
+        rhs = self._known(t, a, b)
         if self._jac is None:
             self._refresh(guess, t)
         linear = a * self.C + self.G

@@ -15,8 +15,6 @@ first-order sensitivity (implicit-function theorem) at the cost of one extra eva
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -101,11 +99,15 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
     if steps == "per_design" and not dense:
         return transient_per_design(bound, tstop, method=integrator, rtol=rtol, atol_scale=atol_scale,
                                     hmax=hmax, uic=uic, x0=x0, progress=progress)
-    with torch.no_grad() if dense else contextlib.nullcontext():
-        x = initial_condition(bound, uic) if x0 is None else x0
     breakpoints = [] if dt is not None else [b for b in bound.breakpoints() if 0 < b < tstop]
-    stepper = (_DenseSteps(bound, x, breakpoints, tstop) if dense
-               else _TorchSteps(bound, x, needs_grad, fixed_newton_tolerance(bound, x) if dt else None))
+    if dense:
+        system = DenseSystem(bound, [0.0] + breakpoints + [tstop])
+        with torch.no_grad():
+            x = initial_condition(bound, uic, system.operating_point) if x0 is None else x0
+        stepper = _DenseSteps(bound, system, x)
+    else:
+        x = initial_condition(bound, uic) if x0 is None else x0
+        stepper = _TorchSteps(bound, x, needs_grad, fixed_newton_tolerance(bound, x) if dt else None)
     q_uic = bound.uic_charge_offset(x) if uic and x0 is None else None
     if q_uic is not None:  # C/L ic= under uic: the charges start there, not at q(x0) (as ngspice)
         stepper.q_start = stepper.q_start + stepper.convert(q_uic)
@@ -154,15 +156,14 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         b = method.history(co, q1, q0, qdot)
         weights = None  # (predictor, third-derivative) weights on the last 3 points (and the new one)
         if npts < 2:
-            guess = stepper.predict(None)
+            predictor = None  # the last point
         elif len(ts) < 3:  # linear extrapolation from the first two points
             w = h / (ts[-1] - ts[-2])
-            guess = stepper.predict((0.0, -w, 1 + w))
+            predictor = (0.0, -w, 1 + w)
         else:
             weights = step_weights(ts[-3], ts[-2], ts[-1], t_new)
-            guess = stepper.predict(weights[0])
-        tol = stepper.fixed_tol if dt is not None else ctl.newton_tolerance(atol, rtol, stepper.abs_last)
-        x_new, ok, iters = stepper.newton(guess, t_new, co.a, stepper.detach(b), tol)
+            predictor = weights[0]
+        x_new, ok, iters = stepper.newton(predictor, t_new, co.a, stepper.detach(b), atol, rtol)
         stats["newton_iterations"] += iters
         if not ok:
             stats["rejected"] += 1
@@ -241,9 +242,11 @@ class _TorchSteps:
         scale = atol + rtol * torch.maximum(x_new.abs(), self.abs_last)
         return float((x3.abs() * self.differential / scale).max())
 
-    def newton(self, guess: Tensor, t: float, a: float, b: Tensor, tol: Tensor):
+    def newton(self, predictor, t: float, a: float, b: Tensor, atol: Tensor, rtol: float):
+        """Solve the step from the predicted state: (x, converged, iterations)."""
+        tol = self.fixed_tol if self.fixed_tol is not None else CONTROLLER.newton_tolerance(atol, rtol, self.abs_last)
         with torch.no_grad():
-            x, ok, iters, self.jac = _chord_newton(self.bound, guess, t, a, b, tol, self.jac)
+            x, ok, iters, self.jac = _chord_newton(self.bound, self.predict(predictor), t, a, b, tol, self.jac)
         return x, ok, iters
 
     def forget_jacobian(self) -> None:
@@ -277,17 +280,16 @@ class _TorchSteps:
 class _DenseSteps:
     """States of one design as numpy (n,) arrays, solved by `DenseSystem` (no gradients)."""
 
-    fixed_tol = None
-
-    def __init__(self, bound: BoundDAE, x: Tensor, breakpoints: list[float], tstop: float):
+    def __init__(self, bound: BoundDAE, system: DenseSystem, x: Tensor):
         self.bound = bound
-        self.system = DenseSystem(bound, [0.0] + breakpoints + [tstop])
+        self.system = system
         x0 = x[0].detach().numpy().copy()
         self.differential = self.system.start(x0)
         self.q_start = self.system.charges(x0, 0.0)
         # rows 0-2: the last 3 accepted states (the start repeated); row 3: the step being checked
         self.recent = np.stack([x0, x0, x0, x0])
         self.abs_last = np.abs(x0)
+        self._checked = (None, None)  # (x, |x|) of the last LTE check: accept reuses |x|
         self.xs_out = [x0]
 
     @staticmethod
@@ -303,11 +305,16 @@ class _DenseSteps:
 
     def lte(self, w3, x_new: np.ndarray, atol: np.ndarray, rtol: float) -> float:
         self.recent[3] = x_new
-        scale = atol + rtol * np.maximum(np.abs(x_new), self.abs_last)
+        abs_new = np.abs(x_new)
+        self._checked = (x_new, abs_new)
+        scale = atol + rtol * np.maximum(abs_new, self.abs_last)
         return float((np.abs(np.dot(w3, self.recent)) * self.differential / scale).max())
 
-    def newton(self, guess: np.ndarray, t: float, a: float, b: np.ndarray, tol: np.ndarray):
-        return self.system.newton(guess, t, a, b, tol)
+    def newton(self, predictor, t: float, a: float, b: np.ndarray, atol: np.ndarray, rtol: float):
+        if not self.system.nonlinear:  # one exact solve: no initial guess, no tolerance
+            return self.system.solve_linear(t, a, b)
+        tol = CONTROLLER.newton_tolerance(atol, rtol, self.abs_last)
+        return self.system.newton(self.predict(predictor), t, a, b, tol)
 
     def forget_jacobian(self) -> None:
         self.system.forget_jacobian()
@@ -315,7 +322,7 @@ class _DenseSteps:
     def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
         self.recent[:3] = self.recent[1:]  # (row 3 holds x_new after an LTE check; set it anyway)
         self.recent[2] = x_new
-        self.abs_last = np.abs(x_new)
+        self.abs_last = self._checked[1] if self._checked[0] is x_new else np.abs(x_new)
         self.xs_out.append(x_new)
         return self.system.charges(x_new, t_new)
 

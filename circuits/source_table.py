@@ -116,9 +116,9 @@ class SourceTable:
         j = min(max(int(pos), 0), N - 1)
         if not cubic:
             u = pos - j
-            return values[j] * (1 - u) + values[j + 1] * u
+            return np.dot((1 - u, u), values[j:j + 2])
         j0 = min(max(j - 1, 0), N - 3)
         s = pos - j0
-        w = np.array([-(s - 1) * (s - 2) * (s - 3) / 6, s * (s - 2) * (s - 3) / 2,
-                      -s * (s - 1) * (s - 3) / 2, s * (s - 1) * (s - 2) / 6])
-        return w @ values[j0:j0 + 4]
+        w = (-(s - 1) * (s - 2) * (s - 3) / 6, s * (s - 2) * (s - 3) / 2,
+             -s * (s - 1) * (s - 3) / 2, s * (s - 1) * (s - 2) / 6)
+        return np.dot(w, values[j0:j0 + 4])

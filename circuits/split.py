@@ -37,6 +37,11 @@ def _affine_matrices(bound: BoundDAE, groups: list[int], zero_x: Tensor) -> tupl
     """(q(0), dq/dx, df/dx) of affine device groups, column k from a unit step in unknown k
     (exact to rounding, unlike small-step differences next to a large source value)."""
     t0 = torch.zeros(zero_x.shape[0], dtype=zero_x.dtype)
+    if zero_x.shape[0] == 1:  # one design: the n + 1 probes as rows of one call (parameters broadcast)
+        n = zero_x.shape[1]
+        probes = torch.cat([zero_x, torch.eye(n, dtype=zero_x.dtype)])
+        q, f = bound.evaluate(probes, torch.zeros(n + 1, dtype=zero_x.dtype), groups=groups)
+        return q[:1], (q[1:] - q[:1]).T[None], (f[1:] - f[:1]).T[None]
     q0, f0 = bound.evaluate(zero_x, t0, groups=groups)
     cols_q, cols_f = [], []
     for k in range(zero_x.shape[1]):

@@ -10,11 +10,11 @@ from circuits.dae import assemble
 from circuits.split import SplitDAE
 
 
+@pytest.mark.parametrize("B", [5, 1])  # one design: the unit probes go through one batched call
 @pytest.mark.parametrize("name", ["rc", "amp", "ring5", "feram"])
-def test_split_matches_assembled_dae(name):
+def test_split_matches_assembled_dae(name, B):
     circuit = load_circuit(name)
     dae = assemble(circuit)
-    B = 5
     bound = dae.bind(circuit.space.sample_sobol(B, seed=3))
     split = SplitDAE(bound)
     g = torch.Generator().manual_seed(0)
