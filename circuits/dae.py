@@ -332,22 +332,24 @@ def assemble(circuit: Circuit) -> CircuitDAE:
         for n in dev.nodes_for(el):
             if n != "0" and n not in nodes:
                 nodes.append(n)
-    grouped: dict[Any, tuple[Device, list[Element]]] = {}
-    for el, dev in zip(elements, devices):
-        key = (id(dev), el.name if dev.per_instance else None)
-        grouped.setdefault(key, (dev, []))[1].append(el)
+    models = circuit.netlist.models
+    states = [dev.states_for(el, models.get(el.model) if el.model else None) for el, dev in zip(elements, devices)]
+    grouped: dict[Any, tuple[Device, list[Element], tuple[str, ...]]] = {}
+    for el, dev, st in zip(elements, devices, states):
+        key = (id(dev), el.name if dev.per_instance else st)
+        grouped.setdefault(key, (dev, [], st))[1].append(el)
 
     n_nodes = len(nodes)
     ground = None  # index of the ground dump row, known once the states are counted
     state_names: list[str] = []
     state_atol: list[float] = []
     raw_groups = []
-    for dev, els in grouped.values():
+    for dev, els, st in grouped.values():
         node_rows, state_rows = [], []
         for el in els:
             node_rows.append([nodes.index(n) if n != "0" else -1 for n in dev.nodes_for(el)])
             rows = []
-            for s in dev.states_for(el):
+            for s in st:
                 rows.append(n_nodes + len(state_names))
                 state_names.append(_state_name(el, s))
                 state_atol.append(CURRENT_ATOL if dev.is_current_state(s) else 1e-6)

@@ -105,8 +105,9 @@ class Device:
         """The device terminals of an element (B sources add the nodes their expression reads)."""
         return list(element.nodes)
 
-    def states_for(self, element) -> tuple[str, ...]:
-        """Names of the element's internal states."""
+    def states_for(self, element, model=None) -> tuple[str, ...]:
+        """Names of the element's internal states (model: its `.model` card, or None); elements of a
+        family with different states are evaluated in separate groups."""
         return self.states
 
     @staticmethod

@@ -134,7 +134,7 @@ class Behavioral(Device):
     def nodes_for(self, element) -> list[str]:
         return list(element.nodes) + control_nodes(element)
 
-    def states_for(self, element) -> tuple[str, ...]:
+    def states_for(self, element, model=None) -> tuple[str, ...]:
         return ("i",) if element.behavior[0] == "v" else ()
 
     def evaluate(self, v, s, t, p, ctx=None):
