@@ -62,6 +62,11 @@ class Method:
 
     name: str  # "trap" or "bdf2"
 
+    @property
+    def uses_previous_step(self) -> bool:
+        """Whether the coefficients depend on the previous step too (variable-step BDF2)."""
+        return self.name == "bdf2"
+
     def coefficients(self, h: Scalar, h_prev: Scalar, second: bool | Tensor) -> Coefficients:
         """Coefficients of a step h after a step h_prev; second: second order (else backward Euler)."""
         if self.name == "trap":

@@ -152,6 +152,20 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         npts = len(hist_t)
         h_prev = hist_t[-1] - hist_t[-2] if npts >= 2 else None
         co = method.coefficients(h, h_prev, npts >= 2)
+        if stepper.runs_ahead and h == hmax and npts >= 3 and not hit_stop and not method.uses_previous_step:
+            block = _run_ahead(stepper, method, co, t, h, target, q1, qdot, ts[-3:], atol, rtol, hmin)
+            if block is not None:
+                times, xs, qs, qdots, bs, h = block
+                for t_k, x_k, q_k, b_k in zip(times, xs, qs, bs):
+                    stepper.accept(x_k, t_k, co, b_k, q_k)
+                    bar.update(t_k - t)
+                    t = t_k
+                ts += times
+                hist_t += times
+                stats["steps"] += len(times)
+                stats["newton_iterations"] += len(times)
+                q0, q1, qdot = (qs[-2] if len(qs) > 1 else q1), qs[-1], qdots[-1]
+                continue
         t_new = t + h
         b = method.history(co, q1, q0, qdot)
         weights = None  # (predictor, third-derivative) weights on the last 3 points (and the new one)
@@ -201,6 +215,52 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
     return TransientResult(t_out, x_out, [], stats, breakpoints)
 
 
+RUN_AHEAD = 64  # steps solved ahead of their LTE checks at a pinned step (one linear design)
+
+
+def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, target: float, q1, qdot,
+               last_ts: list[float], atol, rtol: float, hmin: float):
+    """Steps at the step ceiling h, solved in a row before the next stop and checked together.
+
+    A linear design whose step is pinned at hmax (the controller would grow it) repeats the same
+    solve with the same coefficients; the per-step LTE checks are the costly part for one small
+    design, so up to RUN_AHEAD steps are solved first and their LTE ratios computed in one go.  The
+    steps accepted are exactly those the step-by-step loop accepts at h: up to the first whose ratio
+    rejects it (not taken) or asks for a smaller next step (taken, and its next step returned).
+    Returns (times, states, charges, charge derivatives, history terms, next step) or None.
+    """
+    ctl = CONTROLLER
+    times, tt = [], t
+    while len(times) < RUN_AHEAD and tt + h < target - 1e-9 * h:
+        tt = tt + h
+        times.append(tt)
+    if len(times) < 2:
+        return None
+    xs, qs, qdots, bs = [], [], [], []
+    for t_k in times:
+        b = method.history(co, q1, None, qdot)
+        x, ok, _ = stepper.system.solve_linear(t_k, co.a, b)
+        if not ok:
+            break
+        q1 = stepper.system.charges(x, t_k)
+        qdot = method.derivative(co, q1, b)
+        xs.append(x), qs.append(q1), qdots.append(qdot), bs.append(b)
+    if not xs:
+        return None
+    ratios = method.lte_factor(h, h) * stepper.lte_many(last_ts + times[:len(xs)], xs, atol, rtol)
+    taken, h_next = 0, h
+    for ratio in ratios.tolist():
+        if ctl.rejects(ratio, h, hmin):
+            break
+        taken += 1
+        h_next = ctl.after_accept(h, ctl.gain(ratio), True)
+        if h_next < h:
+            break
+    if taken == 0:
+        return None
+    return times[:taken], xs[:taken], qs[:taken], qdots[:taken], bs[:taken], h_next
+
+
 class _TorchSteps:
     """States of a batch as torch (B, n) tensors; with gradients, each accepted step re-attaches the
     graph (`_graph_step`)."""
@@ -213,6 +273,7 @@ class _TorchSteps:
         with torch.enable_grad() if needs_grad else torch.no_grad():
             self.q_start = bound.evaluate(x, 0.0)[0]
         self.jac = None  # (dq/dx, df/dx) reused across Newton iterations and steps while it converges
+        self.runs_ahead = False
         self.recent = [x.detach()]  # the last (up to 3) accepted states, without graph
         self.abs_last = self.recent[-1].abs()
         self.xs_out = [x]
@@ -288,6 +349,7 @@ class _DenseSteps:
         self.q_start = self.system.charges(x0, 0.0)
         # rows 0-2: the last 3 accepted states (the start repeated); row 3: the step being checked
         self.recent = np.stack([x0, x0, x0, x0])
+        self.runs_ahead = not system.nonlinear  # see `_run_ahead`
         self.abs_last = np.abs(x0)
         self._checked = (None, None)  # (x, |x|) of the last LTE check: accept reuses |x|
         self.xs_out = [x0]
@@ -310,6 +372,16 @@ class _DenseSteps:
         scale = atol + rtol * np.maximum(abs_new, self.abs_last)
         return float((np.abs(np.dot(w3, self.recent)) * self.differential / scale).max())
 
+    def lte_many(self, times: list[float], xs: list[np.ndarray], atol: np.ndarray, rtol: float) -> np.ndarray:
+        """`lte` of K consecutive new states xs at times[3:] (times[:3]: the last 3 accepted)."""
+        X = np.concatenate([self.recent[:3], np.stack(xs)])
+        T = np.asarray(times)
+        w = step_weights(T[:-3], T[1:-2], T[2:-1], T[3:])[1]
+        x3 = w[0][:, None] * X[:-3] + w[1][:, None] * X[1:-2] + w[2][:, None] * X[2:-1] + w[3][:, None] * X[3:]
+        absX = np.abs(X)
+        scale = atol + rtol * np.maximum(absX[3:], absX[2:-1])
+        return (np.abs(x3) * self.differential / scale).max(axis=1)
+
     def newton(self, predictor, t: float, a: float, b: np.ndarray, atol: np.ndarray, rtol: float):
         if not self.system.nonlinear:  # one exact solve: no initial guess, no tolerance
             return self.system.solve_linear(t, a, b)
@@ -319,12 +391,14 @@ class _DenseSteps:
     def forget_jacobian(self) -> None:
         self.system.forget_jacobian()
 
-    def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
+    def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray,
+               q: np.ndarray | None = None) -> np.ndarray:
+        """Store the accepted state; return q there (given: already known)."""
         self.recent[:3] = self.recent[1:]  # (row 3 holds x_new after an LTE check; set it anyway)
         self.recent[2] = x_new
         self.abs_last = self._checked[1] if self._checked[0] is x_new else np.abs(x_new)
         self.xs_out.append(x_new)
-        return self.system.charges(x_new, t_new)
+        return self.system.charges(x_new, t_new) if q is None else q
 
     def failure(self, x_new: np.ndarray, t_new: float, t: float) -> str:
         nonfinite = self.bound.nonfinite(torch.from_numpy(x_new)[None], t_new)

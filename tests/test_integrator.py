@@ -107,3 +107,24 @@ def test_source_table_reproduces_direct_evaluation(netlist):
     peak = np.abs(direct).max(axis=0)
     err_rel = np.abs(tabulated - direct).max(axis=0) / np.where(peak > 0, peak, 1.0)
     assert err_rel.max() < 1e-10, err_rel
+
+
+def test_run_ahead_takes_the_steps_of_the_step_by_step_loop(monkeypatch):
+    """One linear design pinned at the step ceiling solves blocks of steps before checking them
+    together; the steps, their times and the waveform are those of checking every step on its own."""
+    import circuits.solve as solve
+    from circuits import simulate
+
+    netlist = ("rlc\nV1 in 0 SIN(0 1 50Meg)\nR1 in a 20\nL1 a b 100n\nC1 b 0 10p\nR2 b 0 1k\n"
+               "V2 c 0 PULSE(0 1 30n 1n 1n 20n 60n)\nR3 c b 2k\n.tran 0.1n 200n\n.end\n")
+    circuit = circuit_from_config({"name": "rlc", "netlist": netlist, "params": {}, "outputs": ["v(b)"]})
+    calls = []
+    run_ahead = solve._run_ahead
+    monkeypatch.setattr(solve, "_run_ahead", lambda *a, **k: calls.append(1) or run_ahead(*a, **k))
+    blocked = simulate(circuit, hmax=0.2e-9)
+    assert len(calls) > 5  # the step was pinned at the ceiling for long stretches
+    monkeypatch.setattr(solve, "RUN_AHEAD", 0)
+    single = simulate(circuit, hmax=0.2e-9)
+    assert len(blocked) == len(single) and blocked.attrs["stats"]["steps"] == single.attrs["stats"]["steps"]
+    assert np.array_equal(blocked.time.to_numpy(), single.time.to_numpy())
+    assert np.abs(blocked["v(b)"].to_numpy() - single["v(b)"].to_numpy()).max() < 1e-12
