@@ -356,6 +356,13 @@ def assemble(circuit: Circuit) -> CircuitDAE:
             state_rows.append(rows)
         raw_groups.append((dev, els, node_rows, state_rows))
     ground = n_nodes + len(state_names)
+    position = {name: n_nodes + k for k, name in enumerate(state_names)}
+    for dev, els, node_rows, _ in raw_groups:
+        for el, row in zip(els, node_rows):
+            for ref in dev.references(el):
+                if ref not in position:
+                    raise NetlistError(f"{el.name}: '{ref}' is not a branch current", el.loc.file, el.loc.line)
+                row.append(position[ref])
     groups = []
     for dev, els, node_rows, state_rows in raw_groups:
         node_idx = torch.tensor([[ground if k < 0 else k for k in row] for row in node_rows], dtype=torch.long)

@@ -73,6 +73,8 @@ class Element:
     params: instance parameters (``w``, ``l``, ``tfe``, ``ic`` ...), lower-case keys.
     behavior: B sources only: ``("i", expr)`` or ``("v", expr)``; the expr may call ``v(a)``,
         ``v(a,b)`` with hierarchical node names, and use ``time``.
+    controls: hierarchical names of the elements whose branch currents the element reads (K: two
+        inductors, F/H: a voltage source).
     """
 
     kind: str
@@ -84,6 +86,7 @@ class Element:
     model: str | None = None
     params: dict[str, Expr] = field(default_factory=dict)
     behavior: tuple[str, Expr] | None = None
+    controls: list[str] = field(default_factory=list)  # K: its two inductors; F, H: the controlling V
 
 
 @dataclass
@@ -466,6 +469,33 @@ def _controlled(name: str, toks: list[str], loc: SourceLoc) -> Element:
     return Element(name[0], name, nodes, loc, value=value)
 
 
+def _coupling(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """K: ``name L1 L2 k`` (coupling coefficient k of two inductors)."""
+    pos, kv = _split_args(toks, loc)
+    if len(pos) != 3 or kv:
+        raise _err(loc, f"{name}: expected 'L1 L2 coupling'")
+    for ind in pos[:2]:
+        if not ind.startswith("l"):
+            raise _err(loc, f"{name}: '{ind}' is not an inductor")
+    if pos[0] == pos[1]:
+        raise _err(loc, f"{name}: couples '{pos[0]}' with itself")
+    return Element("k", name, [], loc, value=_expr(pos[2], loc), controls=pos[:2])
+
+
+def _current_controlled(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """F, H: ``name n+ n- vname gain`` (the current through voltage source vname controls it)."""
+    pos, kv = _split_args(toks, loc)
+    if "poly" in pos or any(t.startswith("poly(") for t in pos):
+        raise _err(loc, f"{name}: POLY controlled sources are not supported")
+    if len(pos) != 4 or kv:
+        raise _err(loc, f"{name}: expected 'n+ n- vname gain'")
+    if not pos[2].startswith("v"):
+        raise _err(loc, f"{name}: controlling element '{pos[2]}' is not a voltage source "
+                        "(only V sources' currents are supported)")
+    return Element(name[0], name, [_node(t, loc) for t in pos[:2]], loc, value=_expr(pos[3], loc),
+                   controls=[pos[2]])
+
+
 def _waveform_args(kind: str, words: list[str], loc: SourceLoc) -> list[Expr]:
     """Check the arity of a PULSE/SIN/PWL argument list and parse it."""
     lo, hi = _SOURCE_KINDS[kind]
@@ -601,7 +631,7 @@ def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
 
 _ELEMENT_PARSERS = {
     "r": _rlc, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
-    "b": _behavioral, "d": _modeled, "m": _modeled, "q": _modeled, "n": _modeled, "x": _instance,
+    "b": _behavioral, "k": _coupling, "f": _current_controlled, "h": _current_controlled, "d": _modeled, "m": _modeled, "q": _modeled, "n": _modeled, "x": _instance,
 }
 
 
@@ -1004,7 +1034,8 @@ class _Flattener:
         behavior = el.behavior and (el.behavior[0], self.rename(el.behavior[1], scope, el.loc, True))
         return Element(el.kind, scope.prefix + el.name, [scope.node(n) for n in el.nodes], el.loc,
                        value=el.value and ren(el.value), waveform=wave, model=el.model,
-                       params={k: ren(e) for k, e in el.params.items()}, behavior=behavior)
+                       params={k: ren(e) for k, e in el.params.items()}, behavior=behavior,
+                       controls=[scope.prefix + c for c in el.controls])
 
     def instantiate(self, inst: _Instance, block: _Block, scope: _Scope,
                     stack: tuple[_Subckt, ...]) -> None:
@@ -1056,9 +1087,15 @@ def _check_elements(nl: Netlist) -> None:
     """Cross-checks on the flat netlist: not empty, device models used correctly."""
     if not nl.elements:
         raise NetlistError("netlist has no elements", nl.file, 1)
+    by_name = {el.name: el for el in nl.elements}
     for el in nl.elements:
         if el.model is not None:
             _check_device_use(el, nl.models)
+        for c in el.controls:
+            if c not in by_name:
+                raise _err(el.loc, f"{el.name}: unknown element '{c}'")
+        if el.kind == "k":  # the coupling needs both inductances
+            el.params = {**el.params, "l1": by_name[el.controls[0]].value, "l2": by_name[el.controls[1]].value}
 
 
 def _check_device_use(el: Element, models: dict[str, Model]) -> None:

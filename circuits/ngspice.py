@@ -381,7 +381,10 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
             continue
         ename = names.elem[el.name]
         head = f"{ename} {' '.join(nodes)}"
-        if k in ("r", "c", "l"):
+        if getattr(el, "controls", None):  # K, F, H: nodes, the elements whose currents they read, value
+            refs = " ".join(names.elem[c] for c in el.controls)
+            body.append(f"{ename} {' '.join(nodes + [refs])} {_fmt(_value(el.value, env))}".replace("  ", " "))
+        elif k in ("r", "c", "l"):
             extra = _param_text(el.params, env)
             body.append(f"{head} {_fmt(_value(el.value, env))}" + (f" {extra}" if extra else ""))
         elif k in ("e", "g"):

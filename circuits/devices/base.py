@@ -105,6 +105,11 @@ class Device:
         """The device terminals of an element (B sources add the nodes their expression reads)."""
         return list(element.nodes)
 
+    def references(self, element) -> list[str]:
+        """Other elements' unknowns the device reads after its terminals (output names, ``i(v1)``);
+        the device's currents and charges at them add to those elements' state equations."""
+        return [f"i({c})" for c in getattr(element, "controls", ())]
+
     def states_for(self, element, model=None) -> tuple[str, ...]:
         """Names of the element's internal states (model: its `.model` card, or None); elements of a
         family with different states are evaluated in separate groups."""

@@ -58,3 +58,19 @@ class Inductor(Device):
 
     def state_scales(self, p):
         return torch.full_like(p["value"], 1e-3).unsqueeze(-1)
+
+
+@register
+class MutualInductance(Device):
+    """K L1 L2 k: mutual inductance M = k sqrt(L1 L2) adds M i2 to L1's flux and M i1 to L2's
+    (ngspice's dot convention: both inductors' first nodes)."""
+
+    letter = "k"
+    linear = True
+    terminals = 0
+    instance_params = {"value": 0.0, "l1": 0.0, "l2": 0.0}
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        i1, i2 = v.unbind(-1)  # the two inductor currents (the device's references)
+        m = p["value"] * torch.sqrt(p["l1"] * p["l2"])
+        return DeviceEval(q=torch.stack((m * i2, m * i1), -1))

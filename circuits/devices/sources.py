@@ -104,6 +104,36 @@ class VCCS(Device):
         return DeviceEval(i=torch.stack((i, -i, zero, zero), -1))
 
 
+@register
+class CCCS(Device):
+    """F n+ n- vname gain: current gain i(vname) flows from n+ through the source to n-."""
+
+    letter = "f"
+    linear = True
+    terminals = 2
+    instance_params = {"value": 1.0}
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        i = p["value"] * v[..., 2]  # v[..., 2]: the controlling source's current
+        return DeviceEval(i=torch.stack((i, -i, torch.zeros_like(i)), -1))
+
+
+@register
+class CCVS(Device):
+    """H n+ n- vname r: v+ - v- = r i(vname), with a branch-current state."""
+
+    letter = "h"
+    linear = True
+    terminals = 2
+    states = ("i",)
+    instance_params = {"value": 1.0}
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        i = s[..., 0]
+        residual = v[..., 0] - v[..., 1] - p["value"] * v[..., 2]
+        return DeviceEval(i=torch.stack((i, -i, torch.zeros_like(i)), -1), fs=residual.unsqueeze(-1))
+
+
 def control_nodes(element) -> list[str]:
     """Nodes read by a B source's expression that are not already its terminals."""
     extra: list[str] = []
