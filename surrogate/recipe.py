@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from circuits.circuit import Circuit
-from circuits.simulation import dae_of, simulate_batch
+from circuits.simulation import dae_of, simulate_batch, simulate_tensor
 
 __all__ = ["Recipe", "plan", "is_time_varying", "activity_edges", "limit_cycle_start", "max_windows_for"]
 
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 #: output swings (peak-to-peak of the most active output) a window may span; one network per window
 #: fits about one monotone rise or fall of every output
 SWINGS_PER_WINDOW = 1.0
+
+#: reference-solver steps (of its local-truncation-error control) a window may span: where the
+#: solver needs many steps (a ferroelectric switching, a fast edge) the network gets short windows
+STEPS_PER_WINDOW = 24
 
 #: the most windows the recipe places before training (the target loop may split further); a
 #: smaller budget allows fewer (`max_windows_for`)
@@ -98,17 +102,39 @@ def _reference(circuit: Circuit, P: Tensor, points: int = 2001) -> tuple[Tensor,
     return grid, y
 
 
+def _reference_with_steps(circuit: Circuit, P: Tensor, points: int = 2001) -> tuple[Tensor, Tensor, Tensor]:
+    """`_reference` and, per design, how many steps the reference solver took up to each grid time
+    (T, B): its local-truncation-error control puts its steps where the waveform is hard."""
+    from circuits.solve import interpolate
+
+    grid = torch.linspace(0.0, circuit.tstop, points, dtype=torch.float64)
+    dae = dae_of(circuit)
+    with torch.no_grad():
+        res = simulate_tensor(circuit, P, rtol=1e-4)
+        cols = [dae.index(o) for o in circuit.outputs]
+        y = interpolate(res.t, res.x[..., cols], grid, res.breakpoints, counts=res.counts)
+    times = res.t if res.t.dim() == 2 else res.t.unsqueeze(0).expand(P.shape[0], -1)
+    counts = res.counts if res.counts is not None else torch.full((P.shape[0],), times.shape[1])
+    steps = torch.stack([torch.searchsorted(times[b, :int(counts[b])].contiguous(), grid, right=True)
+                         for b in range(P.shape[0])], dim=1).to(torch.float64)
+    return grid, y, steps
+
+
 def activity_edges(t: Tensor, y: Tensor, swings_per_window: float = SWINGS_PER_WINDOW,
-                   corners: list[float] | None = None, max_windows: int = MAX_WINDOWS) -> list[float]:
+                   corners: list[float] | None = None, max_windows: int = MAX_WINDOWS,
+                   steps: Tensor | None = None, steps_per_window: float = STEPS_PER_WINDOW) -> list[float]:
     """Inner window edges (s) for waveforms y (B, T, n) on grid t (T,): a new window as soon as some
     design's output has travelled `swings_per_window` of its own peak-to-peak swing since the last
-    edge, moved back to a source corner when one lies in the last quarter of the window; windows
-    span more swings where that would give more than `max_windows`."""
+    edge, or (given the reference solver's cumulative step counts `steps` (T, B)) some design's
+    solver took `steps_per_window` steps; moved back to a source corner when one lies in the last
+    quarter of the window; windows hold more where that would give more than `max_windows`."""
     swing = (y.amax(dim=1) - y.amin(dim=1)).clamp(min=1e-12)  # (B, n)
     step = y.diff(dim=1).abs() / swing.unsqueeze(1)  # (B, T-1, n)
-    cum = torch.cat([torch.zeros(1, step.shape[0] * step.shape[2], dtype=step.dtype),
-                     torch.cumsum(step.transpose(1, 2).reshape(-1, step.shape[1]).T, dim=0)])  # (T, B·n)
-    per = swings_per_window
+    travel = torch.cumsum(step.transpose(1, 2).reshape(-1, step.shape[1]).T, dim=0) / swings_per_window
+    cum = torch.cat([torch.zeros(1, travel.shape[1], dtype=travel.dtype), travel])  # (T, B·n), in windows
+    if steps is not None:
+        cum = torch.cat([cum, (steps - steps[:1]) / steps_per_window], dim=1)
+    per = 1.0
     while True:
         edges = _edges_every(t, cum, per, sorted(corners or []))
         if len(edges) < max_windows:
@@ -214,11 +240,12 @@ def plan(circuit: Circuit, fixed_params: bool = False, max_windows: int = MAX_WI
         reasons.append("driven by time-varying sources" if driven else "no time-varying source")
     P = nominal if fixed_params or space.dim == 0 else torch.cat([nominal, space.sample_sobol(
         PLANNING_DESIGNS - 1, seed=24_681, margin=0.0)])
-    t, y = _reference(circuit, P)
+    t, y, steps = _reference_with_steps(circuit, P)
     corners = dae_of(circuit).bind(None).breakpoints()
-    edges = activity_edges(t, y, corners=corners, max_windows=max_windows)
+    edges = activity_edges(t, y, corners=corners, max_windows=max_windows, steps=steps)
     reasons.append(f"{len(edges) + 1} window(s): an edge each time an output of {P.shape[0]} reference design(s) "
-                   f"has travelled {SWINGS_PER_WINDOW:g} swing(s) or more (at most {max_windows} windows), "
+                   f"has travelled {SWINGS_PER_WINDOW:g} swing(s) or its solver took {STEPS_PER_WINDOW} steps "
+                   f"(at most {max_windows} windows), "
                    f"snapped to source corners")
     model = {"windows": len(edges) + 1, "window_edges": edges or None, "state_input": bool(edges),
              "time_scale": "none", "periodic_from": None, "row_scale": row_scale}

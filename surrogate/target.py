@@ -7,7 +7,8 @@ their start states).  That window
 is split in two and both halves retrained (plain windows in seconds), or, where splitting is not
 possible (an oscillator's warped start-up windows, the limit cycle, a window already short), its
 L-BFGS continues on fresh collocation points.  A window is first refined that way (cheaper, and
-enough where L-BFGS overfitted its points); it is split when it misses again.  Windows after it see their start state as an input
+enough where L-BFGS overfitted its points); it is split when it misses again.  A round that leaves
+the window's own held-out error worse is undone, and a window undone twice is left alone.  Windows after it see their start state as an input
 (a flow map), so they follow the corrected start without retraining.  The loop ends when the
 held-out worst NRMSE meets the target or the wall-clock budget is spent.
 """
@@ -32,6 +33,25 @@ MIN_WINDOW_SHARE = 1 / 256
 
 #: windows the loop will not split beyond
 MAX_WINDOWS = 96
+
+#: undone rounds on one window after which the loop leaves it alone
+GIVE_UP = 2
+
+
+def _snapshot(module) -> tuple:
+    """What a round may change: the window networks, their edges and the layout's record of them."""
+    import copy
+
+    model = module.model
+    return (copy.deepcopy(model.nets), model.edges.clone(), copy.deepcopy(model.hparams_net),
+            list(module.window_residuals))
+
+
+def _restore(module, kept: tuple) -> None:
+    """Put a `_snapshot` back."""
+    nets, edges, hparams, residuals = kept
+    module.model.nets, module.model.edges, module.model.hparams_net = nets, edges, hparams
+    module.window_residuals[:] = residuals
 
 
 def window_errors(module) -> tuple[Tensor, Tensor, dict[str, Any]]:
@@ -68,6 +88,7 @@ class TrainToTarget:
     target_median: float = math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
     _refined: set[tuple[float, float]] = field(default_factory=set)
+    _failures: dict[tuple[float, float], int] = field(default_factory=dict)
 
     def _round_estimate(self, module) -> float:
         """Expected length (s) of the next round: the longest so far, else two windows' allowance
@@ -75,15 +96,20 @@ class TrainToTarget:
         done = [r["seconds"] for r in self.history]
         return max(done) if done else 2.0 * float(module.hparams.get("lbfgs_seconds") or 0.0)
 
-    def culprit(self, errors: Tensor, medians: Tensor) -> int:
+    def culprit(self, errors: Tensor, medians: Tensor, skip: list[int] | None = None) -> int | None:
         """The window to work on: among windows whose worst error exceeds the target, the one where
         the error grew most over its predecessor's (where it was made, not where it was inherited;
-        the earliest of equals); else the window with the largest median error."""
-        above = errors > self.target
+        the earliest of equals); else the window with the largest median error; windows in `skip`
+        are passed over (None when nothing is left)."""
+        allowed = torch.ones_like(errors, dtype=torch.bool)
+        allowed[list(skip or [])] = False
+        above = (errors > self.target) & allowed
         if bool(above.any()):
             growth = errors - torch.cat([errors.new_zeros(1), errors[:-1]])
             return int(torch.where(above, growth, torch.full_like(growth, -math.inf)).argmax())
-        return int(medians.argmax())
+        if not bool(allowed.any()):
+            return None
+        return int(torch.where(allowed, medians, torch.full_like(medians, -math.inf)).argmax())
 
     def can_split(self, module, k: int) -> bool:
         """Whether window k may be split (plain layout in seconds, long enough, under the window cap)."""
@@ -96,18 +122,20 @@ class TrainToTarget:
     def run(self, module) -> dict[str, Any]:
         """The loop; returns the final held-out metrics (with `target_met`)."""
         rounds = 0
+        errors, medians, metrics = window_errors(module)
         while True:
-            errors, medians, metrics = window_errors(module)
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
-            # one held-out design (a nominal-only run) has no median of its own: its worst decides
-            met = worst <= self.target and (median <= self.target_median or metrics["designs"] == 1)
+            met = self._score(metrics) <= 1.0
             if met or time.perf_counter() + self._round_estimate(module) >= self.deadline:
                 break
-            k = self.culprit(errors, medians)
+            k = self.culprit(errors, medians, self._given_up(module))
+            if k is None:
+                break
             rounds += 1
             round_began = time.perf_counter()
             seed = int(module.hparams.seed) * 7_919 + 104_729 * rounds
-            span = (float(module.model.edges[k]), float(module.model.edges[k + 1]))
+            span = self._span(module, k)
+            kept = _snapshot(module)
             if span in self._refined and self.can_split(module, k):
                 action = "split"
                 self._split_and_retrain(module, k, seed)
@@ -115,15 +143,46 @@ class TrainToTarget:
                 action = "refined"
                 self._refined.add(span)
                 self._retrain(module, k, seed, adam=False)
+            new_errors, new_medians, new_metrics = window_errors(module)
+            # judged on the window itself (both halves after a split), as a step is by its local error:
+            # later windows, trained on the old start states, are the next rounds' business
+            now = slice(k, k + (2 if action == "split" else 1))
+            if self._local(new_errors[now], new_medians[now]) < self._local(errors[k:k + 1], medians[k:k + 1]):
+                errors, medians, metrics = new_errors, new_medians, new_metrics
+            else:  # a round that left the window worse is undone
+                _restore(module, kept)
+                action += ", undone"
+                self._failures[span] = self._failures.get(span, 0) + 1
             self.history.append({"round": rounds, "window": k, "action": action, "window_error": float(errors[k]),
                                  "worst_before": worst, "windows": module.model.windows,
                                  "seconds": time.perf_counter() - round_began})
             log.info("target missed (held-out worst %.3g, median %.3g); window %d (worst %.3g, median %.3g) %s; "
-                     "%d windows now", worst, median, k, float(errors[k]), float(medians[k]), action,
+                     "now worst %.3g, median %.3g, %d windows", worst, median, k, float(errors[k]),
+                     float(medians[k]), action, metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"],
                      module.model.windows)
         metrics.update(target_nrmse=self.target, target_median_nrmse=self.target_median, target_met=bool(met))
         metrics["target_rounds"] = self.history
         return metrics
+
+    def _local(self, errors: Tensor, medians: Tensor) -> float:
+        """How far windows' held-out errors are from the target (their worst ratio)."""
+        return float(torch.maximum(errors / self.target, medians / self.target_median).max())
+
+    def _score(self, metrics: dict[str, Any]) -> float:
+        """How far the held-out metrics are from the target (<= 1: met); one held-out design (a
+        nominal-only run) has no median of its own, so its worst alone decides."""
+        score = metrics["nrmse_worst_overall"] / self.target
+        if metrics["designs"] > 1:
+            score = max(score, metrics["nrmse_median_overall"] / self.target_median)
+        return score
+
+    @staticmethod
+    def _span(module, k: int) -> tuple[float, float]:
+        return float(module.model.edges[k]), float(module.model.edges[k + 1])
+
+    def _given_up(self, module) -> list[int]:
+        """Windows whose rounds were undone GIVE_UP times: the loop moves on to others."""
+        return [k for k in range(module.model.windows) if self._failures.get(self._span(module, k), 0) >= GIVE_UP]
 
     def _split_and_retrain(self, module, k: int, seed: int) -> None:
         """Split window k at its midpoint and retrain both halves from the parent's weights."""

@@ -173,3 +173,14 @@ def test_a_smaller_budget_places_fewer_windows_each_spanning_more_swings():
     assert 4 <= len(few) + 1 <= 8
     gaps = torch.diff(torch.tensor([0.0, *few, 20.0]))
     assert float(gaps.max()) < 2.5 * float(gaps.min())  # still evenly spread
+
+
+def test_where_the_reference_solver_needs_many_steps_the_windows_are_short():
+    """A flat waveform (no swing to travel) whose solver steps crowd into [4, 5]: the edges crowd there."""
+    t = torch.linspace(0.0, 10.0, 1001, dtype=torch.float64)
+    y = torch.zeros(1, 1001, 1, dtype=torch.float64)
+    step_times = torch.cat([torch.linspace(0.0, 10.0, 21), torch.linspace(4.0, 5.0, 200)]).sort().values
+    steps = torch.searchsorted(step_times, t, right=True).to(torch.float64).unsqueeze(1)
+    edges = activity_edges(t, y, steps=steps, steps_per_window=40)
+    inside = [e for e in edges if 4.0 <= e <= 5.1]
+    assert len(inside) >= 4 and len(edges) - len(inside) <= 1
