@@ -1,6 +1,7 @@
 """Per-design adaptive transient stepping (no gradients): every design has its own time, step,
 order and history; all designs advance together in one vectorised chord Newton per iteration, each
-accepting or rejecting its own step (masks); finished designs are dropped from the working batch."""
+accepting or rejecting its own step (masks); finished designs are dropped from the working batch.
+The method and the step controller are `circuits.integrator`'s, called on (B,) tensors."""
 
 from __future__ import annotations
 
