@@ -150,6 +150,24 @@ class DenseSystem:
         x, _ = lapack.dgetrs(lu[0], lu[1], rhs)
         return x, math.isfinite(x @ x), 1  # (x @ x: the cheapest finiteness check on ~10 values)
 
+    def step_map(self, method, co) -> np.ndarray | None:
+        """A linear circuit's step as one matrix W (3n, 3n+1): [x; q; qdot] at the new point is
+        W @ [q; qdot; s; 1] of the last point's charges and charge derivative and the sources at the
+        new point (`method`'s history and derivative; one exact solve per unit input)."""
+        n = self.C.shape[0]
+        lu = self._lu if (co.a, self.jacobians) == self._lu_key else self._factor(co.a)
+        if lu is None:
+            return None
+        columns = []
+        for u in np.eye(3 * n + 1):
+            q1, qdot, s, one = u[:n], u[n:2 * n], u[2 * n:3 * n], u[3 * n]
+            b = method.history(co, q1, None, qdot)
+            rhs = b + s if self.q0 is None else b + s + co.a * one * self.q0
+            x, _ = lapack.dgetrs(lu[0], lu[1], rhs)
+            q = self.C @ x if self.q0 is None else self.C @ x + one * self.q0
+            columns.append(np.concatenate([x, q, method.derivative(co, q, b)]))
+        return np.stack(columns, axis=1)
+
     def newton(self, guess: np.ndarray, t: float, a: float, b: np.ndarray, tol: np.ndarray
                ) -> tuple[np.ndarray, bool, int]:
         """Solve a q(x) + b + f(x, t) = 0 from guess; converged when the update, or the error left

@@ -155,16 +155,17 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         if stepper.runs_ahead and h == hmax and npts >= 3 and not hit_stop and not method.uses_previous_step:
             block = _run_ahead(stepper, method, co, t, h, target, q1, qdot, ts[-3:], atol, rtol, hmin)
             if block is not None:
-                times, xs, qs, qdots, bs, h = block
-                for t_k, x_k, q_k, b_k in zip(times, xs, qs, bs):
-                    stepper.accept(x_k, t_k, co, b_k, q_k)
-                    bar.update(t_k - t)
-                    t = t_k
+                times, xs, zs, h = block
+                n = xs.shape[1]
+                stepper.accept_many(xs)
+                bar.update(times[-1] - t)
+                t = times[-1]
                 ts += times
                 hist_t += times
                 stats["steps"] += len(times)
                 stats["newton_iterations"] += len(times)
-                q0, q1, qdot = (qs[-2] if len(qs) > 1 else q1), qs[-1], qdots[-1]
+                q0 = zs[-2, :n] if len(times) > 1 else q1
+                q1, qdot = zs[-1, :n], zs[-1, n:]
                 continue
         t_new = t + h
         b = method.history(co, q1, q0, qdot)
@@ -222,12 +223,12 @@ def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, ta
                last_ts: list[float], atol, rtol: float, hmin: float):
     """Steps at the step ceiling h, solved in a row before the next stop and checked together.
 
-    A linear design whose step is pinned at hmax (the controller would grow it) repeats the same
-    solve with the same coefficients; the per-step LTE checks are the costly part for one small
-    design, so up to RUN_AHEAD steps are solved first and their LTE ratios computed in one go.  The
-    steps accepted are exactly those the step-by-step loop accepts at h: up to the first whose ratio
-    rejects it (not taken) or asks for a smaller next step (taken, and its next step returned).
-    Returns (times, states, charges, charge derivatives, history terms, next step) or None.
+    A linear design whose step is pinned at hmax (the controller would grow it) repeats one affine
+    step map (`DenseSystem.step_map`, built from the method's history and derivative); per step the
+    loop then costs one small matrix-vector product, and the LTE checks of up to RUN_AHEAD steps are
+    computed in one go.  The steps kept are exactly those the step-by-step loop accepts at h: up to
+    the first whose ratio rejects it (not taken) or asks for a smaller next step (taken, and its
+    next step returned).  Returns (times, states (K, n), [q; qdot] (K, 2n), next step) or None.
     """
     ctl = CONTROLLER
     times, tt = [], t
@@ -236,18 +237,25 @@ def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, ta
         times.append(tt)
     if len(times) < 2:
         return None
-    xs, qs, qdots, bs = [], [], [], []
-    for t_k in times:
-        b = method.history(co, q1, None, qdot)
-        x, ok, _ = stepper.system.solve_linear(t_k, co.a, b)
-        if not ok:
-            break
-        q1 = stepper.system.charges(x, t_k)
-        qdot = method.derivative(co, q1, b)
-        xs.append(x), qs.append(q1), qdots.append(qdot), bs.append(b)
-    if not xs:
+    W = stepper.step_map(method, co)
+    if W is None:
         return None
-    ratios = method.lte_factor(h, h) * stepper.lte_many(last_ts + times[:len(xs)], xs, atol, rtol)
+    n = W.shape[0] // 3
+    inputs = np.hstack([stepper.system.sources.many(times), np.ones((len(times), 1))])  # [s; 1]
+    drive = inputs @ W[n:, 2 * n:].T        # the sources' part of each step's [q; qdot]
+    A = W[n:, :2 * n]
+    Z = np.empty((len(times), 2 * n))
+    z = np.concatenate([q1, qdot])
+    for k in range(len(times)):
+        z = A @ z + drive[k]
+        Z[k] = z
+    before = np.vstack([np.concatenate([q1, qdot])[None], Z[:-1]])
+    X = before @ W[:n, :2 * n].T + inputs @ W[:n, 2 * n:].T
+    finite = np.isfinite(X).all(axis=1) & np.isfinite(Z).all(axis=1)
+    K = len(times) if finite.all() else int(np.argmin(finite))
+    if K == 0:
+        return None
+    ratios = method.lte_factor(h, h) * stepper.lte_many(last_ts + times[:K], X[:K], atol, rtol)
     taken, h_next = 0, h
     for ratio in ratios.tolist():
         if ctl.rejects(ratio, h, hmin):
@@ -258,7 +266,7 @@ def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, ta
             break
     if taken == 0:
         return None
-    return times[:taken], xs[:taken], qs[:taken], qdots[:taken], bs[:taken], h_next
+    return times[:taken], X[:taken], Z[:taken], h_next
 
 
 class _TorchSteps:
@@ -350,6 +358,7 @@ class _DenseSteps:
         # rows 0-2: the last 3 accepted states (the start repeated); row 3: the step being checked
         self.recent = np.stack([x0, x0, x0, x0])
         self.runs_ahead = not system.nonlinear  # see `_run_ahead`
+        self._map_key, self._map = None, None  # the step map of the last coefficients
         self.abs_last = np.abs(x0)
         self._checked = (None, None)  # (x, |x|) of the last LTE check: accept reuses |x|
         self.xs_out = [x0]
@@ -372,9 +381,9 @@ class _DenseSteps:
         scale = atol + rtol * np.maximum(abs_new, self.abs_last)
         return float((np.abs(np.dot(w3, self.recent)) * self.differential / scale).max())
 
-    def lte_many(self, times: list[float], xs: list[np.ndarray], atol: np.ndarray, rtol: float) -> np.ndarray:
-        """`lte` of K consecutive new states xs at times[3:] (times[:3]: the last 3 accepted)."""
-        X = np.concatenate([self.recent[:3], np.stack(xs)])
+    def lte_many(self, times: list[float], xs: np.ndarray, atol: np.ndarray, rtol: float) -> np.ndarray:
+        """`lte` of K consecutive new states xs (K, n) at times[3:] (times[:3]: the last 3 accepted)."""
+        X = np.concatenate([self.recent[:3], xs])
         T = np.asarray(times)
         w = step_weights(T[:-3], T[1:-2], T[2:-1], T[3:])[1]
         x3 = w[0][:, None] * X[:-3] + w[1][:, None] * X[1:-2] + w[2][:, None] * X[2:-1] + w[3][:, None] * X[3:]
@@ -391,14 +400,26 @@ class _DenseSteps:
     def forget_jacobian(self) -> None:
         self.system.forget_jacobian()
 
-    def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray,
-               q: np.ndarray | None = None) -> np.ndarray:
-        """Store the accepted state; return q there (given: already known)."""
+    def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
+        """Store the accepted state; return q there."""
         self.recent[:3] = self.recent[1:]  # (row 3 holds x_new after an LTE check; set it anyway)
         self.recent[2] = x_new
         self.abs_last = self._checked[1] if self._checked[0] is x_new else np.abs(x_new)
         self.xs_out.append(x_new)
-        return self.system.charges(x_new, t_new) if q is None else q
+        return self.system.charges(x_new, t_new)
+
+    def accept_many(self, xs: np.ndarray) -> None:
+        """Store K accepted consecutive states (K, n) (from `_run_ahead`)."""
+        self.recent[:3] = np.concatenate([self.recent[:3], xs])[-3:]
+        self.abs_last = np.abs(xs[-1])
+        self.xs_out.extend(xs)
+
+    def step_map(self, method: Method, co: Coefficients) -> np.ndarray | None:
+        """`DenseSystem.step_map`, kept while the coefficients are unchanged."""
+        key = (co.a, co.c0, co.c1, co.k)
+        if self._map_key != key:
+            self._map_key, self._map = key, self.system.step_map(method, co)
+        return self._map
 
     def failure(self, x_new: np.ndarray, t_new: float, t: float) -> str:
         nonfinite = self.bound.nonfinite(torch.from_numpy(x_new)[None], t_new)

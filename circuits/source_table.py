@@ -122,3 +122,22 @@ class SourceTable:
         w = (-(s - 1) * (s - 2) * (s - 3) / 6, s * (s - 2) * (s - 3) / 2,
              -s * (s - 1) * (s - 3) / 2, s * (s - 1) * (s - 2) / 6)
         return np.dot(w, values[j0:j0 + 4])
+
+    def many(self, times: list[float]) -> np.ndarray:
+        """s at many increasing times (K, n); vectorised when they share one tabulated segment."""
+        if not self._timed:
+            return np.broadcast_to(self._const, (len(times), self._const.shape[0]))
+        k = min(max(bisect_right(self._edges, times[0]) - 1, 0), len(self._segments) - 1)
+        seg = self._segments[k]
+        if seg is None or times[-1] > self._edges[k + 1]:
+            return np.stack([self(t) for t in times])
+        lo, inv_h, N, values, cubic = seg
+        pos = (np.asarray(times) - lo) * inv_h
+        j = np.clip(pos.astype(np.int64), 0, N - 1)
+        if not cubic:
+            u = (pos - j)[:, None]
+            return values[j] * (1 - u) + values[j + 1] * u
+        j0 = np.clip(j - 1, 0, N - 3)
+        w = _cubic_weights(pos - j0)                                  # (K, 4)
+        return np.einsum("km,kmn->kn", w, values[j0[:, None] + np.arange(4)])
+
