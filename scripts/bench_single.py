@@ -63,20 +63,20 @@ def cases(patterns: list[str] | None, configs: list[str]) -> list[tuple[str, str
     return [(d.stem, str(d)) for d in decks] + [(c, c) for c in configs]
 
 
-def measure_case(label: str, source: str, repeats: int) -> dict | None:
-    """One row of the table, or None when NeuroSPICE rejects the deck or ngspice cannot run it."""
+def measure_case(label: str, source: str, repeats: int) -> dict | str:
+    """One row of the table, or why the case was skipped (NeuroSPICE rejects the deck, or ngspice
+    or the reference fails on it)."""
     try:
         circuit = load_circuit(source)
-    except NeuroSpiceError:
-        return None
+    except NeuroSpiceError as exc:
+        return f"rejected: {str(exc).splitlines()[0]}"
     ng_walls, ref_walls = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         try:
             ng = run_ngspice(circuit)
         except (NgspiceError, NeuroSpiceError) as exc:
-            print(f"{label}: ngspice: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return None
+            return f"ngspice (bridge) failed: {str(exc).splitlines()[0]}"
         ng_walls.append(time.perf_counter() - t0)
         fresh = load_circuit(source)  # nothing cached: assembly is part of the reference's time
         grid = torch.tensor(ng["time"].to_numpy(), dtype=torch.float64).clamp(0.0, fresh.tstop)
@@ -84,8 +84,7 @@ def measure_case(label: str, source: str, repeats: int) -> dict | None:
         try:
             ref = simulate(fresh, t=grid)
         except NeuroSpiceError as exc:
-            print(f"{label}: reference: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return None
+            return f"reference failed: {str(exc).splitlines()[0]}"
         ref_walls.append(time.perf_counter() - t0)
     columns = [c for c in circuit.outputs if c in ng.columns]
     ref["time"] = ng["time"].to_numpy()
@@ -105,10 +104,11 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    rows = []
+    rows, skipped = [], []
     for label, source in cases(args.decks, args.configs):
         row = measure_case(label, source, args.repeats)
-        if row is None:
+        if isinstance(row, str):
+            skipped.append(f"{label}: {row}")
             continue
         rows.append(row)
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1,
@@ -124,6 +124,8 @@ def main() -> int:
           f"(within 3x: {int((table.ratio <= 3).sum())}/{len(rows)}); median of {args.repeats} repeats; "
           f"{args.threads} torch thread(s); load average (1 min) {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after on {os.cpu_count()} CPUs")
+    for line in skipped:
+        print(f"skipped {line}")
     return 0
 
 
