@@ -18,19 +18,13 @@ from torch import Tensor
 
 from circuits.dae import BoundDAE
 from circuits.dc import NEWTON_MAX_ITER as NEWTON_MAX_ITER_DC
-from circuits.integrator import CHORD_MAX_CONTRACTION
+from circuits.integrator import CHORD_MAX_CONTRACTION, error_left_per_update
 from circuits.source_table import SourceTable
 from circuits.split import SplitDAE
 
 __all__ = ["DenseSystem"]
 
 NEWTON_MAX_ITER = 25
-
-
-def _left_per_update(theta: float) -> float:
-    """Error left after a Newton update per unit of the update: θ/(1-θ) for θ < 1/2, else 1."""
-    r = min(theta, 0.5)
-    return r / (1 - r)
 
 
 class DenseSystem:
@@ -193,7 +187,7 @@ class DenseSystem:
                 return x, False, it
             x = x + step
             if prev is not None:
-                left = _left_per_update(size / prev)
+                left = error_left_per_update(size / prev)
             if size * left <= 1.0:
                 if q_nl is not None:  # q at x to first order in the (converged, small) last update
                     q = self.C @ (x - step) + q_nl + self._jac[0] @ step

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Coefficients", "Method", "method_of", "StepController", "CONTROLLER", "step_weights",
-           "step_ceiling", "NEWTON_LTE_FRACTION", "CHORD_MAX_CONTRACTION"]
+           "step_ceiling", "error_left_per_update", "NEWTON_LTE_FRACTION", "CHORD_MAX_CONTRACTION"]
 
 NEWTON_LTE_FRACTION = 0.5  # transient Newton tolerance as a fraction of the LTE tolerance
 CHORD_MAX_CONTRACTION = 0.7  # refresh the reused Jacobian when an iteration shrinks the update less
@@ -193,6 +193,13 @@ class StepController:
 
 
 CONTROLLER = StepController()
+
+
+def error_left_per_update(theta: Scalar) -> Scalar:
+    """Newton's error left after an update, per unit of the update, from the measured contraction
+    rate θ = |dx_k| / |dx_k-1|: θ/(1-θ) for θ < 1/2, else 1 (no credit for the contraction)."""
+    r = _clamp(theta, hi=0.5)
+    return r / (1 - r)
 
 
 def step_ceiling(bound, tstop: float, hmax: float | None) -> float:

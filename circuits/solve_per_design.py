@@ -11,7 +11,8 @@ from torch import Tensor
 from circuits.dae import BoundDAE
 from circuits.dc import initial_condition
 from circuits.errors import ConvergenceError
-from circuits.integrator import CHORD_MAX_CONTRACTION, CONTROLLER, Method, step_ceiling, step_weights
+from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Method, error_left_per_update, step_ceiling,
+                                 step_weights)
 from circuits.result import TransientResult, progress_bar
 from circuits.split import SplitDAE
 
@@ -33,13 +34,6 @@ def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
     eye = torch.eye(M.shape[-1], dtype=M.dtype).expand_as(M)
     lu, piv, _ = torch.linalg.lu_factor_ex(torch.where(bad[:, None, None], eye, M))
     return lu, piv, bad
-
-
-def _left_per_update(theta: Tensor) -> Tensor:
-    """Error left after a Newton update, per unit of the update: θ/(1-θ) for a contraction rate
-    θ < 1/2, else 1 (no credit for the contraction)."""
-    r = theta.clamp(max=0.5)
-    return r / (1 - r)
 
 
 def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Tensor, tol: Tensor,
@@ -79,7 +73,7 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
         pending = pending & torch.isfinite(size)
         x = torch.addcmul(x, dx, pending.to(dx.dtype)[:, None], value=-1.0)  # (cheaper than torch.where)
         if prev is not None:  # the contraction measured by this iteration
-            left_per_update = _left_per_update(size / prev)
+            left_per_update = error_left_per_update(size / prev)
         done = pending & (size * left_per_update <= 1.0)
         stats["newton_iterations"] += 1
         conv = conv | done
