@@ -90,10 +90,16 @@ class CircuitPhysics:
 
     def _layout(self, kind: str = "jacobian") -> Layout:
         circuit = self.circuit
+        pinned, derived = self._pinned_nodes()
         with torch.no_grad():
             ref = simulate_tensor(circuit, None, rtol=1e-4)
             x = ref.x[0]  # (T, n)
             bound = self.dae.bind(None)
+            # the network's states always hold the sources' values at pinned nodes; a `uic` start
+            # vector does not (a supply node at 0 V forward-biases every PMOS bulk junction: ring5's
+            # row scales were 1e8x off), so the scales are taken at the states the network sees
+            x = torch.where(pinned, self.pinned_values(self.dae.bind(
+                circuit.space.nominal_vector().unsqueeze(0).expand(x.shape[0], -1)), ref.t), x)
             x_scale = torch.clamp(x.abs().amax(dim=0), min=1e-12)
             # size of the terms of each row: |df/dx|·x_scale + |dq/dx|·x_scale / window, RMS over time
             stride = max(1, x.shape[0] // 64)
@@ -112,7 +118,6 @@ class CircuitPhysics:
                 # rows a construction satisfies exactly (source rows) have no terms: keep their scale
                 row_scale = torch.where(terms > 1e-6 * row_scale, terms, row_scale)
             _, _, jq0, _ = bound.jacobians(x[:1], 0.0)
-        pinned, derived = self._pinned_nodes()
         differential = jq0[0].abs().amax(dim=0) > 0
         return Layout(pinned, differential & ~pinned, ~(pinned | derived), x_scale, row_scale)
 

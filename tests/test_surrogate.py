@@ -260,3 +260,16 @@ def test_farthest_points_keeps_isolated_rows_and_covers_better_than_random():
     assert float(gaps.min()) >= covering_radius(fps) - 1e-12  # the greedy choice's separation bound
     with pytest.raises(ValueError, match="cannot choose 9 of 8"):
         farthest_points(u[:8], 9)
+
+
+def test_row_scales_come_from_states_with_the_sources_values_at_pinned_nodes():
+    """ring5 starts (uic) with its supply node at 0 V, which forward-biases every PMOS bulk junction;
+    the network never sees that state.  The five identical inverter nodes get the same row scale
+    (within 10 %), as the symmetric ring demands, not scales 1e8x apart."""
+    from circuits.circuit import load_circuit
+    from surrogate.physics import CircuitPhysics
+
+    physics = CircuitPhysics(load_circuit("ring5"))
+    nodes = [physics.names.index(f"v(n{k})") for k in range(1, 6)]
+    scales = physics.layout.row_scale[nodes]
+    assert float(scales.max() / scales.min()) < 1.1
