@@ -8,7 +8,8 @@ is split in two and both halves retrained (plain windows in seconds), or, where 
 possible (an oscillator's warped start-up windows, the limit cycle, a window already short), its
 L-BFGS continues on fresh collocation points.  A window is first refined that way (cheaper, and
 enough where L-BFGS overfitted its points); it is split when it misses again.  A round that leaves
-the window's own held-out error worse is undone, and a window undone twice is left alone.  Windows after it see their start state as an input
+the window's own held-out error worse is undone, and a window undone twice is left alone; the run
+ends with the best held-out state the loop saw.  Windows after it see their start state as an input
 (a flow map), so they follow the corrected start without retraining.  The loop ends when the
 held-out worst NRMSE meets the target or the wall-clock budget is spent.
 """
@@ -123,6 +124,7 @@ class TrainToTarget:
         """The loop; returns the final held-out metrics (with `target_met`)."""
         rounds = 0
         errors, medians, metrics = window_errors(module)
+        best = (self._score(metrics), _snapshot(module), metrics)
         while True:
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
             met = self._score(metrics) <= 1.0
@@ -149,6 +151,8 @@ class TrainToTarget:
             now = slice(k, k + (2 if action == "split" else 1))
             if self._local(new_errors[now], new_medians[now]) < self._local(errors[k:k + 1], medians[k:k + 1]):
                 errors, medians, metrics = new_errors, new_medians, new_metrics
+                if self._score(metrics) < best[0]:
+                    best = (self._score(metrics), _snapshot(module), metrics)
             else:  # a round that left the window worse is undone
                 _restore(module, kept)
                 action += ", undone"
@@ -160,6 +164,12 @@ class TrainToTarget:
                      "now worst %.3g, median %.3g, %d windows", worst, median, k, float(errors[k]),
                      float(medians[k]), action, metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"],
                      module.model.windows)
+        if self._score(metrics) > best[0]:  # rounds kept for their own window left the whole worse
+            _restore(module, best[1])
+            metrics = best[2]
+            met = self._score(metrics) <= 1.0
+            log.info("target loop: the best held-out state seen is kept (worst %.3g, median %.3g)",
+                     metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"])
         metrics.update(target_nrmse=self.target, target_median_nrmse=self.target_median, target_met=bool(met))
         metrics["target_rounds"] = self.history
         return metrics
