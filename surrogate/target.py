@@ -100,17 +100,18 @@ class TrainToTarget:
     def culprit(self, errors: Tensor, medians: Tensor, skip: list[int] | None = None) -> int | None:
         """The window to work on: among windows whose worst error exceeds the target, the one where
         the error grew most over its predecessor's (where it was made, not where it was inherited;
-        the earliest of equals); else the window with the largest median error; windows in `skip`
-        are passed over (None when nothing is left)."""
+        the earliest of equals); else the window with the largest median error above the median
+        target; windows in `skip` are passed over (None when nothing is left to work on)."""
         allowed = torch.ones_like(errors, dtype=torch.bool)
         allowed[list(skip or [])] = False
         above = (errors > self.target) & allowed
         if bool(above.any()):
             growth = errors - torch.cat([errors.new_zeros(1), errors[:-1]])
             return int(torch.where(above, growth, torch.full_like(growth, -math.inf)).argmax())
-        if not bool(allowed.any()):
+        high = (medians > self.target_median) & allowed
+        if not bool(high.any()):
             return None
-        return int(torch.where(allowed, medians, torch.full_like(medians, -math.inf)).argmax())
+        return int(torch.where(high, medians, torch.full_like(medians, -math.inf)).argmax())
 
     def can_split(self, module, k: int) -> bool:
         """Whether window k may be split (plain layout in seconds, long enough, under the window cap)."""

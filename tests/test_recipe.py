@@ -184,3 +184,41 @@ def test_where_the_reference_solver_needs_many_steps_the_windows_are_short():
     edges = activity_edges(t, y, steps=steps, steps_per_window=40)
     inside = [e for e in edges if 4.0 <= e <= 5.1]
     assert len(inside) >= 4 and len(edges) - len(inside) <= 1
+
+
+def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_best_state(monkeypatch):
+    """Scripted held-out errors: round 1 improves window 1 but the whole gets worse (kept: judged on
+    its window), round 2 leaves window 1 worse (undone), round 3 too (undone: window 1 is given up),
+    then nothing is left to work on; the run ends with the best state seen, the first one."""
+    import time
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    import surrogate.target as target
+
+    def metrics(worst, median):
+        return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
+
+    script = [  # (per-window worst, per-window median, overall)
+        (torch.tensor([0.002, 0.05]), torch.tensor([0.001, 0.02]), metrics(0.05, 0.02)),
+        (torch.tensor([0.002, 0.04]), torch.tensor([0.001, 0.015]), metrics(0.06, 0.025)),
+        (torch.tensor([0.002, 0.07]), torch.tensor([0.001, 0.03]), metrics(0.07, 0.03)),
+        (torch.tensor([0.002, 0.08]), torch.tensor([0.001, 0.03]), metrics(0.08, 0.03)),
+    ]
+    calls = iter(script)
+    monkeypatch.setattr(target, "window_errors", lambda module: next(calls))
+    model = SimpleNamespace(nets=nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)]),
+                            edges=torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), windows=2,
+                            hparams_net={"periodic_from": 1.0}, time_coef=torch.zeros(1))
+    first = model.nets
+    module = SimpleNamespace(model=model, hparams={"seed": 0, "lbfgs_seconds": 0.0, "lbfgs_steps": 1},
+                             window_residuals=[0.0, 0.0], circuit=SimpleNamespace(tstop=2.0),
+                             lbfgs_points=lambda k, seed: (None, None, None), _lbfgs=lambda *a: [1.0])
+    module.hparams = SimpleNamespace(**module.hparams, get=lambda key, default=None: 0.0)
+    loop = target.TrainToTarget(target=0.01, deadline=time.perf_counter() + 60, adam_steps=1, target_median=0.003)
+    out = loop.run(module)
+    assert [r["action"] for r in loop.history] == ["refined", "refined, undone", "refined, undone"]
+    assert [r["window"] for r in loop.history] == [1, 1, 1]
+    assert out["nrmse_worst_overall"] == 0.05 and out["target_met"] is False
+    assert module.model.nets is not first and len(module.model.nets) == 2  # the first state's copy is back
