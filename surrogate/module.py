@@ -19,7 +19,7 @@ from surrogate.data import farthest_points
 from surrogate.nets import LegendreHead, PeriodicNet
 from surrogate.rates import fit_log_head, orbit_rates, window_rate_factors
 
-__all__ = ["PinnModule", "TrainingDiverged", "held_out_reference", "nrmse_table", "stalled_windows"]
+__all__ = ["PinnModule", "TrainingDiverged", "nrmse_table", "stalled_windows"]
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,6 @@ CYCLE_ALLOWANCE = 3.0
 #: a window that ends above this factor of the median window's L-BFGS residual is reported as stalled
 #: (FeRAM seed 1: 25 in its 10.75-11 ns window against a median of ~3e-4; every window after it was off)
 STALLED_FACTOR = 100.0
-
-
-def held_out_reference(circuit, P: Tensor, t: Tensor) -> Tensor:
-    """Reference waveforms (B, T, n_out) of the held-out designs (rtol 1e-5)."""
-    with torch.no_grad():
-        return simulate_batch(circuit, P, t=t, rtol=1e-5)[1]
 
 
 def stalled_windows(residuals: list[float]) -> list[int]:
@@ -97,10 +91,9 @@ class PinnModule(L.LightningModule):
                  lbfgs_steps: int = 0, lbfgs_designs: int = 32, lbfgs_times: int = 64,
                  retry_factor: float = 30.0, designs_per_batch: int = 32, times_per_design: int = 64,
                  lbfgs_adaptive: float = 0.0, design_margin: float = 0.0, cycle_lbfgs_steps: int = 0,
-                 start_cover: int = 0, lbfgs_seconds: float = 0.0, design_pool: int = 0,
-                 val_ref: tuple[Tensor, Tensor] | None = None):
+                 start_cover: int = 0, lbfgs_seconds: float = 0.0, design_pool: int = 0):
         super().__init__()
-        self.save_hyperparameters(ignore=["val_ref"])
+        self.save_hyperparameters()
         self.circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
         self.model = Surrogate(self.circuit, **net)
         space = self.circuit.space
@@ -110,10 +103,8 @@ class PinnModule(L.LightningModule):
             self.val_P = space.sample_uniform(val_designs, torch.Generator().manual_seed(10_000 + seed))
             self.val_P = torch.cat([space.nominal_vector().unsqueeze(0), self.val_P])
         self.val_t = torch.linspace(0.0, self.circuit.tstop, val_points, dtype=torch.float64)
-        if val_ref is not None:  # (designs, waveforms) already simulated by the caller
-            self.val_P, self.val_ref = val_ref
-        else:
-            self.val_ref = held_out_reference(self.circuit, self.val_P, self.val_t)
+        with torch.no_grad():
+            _, self.val_ref = simulate_batch(self.circuit, self.val_P, t=self.val_t, rtol=1e-5)
         self.last_val: dict[str, Any] = {}
         self.breakpoints = self.model.physics.bind(None).breakpoints()
         self.breakpoint_fraction = breakpoint_fraction
@@ -564,10 +555,12 @@ class PinnModule(L.LightningModule):
             self.log("train/window", float(window), prog_bar=True, on_step=True, batch_size=1)
         return loss
 
-    def evaluate_designs(self) -> dict[str, Any]:
-        """NRMSE of the surrogate on the held-out designs (median and worst per output)."""
-        with torch.no_grad():
-            y = self.model.predict_batch(self.val_t, self.val_P)
+    def evaluate_designs(self, y: Tensor | None = None) -> dict[str, Any]:
+        """NRMSE of the surrogate on the held-out designs (median and worst per output); `y`: its
+        predictions there (B, T, n_out), when the caller has them already."""
+        if y is None:
+            with torch.no_grad():
+                y = self.model.predict_batch(self.val_t, self.val_P)
         table = nrmse_table(y, self.val_ref)
         outputs = self.circuit.outputs
         worst_design = int(table.amax(dim=1).argmax())

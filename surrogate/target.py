@@ -75,7 +75,7 @@ def window_errors(module) -> tuple[Tensor, Tensor, dict[str, Any]]:
         per_design = ((err2 * mask).sum(dim=1) / count.clamp(min=1)).sqrt().amax(dim=1)  # (B,)
         seen = per_design[count.squeeze(1) > 0]
         worst[k], median[k] = float(seen.max()), float(seen.median())
-    return worst, median, module.evaluate_designs()
+    return worst, median, module.evaluate_designs(y)
 
 
 @dataclass

@@ -27,9 +27,6 @@ DESIGN_POOL = 8192
 #: Adam steps per window before its L-BFGS (the automatic recipe)
 ADAM_STEPS_PER_WINDOW = 300
 
-#: time allowance of a limit-cycle window, in ordinary windows (it covers all time after the start-up)
-CYCLE_ALLOWANCE = 3.0
-
 
 def circuit_config(cfg) -> dict[str, Any]:
     """The circuit to train: `netlist=PATH` with `space.NAME=[LOW,HIGH(,log)]` and `outputs=[...]`,
@@ -87,7 +84,7 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     from surrogate.checkpoint_io import AtomicCheckpointIO
     from surrogate.data import CollocationDataModule
     from surrogate.launch import check_ddp_launch, interrupted
-    from surrogate.module import STALLED_FACTOR, PinnModule, stalled_windows
+    from surrogate.module import CYCLE_ALLOWANCE, STALLED_FACTOR, PinnModule, stalled_windows
     from surrogate.report import plot_loss, plot_waveforms
 
     from surrogate.target import TrainToTarget
