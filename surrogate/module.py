@@ -36,7 +36,7 @@ CYCLE_MISMATCH_LIMIT = 0.02
 RATE_DESIGNS = 512
 
 #: a projection that leaves the window's L-BFGS residual above this factor of the pre-projection
-#: value is undone (the session-6 ring5 projected after the fact: 0.87-0.92x; seed 1's collapsed cycle: 4.1e-2)
+#: value is undone (a good ring5 cycle projected after the fact: 0.87-0.92x; a collapsed one: 4.1e-2)
 PROJECTION_SLACK = 1.5
 
 

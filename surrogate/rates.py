@@ -14,8 +14,7 @@ head (a Legendre polynomial in the design, linear in its weights) is therefore r
 speeds by least squares.  No waveform data: the speeds come from the circuit equations on the
 learned shapes.  The single least-squares speed of a whole window, −Σ⟨A, b⟩ / Σ⟨A, A⟩, weights the
 points by |A_i|² (the fast edges) and is not the time the shape takes: with it ring5's worst
-held-out design started its cycle 6 ps late, with the harmonic mean 3 ps (docs/surrogate_ablation.md,
-"Session 8").
+held-out design started its cycle 6 ps late, with the harmonic mean 3 ps (docs/surrogate_ablation.md).
 """
 
 from __future__ import annotations

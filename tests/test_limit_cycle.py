@@ -148,7 +148,7 @@ def shipped_reference(shipped_ring5):
 def test_shipped_start_up_hands_the_cycle_the_reference_phase(shipped_ring5, shipped_reference):
     """The start-up windows' time rates start the cycle where the reference waveform is: over the
     0.3 ns before each design's cycle start, the surrogate matches the reference best at a time
-    shift of at most 3 ps (one period is 0.7–1.5 ns; the session-6 file, without rate heads, was
+    shift of at most 3 ps (one period is 0.7–1.5 ns; a file without rate heads was
     7.5–22 ps off on the designs checked then; this file is 0.5–2.5 ps off on these four)."""
     model = shipped_ring5.model
     P, t, ref = shipped_reference

@@ -31,7 +31,7 @@ def test_pretrained_matches_recorded_worst_design(path):
 def test_shipped_feram_writes_only_above_the_coercive_threshold():
     """At tfe = 11.6 nm the LK film's coercive voltage is ~1.29 V: the reference cell does not switch
     at vbl 1.2 and 1.3 V and switches 1.04 ns after the pulse at 1.5 V.  The shipped surrogate keeps
-    both low cells unswitched (the session-5 file switched them at 4.5 ns) and times the write within
+    both low cells unswitched (an earlier 4-window file switched them at 4.5 ns) and times the write within
     2 % (measured 0.4 %)."""
     from optimize.measurements import measure_sampled
     from optimize.tasks import load_task
@@ -50,7 +50,7 @@ def test_shipped_feram_writes_only_above_the_coercive_threshold():
 
 
 def test_shipped_amp_has_no_bad_corner_over_many_designs():
-    """The session-9 amp.pt (L-BFGS on 64 designs x 32 times) met 1.2 % on the bench's 33 designs
+    """An amp.pt trained with L-BFGS on 64 designs x 32 times met 1.2 % on the bench's 33 designs
     but reached 2.2 % worst over these 128 (p95 1.1 %): L-BFGS overfitted its 64 designs.  The same
     2048 points on 512 designs x 4 times: worst 1.0 %, p95 0.85 % (seed 1 of that config: 1.1 %, 0.9 %)."""
     model = load_surrogate(Path(__file__).resolve().parent.parent / "pretrained" / "amp.pt")
