@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from circuits.errors import NetlistError
 
-__all__ = ["Expr", "Value", "parse_number"]
+__all__ = ["Expr", "Value", "parse_number", "user_functions", "DYNAMIC_FUNCTIONS"]
 
 Value = Union[Tensor, float]
 VoltageFn = Callable[[str, str], Tensor]
@@ -32,12 +34,13 @@ VoltageFn = Callable[[str, str], Tensor]
 _MAX_DEPTH = 400        # deepest syntax tree accepted (keeps every recursive walk far from the limit)
 _MAX_NESTING = 60       # deepest parenthesis / unary nesting accepted by the parser
 
-_SCALE = {"t": "1e12", "g": "1e9", "k": "1e3", "m": "1e-3", "u": "1e-6", "n": "1e-9", "p": "1e-12",
-          "f": "1e-15"}
+# "µ" (U+00B5, the micro sign): ngspice reads it as "u" (measured: 2µ is 2e-6 in ngspice 39)
+_SCALE = {"t": "1e12", "g": "1e9", "k": "1e3", "m": "1e-3", "u": "1e-6", "\u00b5": "1e-6", "n": "1e-9",
+          "p": "1e-12", "f": "1e-15"}
 
 _NUMBER_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TOKEN_RE = re.compile(
-    r"(?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?P<unit>[A-Za-z]*)"
+    r"(?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?P<unit>[A-Za-z\u00b5]*)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)"
     r"|(?P<op>\*\*|[-+*/^(),])"
 )
@@ -56,7 +59,7 @@ def _unit_scale(unit: str) -> str:
 
 def parse_number(text: str) -> float | None:
     """Value of a SPICE number with optional suffix/units (``10pF`` -> 1e-11), or None."""
-    m = re.fullmatch(r"(" + _NUMBER_RE.pattern + r")([A-Za-z]*)", text.strip())
+    m = re.fullmatch(r"(" + _NUMBER_RE.pattern + r")([A-Za-z\u00b5]*)", text.strip())
     return None if m is None else _number(m.group(1), m.group(2))
 
 
@@ -91,8 +94,9 @@ _BINARY = {
     "^": (np.power, torch.pow),
 }
 
-# name -> (arity, numpy function, torch function)
-_FUNCTIONS: dict[str, tuple[int, Callable, Callable]] = {
+# name -> (arity, numpy function, torch function); arity (lo, hi): a range.  min/max of one
+# argument is that argument (ngspice's .param evaluator accepts it: max(3) = 3, measured)
+_FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable, Callable]] = {
     "sqrt": (1, np.sqrt, torch.sqrt),
     "exp": (1, np.exp, torch.exp),
     "log": (1, np.log, torch.log),
@@ -101,10 +105,30 @@ _FUNCTIONS: dict[str, tuple[int, Callable, Callable]] = {
     "tanh": (1, np.tanh, torch.tanh),
     "sin": (1, np.sin, torch.sin),
     "cos": (1, np.cos, torch.cos),
-    "min": (2, np.minimum, torch.minimum),
-    "max": (2, np.maximum, torch.maximum),
+    "min": ((1, 2), np.minimum, torch.minimum),
+    "max": ((1, 2), np.maximum, torch.maximum),
     "pow": (2, np.power, torch.pow),
 }
+
+
+# B-source operators on the time history: ddt(x) (time derivative) and idt(x [, ic]) (time integral
+# from ic).  Their values are not functions of the arguments: the device holding the expression
+# gives them (see `Expr.dynamic`); the DAE makes each one an internal state.
+DYNAMIC_FUNCTIONS: dict[str, tuple[int, int]] = {"ddt": (1, 1), "idt": (1, 2)}
+
+# `.func` definitions visible to the parser: name -> (argument names, body tree)
+_USER_FUNCTIONS: ContextVar[Mapping[str, tuple[tuple[str, ...], "_Node"]]] = ContextVar("user_functions", default={})
+
+
+@contextmanager
+def user_functions(defs: Mapping[str, tuple[tuple[str, ...], "Expr"]]) -> Iterator[None]:
+    """Within the block, `Expr.parse` expands calls of these `.func` functions (name -> (argument
+    names, body)) by substituting the arguments into the body."""
+    token = _USER_FUNCTIONS.set({k: (args, body._root) for k, (args, body) in defs.items()})
+    try:
+        yield
+    finally:
+        _USER_FUNCTIONS.reset(token)
 
 
 def _fmt(x: float) -> str:
@@ -124,6 +148,7 @@ class _Ctx:
     env: Mapping[str, Value]
     v: VoltageFn | None
     time: Value | None
+    dynamic: Mapping["_Node", Value] | None = None  # values of ddt()/idt() calls
 
 
 @dataclass(frozen=True)
@@ -243,7 +268,13 @@ class _Call(_Node):
     args: tuple[_Node, ...]
 
     def ev(self, ctx: _Ctx) -> Value:
+        if self.fn in DYNAMIC_FUNCTIONS:
+            if ctx.dynamic is None:
+                raise ValueError(f"{self.fn}() needs the device's state (only B sources have it)")
+            return ctx.dynamic[self]
         _, np_fn, torch_fn = _FUNCTIONS[self.fn]
+        if len(self.args) == 1 and self.fn in ("min", "max"):
+            return self.args[0].ev(ctx)
         return _apply(np_fn, torch_fn, *(a.ev(ctx) for a in self.args))
 
     def ren(self, names, nodes) -> _Node:
@@ -413,7 +444,8 @@ class _Parser:
     def name_or_call(self, tok: _Tok) -> _Node:
         if self.accept("(") is None:
             return _Time() if tok.text == "time" else _Name(tok.text)
-        if tok.text not in _FUNCTIONS:
+        user = _USER_FUNCTIONS.get().get(tok.text)
+        if user is None and tok.text not in _FUNCTIONS and tok.text not in DYNAMIC_FUNCTIONS:
             raise self.fail(f"unknown function '{tok.text}'")
         self.nest()
         args = [self.additive()]
@@ -421,10 +453,32 @@ class _Parser:
             args.append(self.additive())
         self.expect(")")
         self.nesting -= 1
-        arity = _FUNCTIONS[tok.text][0]
-        if len(args) != arity:
-            raise self.fail(f"{tok.text}() takes {arity} argument{'s' if arity > 1 else ''}, got {len(args)}")
+        if user is not None:
+            names, body = user
+            if len(args) != len(names):
+                raise self.fail(f"{tok.text}() takes {len(names)} argument(s), got {len(args)}")
+            return self._substitute(body, dict(zip(names, args)))
+        arity = DYNAMIC_FUNCTIONS.get(tok.text) or _FUNCTIONS[tok.text][0]
+        lo, hi = arity if isinstance(arity, tuple) else (arity, arity)
+        if not lo <= len(args) <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            raise self.fail(f"{tok.text}() takes {want} argument{'s' if hi > 1 else ''}, got {len(args)}")
         return self.build(_Call(tok.text, tuple(args)), *args)
+
+    def _substitute(self, node: _Node, args: Mapping[str, _Node]) -> _Node:
+        """A `.func` body with its argument names replaced by the call's argument trees."""
+        if isinstance(node, _Name):
+            return args.get(node.name, node)
+        if isinstance(node, _Neg):
+            x = self._substitute(node.x, args)
+            return self.build(_Neg(x), x)
+        if isinstance(node, _Bin):
+            a, b = self._substitute(node.a, args), self._substitute(node.b, args)
+            return self.build(_Bin(node.op, a, b), a, b)
+        if isinstance(node, _Call):
+            kids = tuple(self._substitute(a, args) for a in node.args)
+            return self.build(_Call(node.fn, kids), *kids)
+        return node
 
 
 def _walk(root: _Node) -> list[_Node]:
@@ -443,7 +497,7 @@ def _walk(root: _Node) -> list[_Node]:
 class Expr:
     """A parsed arithmetic expression; see the module docstring for the grammar."""
 
-    __slots__ = ("text", "_root", "names", "nodes", "uses_time")
+    __slots__ = ("text", "_root", "names", "nodes", "uses_time", "dynamic")
 
     def __init__(self, root: _Node, text: str):
         self.text = text
@@ -453,6 +507,9 @@ class Expr:
         self.nodes: tuple[tuple[str, str], ...] = tuple(
             dict.fromkeys((n.a, n.b) for n in nodes if isinstance(n, _Volt)))
         self.uses_time: bool = any(isinstance(n, _Time) for n in nodes)
+        # the distinct ddt()/idt() calls, in order: (function name, call node)
+        self.dynamic: tuple[tuple[str, _Node], ...] = tuple(dict.fromkeys(
+            (n.fn, n) for n in nodes if isinstance(n, _Call) and n.fn in DYNAMIC_FUNCTIONS))
 
     @classmethod
     def parse(cls, text: str, file: str = "<string>", line: int = 0) -> Expr:
@@ -467,7 +524,7 @@ class Expr:
     @property
     def is_constant(self) -> bool:
         """True if the expression uses no parameters, node voltages or time."""
-        return not (self.names or self.nodes or self.uses_time)
+        return not (self.names or self.nodes or self.uses_time or self.dynamic)
 
     def value(self) -> float:
         """The value of a constant expression."""
@@ -476,9 +533,17 @@ class Expr:
         return float(self._root.ev(_Ctx({}, None, None)))
 
     def evaluate(self, env: Mapping[str, Value], v: VoltageFn | None = None,
-                 time: Value | None = None) -> Value:
-        """Evaluate with parameter values ``env``, node-voltage function ``v(a, b)`` and ``time``."""
-        return self._root.ev(_Ctx(env, v, time))
+                 time: Value | None = None, dynamic: Mapping[_Node, Value] | None = None) -> Value:
+        """Evaluate with parameter values ``env``, node-voltage function ``v(a, b)``, ``time`` and
+        the values of the ddt()/idt() calls (``dynamic``: call node of `Expr.dynamic` -> value)."""
+        return self._root.ev(_Ctx(env, v, time, dynamic))
+
+    def dynamic_arguments(self, env: Mapping[str, Value], v: VoltageFn | None = None,
+                          time: Value | None = None, dynamic: Mapping[_Node, Value] | None = None
+                          ) -> list[list[Value]]:
+        """The arguments of each ddt()/idt() call of `dynamic`, evaluated like `evaluate`."""
+        ctx = _Ctx(env, v, time, dynamic)
+        return [[a.ev(ctx) for a in node.args] for _, node in self.dynamic]
 
     def rename(self, names: Mapping[str, str] = {}, nodes: Mapping[str, str] = {}) -> Expr:
         """A copy with parameter names and v() node names substituted."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from circuits.errors import NetlistError
-from circuits.expr import Expr, Value
+from circuits.expr import Expr, Value, user_functions
 
 if TYPE_CHECKING:
     from circuits.devices.base import Device
@@ -176,7 +176,7 @@ _HONOURED_OPTIONS = {"reltol", "abstol", "vntol", "method", "maxord"}
 _DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngspice's default)
 _SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "pwl": (2, None)}
 _SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
-_RLC_PARAMS = {"r": set(), "c": {"ic"}, "l": {"ic"}}
+_RLC_PARAMS = {"r": {"ac"}, "c": {"ic"}, "l": {"ic"}}  # R ac=: the AC analysis' resistance only
 
 
 @dataclass
@@ -706,6 +706,7 @@ def _parse_model(toks: list[str], loc: SourceLoc) -> Model:
     if pos or _BAD_NAME_CHARS & set(name):
         raise _err(loc, f".model {name}: expected 'name type k=v ...'")
     dev = _device(mtype)
+    dev = dev.variant(params) if dev is not None else None
     for alias, canonical in (dev.aliases.items() if dev else ()):
         if alias in params:
             if canonical in params:
@@ -739,6 +740,7 @@ def _check_model_params(name: str, mtype: str, params: dict[str, Expr], loc: Sou
     dev = _device(mtype)
     if dev is None:
         raise _err(loc, f".model {name}: unknown model type '{mtype}'")
+    dev = dev.variant(params)
     for k, e in params.items():
         if k in dev.inert_params:
             only = dev.inert_params[k]
@@ -809,6 +811,11 @@ class _Structure:
 
     def add(self, line: _Line) -> None:
         """Sort one logical line."""
+        card = line.text.split(None, 1)[0]
+        if card in _IGNORED_CARDS or card == ".func":  # not read further (ngspice warns on bad ones)
+            if card != ".func":  # (.func: read before the other cards, see `_user_functions`)
+                self.ignore(card, line.loc)
+            return
         toks = _tokenize(line.text, line.loc)
         if not toks:
             return
@@ -915,8 +922,8 @@ class _Structure:
             raise _err(loc, ".subckt needs a name")
         name = _check_name(pos[0], "subcircuit", loc)
         ports = [_node(p, loc) for p in pos[1:]]
-        if "0" in ports or len(set(ports)) != len(ports):
-            raise _err(loc, f".subckt {name}: ports must be distinct non-ground nodes")
+        if len(set(ports)) != len(ports):
+            raise _err(loc, f".subckt {name}: ports must be distinct nodes")
         parent = self.block()
         if name in parent.subckts:
             raise _err(loc, f"duplicate subcircuit '{name}'")
@@ -1049,6 +1056,10 @@ class _Flattener:
             raise _err(inst.loc, f"{inst.name}: subcircuit '{sub.name}' has {len(sub.ports)} ports, "
                                  f"got {len(inst.nodes)} nodes")
         _check_keys(inst.overrides, sub.defaults, f"subcircuit '{sub.name}'", inst.loc)
+        for port, node in zip(sub.ports, inst.nodes):  # ground stays ground inside (ngspice: global)
+            if port == "0" and scope.node(node) != "0":
+                raise _err(inst.loc, f"{inst.name}: port '{port}' of subcircuit '{sub.name}' is ground; "
+                                     f"it must be connected to ground, got '{node}'")
         full = scope.prefix + inst.name
         self.claim(full, inst.loc)
         child = _Scope(full + ".", dict(scope.names),
@@ -1125,20 +1136,45 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
     if Path(file).is_file():
         reader.stack.append(Path(file).resolve())
     structure = _Structure()
-    for line in reader.read(text, file, base, first=2):
-        structure.add(line)
-    structure.finish()
-    structure.control_tran(reader.control)
-    elements, params, ic = _Flattener(structure).run()
+    lines = reader.read(text, file, base, first=2)
+    with user_functions(_user_functions(lines)):
+        for line in lines:
+            structure.add(line)
+        structure.finish()
+        structure.control_tran(reader.control)
+        elements, params, ic = _Flattener(structure).run()
     nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file,
                  structure.options, structure.ignored)
     _check_elements(nl)
     uic = nl.tran is not None and nl.tran.uic
     nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"
                    for el in elements if "ic" in el.params and el.kind in "cl" and not uic]
+    nl.ignored += [f"{el.name} ac= (AC analysis only) (line {el.loc.line})"
+                   for el in elements if "ac" in el.params and el.kind == "r"]
     if nl.ignored:
         _LOG.info("%s: ignored (no effect on the transient): %s", file, ", ".join(nl.ignored))
     return nl
+
+
+def _user_functions(lines: list[_Line]) -> dict[str, tuple[tuple[str, ...], Expr]]:
+    """The ``.func name(a, b ...) [=] body`` definitions, in order (a body may call earlier ones;
+    ngspice reads them before the other cards, so a use may come first)."""
+    defs: dict[str, tuple[tuple[str, ...], Expr]] = {}
+    for line in lines:
+        if line.text.split(None, 1)[0] != ".func":
+            continue
+        toks = [t for t in _tokenize(line.text, line.loc)[1:] if t != "="]
+        call = _split_call(toks[0], line.loc) if toks else None
+        if call is None or len(toks) != 2:
+            raise _err(line.loc, ".func needs 'name(arg, ...) body'")
+        name, args = _check_name(call[0], "function", line.loc), tuple(call[1])
+        for a in args:
+            _check_name(a, "function argument", line.loc)
+        if name in defs:
+            raise _err(line.loc, f"duplicate .func '{name}'")
+        with user_functions(defs):
+            defs[name] = (args, _expr(toks[1], line.loc))
+    return defs
 
 
 def parse_file(path: str | Path) -> Netlist:

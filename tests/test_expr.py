@@ -88,7 +88,7 @@ def test_names_nodes_time() -> None:
 
 @pytest.mark.parametrize("text, reason", [
     ("", "empty expression"), ("1+", "unexpected end"), ("(1", "expected ')'"), ("1)", "unexpected ')'"),
-    ("foo(1)", "unknown function 'foo'"), ("sqrt(1,2)", "takes 1 argument"), ("max(1)", "takes 2"),
+    ("foo(1)", "unknown function 'foo'"), ("sqrt(1,2)", "takes 1 argument"), ("max(1,2,3)", "takes 1 to 2"),
     ("1 2", "unexpected '2'"), ("v()", "node voltage"), ("v(a,b,c)", "node voltage"), ("2 # 3", "'#'"),
     ("*3", "unexpected '*'"), ("(" * 100 + "1" + ")" * 100, "too deeply nested"),
     ("+".join(["1"] * 600), "too deeply nested"), ("-" * 200 + "1", "too deeply nested"),

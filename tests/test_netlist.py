@@ -377,7 +377,7 @@ def test_include_errors(tmp_path: Path) -> None:
     (".subckt s a k=1\nR1 a 0 {k}\n.ends\nX1 n s k={zz}\n", 5, "undefined parameter 'zz'"),
     (".subckt s a\nR1 a 0 1\n.ends\n.subckt s b\n.ends\nX1 n s\n", 5, "duplicate subcircuit 's'"),
     (".subckt s a a\n.ends\nR1 a 0 1\n", 2, "ports must be distinct"),
-    (".subckt s 0\n.ends\nR1 a 0 1\n", 2, "ports must be distinct"),
+    (".subckt s 0\n.ends\nX1 a s\nR1 a 0 1\n", 4, "port .0. of subcircuit .s. is ground"),
     (".subckt\nR1 a 0 1\n", 2, r"\.subckt needs a name"),
     (".subckt s a\n.tran 1n 2n\n.ends\nR1 a 0 1\n", 3, r"\.tran is not allowed inside \.subckt"),
     (".subckt s a\nR1 a 0 1\n.ends\nX1 n s\nX1 m s\n", 6, "duplicate element name 'x1'"),

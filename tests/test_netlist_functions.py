@@ -1,0 +1,95 @@
+""".func, the micro sign, R ac=, malformed ignored cards and ground subcircuit ports: each read as
+ngspice reads it (values checked against ngspice where ngspice is installed)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from circuits import load_circuit, run_ngspice, simulate
+from circuits.errors import NetlistError
+from circuits.measure import compare
+from circuits.netlist import parse_netlist
+from circuits.ngspice import ngspice_available
+
+needs_ngspice = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
+
+
+def _value(nl, name: str) -> float:
+    return float(nl.element(name).value.evaluate(nl.resolve_params()))
+
+
+def test_func_expands_with_its_arguments_and_may_be_used_before_its_definition():
+    nl = parse_netlist("t\nC1 1 0 {area(2, 3)*1p}\n.func area(w,l) 'w*l + k'\n.param k=1\n"
+                       ".func twice(x) {2*area(x, x)}\nC2 1 0 {twice(3)}\nV1 1 0 1\n")
+    assert _value(nl, "c1") == pytest.approx(7e-12)
+    assert _value(nl, "c2") == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("card,match", [
+    (".func f(a) a\n.func f(b) b\n", "duplicate .func 'f'"),
+    (".func f(a)\n", r"\.func needs"),
+    ("C1 1 0 {f(1, 2)}\n.func f(a) a\n", r"f\(\) takes 1 argument\(s\), got 2"),
+])
+def test_bad_func_use_is_a_one_line_error(card, match):
+    with pytest.raises(NetlistError, match=match):
+        parse_netlist("t\nV1 1 0 1\n" + card)
+
+
+def test_max_of_one_argument_is_the_argument_as_in_ngspice():
+    nl = parse_netlist("t\n.param p='max(3)'\nR1 1 0 {p}\nV1 1 0 1\n")
+    assert _value(nl, "r1") == 3.0
+
+
+def test_micro_sign_is_micro_in_utf8_and_latin1(tmp_path):
+    for encoding in ("utf-8", "latin-1"):
+        path = tmp_path / f"mu_{encoding}.cir"
+        path.write_bytes("t\nI1 0 1 dc 2\u00b5\nR1 1 0 1k\nC1 1 0 1\u00b5F\n.tran 1u 10u\n".encode(encoding))
+        nl = load_circuit(path).netlist
+        assert float(nl.element("i1").waveform.dc.value()) == pytest.approx(2e-6)
+        assert _value(nl, "c1") == pytest.approx(1e-6)
+
+
+def test_resistor_ac_value_is_listed_as_ignored(caplog):
+    with caplog.at_level(logging.INFO, logger="circuits.netlist"):
+        nl = parse_netlist("t\nV1 1 0 1\nR1 1 0 10k ac=5k\n.tran 1n 10n\n")
+    assert _value(nl, "r1") == 1e4
+    assert any("r1 ac= (AC analysis only)" in r.getMessage() for r in caplog.records)
+
+
+def test_malformed_probe_card_is_ignored_like_any_output_card():
+    nl = parse_netlist("t\nV1 1 0 1\nR1 1 0 1\n.probe i(mn1:z) hhhh) i(())\n.tran 1n 10n\n")
+    assert ".probe (line 4)" in nl.ignored
+
+
+def test_ground_port_must_be_connected_to_ground():
+    text = "t\n.subckt inv a gnd\nR1 a gnd 1k\n.ends\nV1 1 0 1\nX1 1 {} inv\n"
+    nl = parse_netlist(text.format("0"))
+    assert nl.element("x1.r1").nodes == ["1", "0"]
+    with pytest.raises(NetlistError, match=r":6: x1: port '0' of subcircuit 'inv' is ground; it must be "
+                                            r"connected to ground, got '2'"):
+        parse_netlist(text.format("2"))
+
+
+@needs_ngspice
+def test_func_micro_sign_and_ground_port_match_ngspice(tmp_path):
+    path = tmp_path / "deck.cir"
+    path.write_bytes("""func, micro sign, ground port
+.func tau(r, c) 'r*c'
+.param rr=1k cc={tau(2, 0.5)*1n}
+V1 in 0 PULSE(0 1 10n 1n 1n 200n 400n)
+X1 in out 0 rc
+.subckt rc a b gnd
+R1 a b {rr}
+C1 b gnd {cc}
+I1 gnd b dc 20\u00b5
+.ends
+.tran 1n 1u
+.end
+""".encode())
+    circuit = load_circuit(path)
+    ng = run_ngspice(circuit)
+    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()))
+    assert compare(ng, ref)["worst"] < 1e-3
