@@ -111,10 +111,10 @@ _FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable, Callable]] = {
 }
 
 
-# B-source operators on the time history: ddt(x) (time derivative) and idt(x [, ic]) (time integral
-# from ic).  Their values are not functions of the arguments: the device holding the expression
-# gives them (see `Expr.dynamic`); the DAE makes each one an internal state.
-DYNAMIC_FUNCTIONS: dict[str, tuple[int, int]] = {"ddt": (1, 1), "idt": (1, 2)}
+# B-source operators on the time history: ddt(x), the time derivative.  Its value is not a function
+# of the argument: the device holding the expression gives it (see `Expr.dynamic`); the DAE makes
+# each call an internal state.  (ngspice's B sources have no idt(): "no such function", measured.)
+DYNAMIC_FUNCTIONS: dict[str, tuple[int, int]] = {"ddt": (1, 1)}
 
 # `.func` definitions visible to the parser: name -> (argument names, body tree)
 _USER_FUNCTIONS: ContextVar[Mapping[str, tuple[tuple[str, ...], "_Node"]]] = ContextVar("user_functions", default={})
@@ -148,7 +148,7 @@ class _Ctx:
     env: Mapping[str, Value]
     v: VoltageFn | None
     time: Value | None
-    dynamic: Mapping["_Node", Value] | None = None  # values of ddt()/idt() calls
+    dynamic: Mapping["_Node", Value] | None = None  # values of ddt() calls
 
 
 @dataclass(frozen=True)
@@ -507,7 +507,7 @@ class Expr:
         self.nodes: tuple[tuple[str, str], ...] = tuple(
             dict.fromkeys((n.a, n.b) for n in nodes if isinstance(n, _Volt)))
         self.uses_time: bool = any(isinstance(n, _Time) for n in nodes)
-        # the distinct ddt()/idt() calls, in order: (function name, call node)
+        # the distinct ddt() calls, in order: (function name, call node)
         self.dynamic: tuple[tuple[str, _Node], ...] = tuple(dict.fromkeys(
             (n.fn, n) for n in nodes if isinstance(n, _Call) and n.fn in DYNAMIC_FUNCTIONS))
 
@@ -535,15 +535,16 @@ class Expr:
     def evaluate(self, env: Mapping[str, Value], v: VoltageFn | None = None,
                  time: Value | None = None, dynamic: Mapping[_Node, Value] | None = None) -> Value:
         """Evaluate with parameter values ``env``, node-voltage function ``v(a, b)``, ``time`` and
-        the values of the ddt()/idt() calls (``dynamic``: call node of `Expr.dynamic` -> value)."""
+        the values of the ddt() calls (``dynamic``: call node of `Expr.dynamic` -> value)."""
         return self._root.ev(_Ctx(env, v, time, dynamic))
 
     def dynamic_arguments(self, env: Mapping[str, Value], v: VoltageFn | None = None,
                           time: Value | None = None, dynamic: Mapping[_Node, Value] | None = None
                           ) -> list[list[Value]]:
-        """The arguments of each ddt()/idt() call of `dynamic`, evaluated like `evaluate`."""
+        """The arguments of each ddt() call of `dynamic`, evaluated like `evaluate`."""
         ctx = _Ctx(env, v, time, dynamic)
         return [[a.ev(ctx) for a in node.args] for _, node in self.dynamic]
+
 
     def rename(self, names: Mapping[str, str] = {}, nodes: Mapping[str, str] = {}) -> Expr:
         """A copy with parameter names and v() node names substituted."""

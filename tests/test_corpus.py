@@ -64,6 +64,7 @@ SLOW: dict[str, float] = {
     "las_astable_bc548": 163.3,  # tran 1ms 1s, plus the TIGHT_OPTIONS re-check (ref-limited)
     "ng_rtl_inverters": 11.5,  # plus the TIGHT_OPTIONS re-check (ref-limited)
     "sia_diode_halfwave": 11.5,
+    "ng_ddt_rc": 36.6,  # tran 100n 3m: 30k steps, the B source evaluated in torch per Newton iteration
 }
 
 TIMEOUT_S = 300.0

@@ -149,7 +149,9 @@ class Behavioral(Device):
     """B n+ n- I=expr | V=expr: arbitrary differentiable expression of v(...), time and params.
 
     Each B element forms its own group; its terminals are n+, n- and then every node the expression
-    reads (see `control_nodes`).
+    reads (see `control_nodes`).  Each distinct ddt(x) call is an internal state y with
+    d x/dt - y = 0 (y = 0 at the DC point).  (ngspice 39's ddt is a lagged difference quotient of
+    accepted points, ptfuncs.c PTddt: this is the derivative it approximates.)
     """
 
     letter = "b"
@@ -165,7 +167,9 @@ class Behavioral(Device):
         return list(element.nodes) + control_nodes(element)
 
     def states_for(self, element, model=None) -> tuple[str, ...]:
-        return ("i",) if element.behavior[0] == "v" else ()
+        kind, expr = element.behavior
+        dynamic = tuple(f"{fn}{k}" for k, (fn, _) in enumerate(expr.dynamic))
+        return (("i",) if kind == "v" else ()) + dynamic
 
     def evaluate(self, v, s, t, p, ctx=None):
         kind, expr, index, env = ctx
@@ -176,13 +180,26 @@ class Behavioral(Device):
             vb = vi[..., index[b]] if b != "0" else torch.zeros_like(vi[..., 0])
             return va - vb
 
-        val = expr.evaluate(env, v=volt, time=t)
-        val = torch.broadcast_to(torch.as_tensor(val, dtype=v.dtype), vi.shape[:-1]).unsqueeze(-1)
+        first = 1 if kind == "v" else 0  # the dynamic calls' states follow the branch current
+        dynamic = {node: s[..., 0, first + k] for k, (_, node) in enumerate(expr.dynamic)}
+        val = expr.evaluate(env, v=volt, time=t, dynamic=dynamic)
+        shape = vi.shape[:-1]
+        val = torch.broadcast_to(torch.as_tensor(val, dtype=v.dtype), shape).unsqueeze(-1)
         n = v.shape[-1]
+        fs, qs = [], []
         if kind == "i":
-            cur = torch.cat([val, -val, torch.zeros(*val.shape[:-1], n - 2, dtype=v.dtype)], -1)
-            return DeviceEval(i=cur.unsqueeze(-2))
-        i = s[..., 0]
-        cur = torch.cat([i.unsqueeze(-1), -i.unsqueeze(-1),
-                         torch.zeros(*i.shape, n - 2, dtype=v.dtype)], -1)
-        return DeviceEval(i=cur, fs=(v[..., 0] - v[..., 1] - val).unsqueeze(-1))
+            cur = torch.cat([val, -val, torch.zeros(*val.shape[:-1], n - 2, dtype=v.dtype)], -1).unsqueeze(-2)
+        else:
+            i = s[..., 0]
+            cur = torch.cat([i.unsqueeze(-1), -i.unsqueeze(-1), torch.zeros(*i.shape, n - 2, dtype=v.dtype)], -1)
+            fs.append((v[..., 0] - v[..., 1] - val)[..., 0])
+            qs.append(torch.zeros(shape, dtype=v.dtype))
+        if not expr.dynamic:
+            return DeviceEval(i=cur, fs=torch.stack(fs, -1).unsqueeze(-2) if fs else None)
+        args = expr.dynamic_arguments(env, v=volt, time=t, dynamic=dynamic)
+        for (fn, node), arg in zip(expr.dynamic, args):
+            x = torch.broadcast_to(torch.as_tensor(arg[0], dtype=v.dtype), shape)
+            y = dynamic[node]
+            fs.append(-y)
+            qs.append(x)
+        return DeviceEval(i=cur, fs=torch.stack(fs, -1).unsqueeze(-2), qs=torch.stack(qs, -1).unsqueeze(-2))
