@@ -9,13 +9,15 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
-from circuits.cli import exit_code_for_hydra, user_errors  # noqa: E402
+from circuits.cli import exit_code_for_hydra, user_errors, validate  # noqa: E402
+from circuits.config_check import OPTIMIZE  # noqa: E402
 from optimize.run import check_task_argument, format_result, run_optimize  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="optimize")
 @user_errors
 def main(cfg) -> None:
+    validate(cfg, OPTIMIZE)
     result = run_optimize(cfg, HydraConfig.get().runtime.output_dir)
     print(format_result(result))
     print(f"result in {result['result_path']}")

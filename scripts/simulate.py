@@ -3,12 +3,14 @@
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from circuits.cli import exit_code_for_hydra, run_simulate, user_errors
+from circuits.cli import exit_code_for_hydra, run_simulate, user_errors, validate
+from circuits.config_check import SIMULATE
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="simulate")
 @user_errors
 def main(cfg) -> None:
+    validate(cfg, SIMULATE)
     outdir = HydraConfig.get().runtime.output_dir
     metrics = run_simulate(cfg, outdir)
     worst = metrics.get("nrmse", {}).get("worst")

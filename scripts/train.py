@@ -5,16 +5,29 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from circuits.cli import exit_code_for_hydra, user_errors
+from circuits.cli import exit_code_for_hydra, user_errors, validate
+from circuits.config_check import TRAIN
+from circuits.errors import ConfigError
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 @user_errors
 def main(cfg) -> None:
-    from surrogate.train import run_train
+    from surrogate.train import circuit_config, run_train
 
+    validate(cfg, TRAIN)
+    if cfg.get("ckpt_path"):
+        from surrogate.checkpoint_check import check_resume_checkpoint
+
+        check_resume_checkpoint(cfg.ckpt_path, circuit_config(cfg))
     outdir = HydraConfig.get().runtime.output_dir
-    m = run_train(cfg, outdir)
+    try:
+        m = run_train(cfg, outdir)
+    except RuntimeError as exc:  # a checkpoint of the same circuit but another network layout
+        if cfg.get("ckpt_path") and "state_dict" in str(exc):
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path}: checkpoint of another network layout "
+                              f"(model keys differ from this run's)") from None
+        raise
     if not m:  # a DDP rank other than 0: rank 0 reports
         return
     if m.get("stalled_windows"):
