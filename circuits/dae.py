@@ -294,6 +294,7 @@ def _element_device(el: Element, circuit: Circuit) -> Device:
         if model is None:
             raise NetlistError(f"unknown model '{el.model}'", el.loc.file, el.loc.line)
         dev = device_for_model_type(model.type)
+        dev = dev.variant(model.params) if dev is not None else None
     else:
         dev = device_for_letter(el.kind)
     if dev is None:

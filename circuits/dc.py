@@ -14,11 +14,16 @@ from circuits.errors import ConvergenceError
 __all__ = ["operating_point", "initial_condition", "fixed_newton_tolerance"]
 
 NEWTON_MAX_ITER = 40
+DAMPED_MAX_ITER = 200
+DAMPED_STEP = 1.0  # V (or A) per damped Newton iteration
 GMIN_LADDER = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 0.0]
 
 
-def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER) -> tuple[Tensor, bool, int]:
-    """Solve system(x) -> (R, J) = 0 from x; converged when every |dx| <= tol (per unknown)."""
+def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER, step_limit: float = 1e3,
+            ) -> tuple[Tensor, bool, int]:
+    """Solve system(x) -> (R, J) = 0 from x; converged when every |dx| <= tol (per unknown).
+
+    A design whose update exceeds step_limit (V or A) in some unknown is scaled to that size."""
     for it in range(1, max_iter + 1):
         R, J = system(x)
         if not torch.isfinite(R).all():
@@ -27,9 +32,8 @@ def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER) -> 
             dx = torch.linalg.solve(J, R.unsqueeze(-1)).squeeze(-1)
         except RuntimeError:  # singular Jacobian
             return x, False, it
-        # no device voltage limiting: a design whose update exceeds 1e3 (V or A) is scaled to unit size
         size = dx.abs().amax(dim=1, keepdim=True)
-        x = x - dx / torch.where(size > 1e3, size, torch.ones_like(size))
+        x = x - dx / torch.where(size > step_limit, size / step_limit, torch.ones_like(size))
         if not torch.isfinite(x).all():
             return x, False, it
         if bool((dx.abs() <= tol + 1e-9 * x.abs()).all()):
@@ -85,6 +89,10 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
 
     with torch.no_grad():
         sol, ok, _ = _newton(system(0.0), x, tol)
+        if not ok:
+            # ngspice limits junction and gate voltages between iterations (pnjlim, fetlim); the
+            # device-independent equivalent is a damped Newton: no unknown moves more than 1 V
+            sol, ok, _ = _newton(system(0.0), x, tol, DAMPED_MAX_ITER, DAMPED_STEP)
         if not ok:
             y = x
             for gmin in GMIN_LADDER:

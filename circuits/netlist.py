@@ -612,6 +612,30 @@ def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
     return Element(kind, name, [_node(t, loc) for t in pos[:-1]], loc, model=model, params=kv)
 
 
+def _switch(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """S: ``name n+ n- nc+ nc- model [on|off]``; W: ``name n+ n- vname model [on|off]`` (the
+    initial state for the DC operating point; default off)."""
+    pos, kv = _split_args(toks, loc)
+    _check_keys(kv, set(), name, loc)
+    params = {}
+    if pos and pos[-1] in ("on", "off"):
+        params = {"on": Expr.const(1.0)} if pos.pop() == "on" else {}
+    n_nodes = 4 if name[0] == "s" else 3
+    if len(pos) != n_nodes + 1:
+        shape = "n+ n- nc+ nc- model" if name[0] == "s" else "n+ n- vname model"
+        raise _err(loc, f"{name}: expected '{shape} [on|off]'")
+    model = pos[-1]
+    if _BAD_NAME_CHARS & set(model):
+        raise _err(loc, f"{name}: bad model name '{model}'")
+    if name[0] == "s":
+        return Element("s", name, [_node(t, loc) for t in pos[:4]], loc, model=model, params=params)
+    if not pos[2].startswith("v"):
+        raise _err(loc, f"{name}: controlling element '{pos[2]}' is not a voltage source "
+                        "(only V sources' currents are supported)")
+    return Element("w", name, [_node(t, loc) for t in pos[:2]], loc, model=model, params=params,
+                   controls=[pos[2]])
+
+
 def _area_from_position(name: str, pos: list[str], kv: dict[str, Expr], loc: SourceLoc
                         ) -> tuple[list[str], dict[str, Expr]]:
     """Move a positional area value (the last word) into the parameters."""
@@ -632,6 +656,7 @@ def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
 _ELEMENT_PARSERS = {
     "r": _rlc, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
     "b": _behavioral, "k": _coupling, "f": _current_controlled, "h": _current_controlled, "d": _modeled, "m": _modeled, "q": _modeled, "n": _modeled, "x": _instance,
+    "s": _switch, "w": _switch,
 }
 
 

@@ -89,6 +89,11 @@ class Device:
             cols_q.append((Q - Q0) / h[..., k:k + 1])
         return base, torch.stack(cols_f, dim=-1), torch.stack(cols_q, dim=-1)
 
+    def variant(self, params) -> "Device":
+        """The device that implements a `.model` card with these parameters (name -> Expr): a family
+        whose levels are separate models (MOSFET level 1, 2, 3) returns that level's device."""
+        return self
+
     def time_dependent(self, ctx) -> bool:
         """Whether the device's equations depend on time t (for a linear device: its source term)."""
         return False

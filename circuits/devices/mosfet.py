@@ -68,6 +68,25 @@ def meyer_half(vgs: Tensor, vgd: Tensor, von: Tensor, vdsat: Tensor, phi: Tensor
     return cgs, cgd, cgb
 
 
+def junction_and_overlap_constants(p: dict, d: dict, leff: Tensor, weff: Tensor) -> None:
+    """Junction saturation currents, zero-bias junction and overlap capacitances (mos1/2/3temp.c,
+    the same at every level), into d."""
+    m = p["m"]
+    # junction saturation currents: JS per area only when JS, AD and AS are all nonzero
+    dens = (p["js"] != 0) & (p["ad"] != 0) & (p["as"] != 0)
+    d["isd"] = torch.where(dens, p["js"] * m * p["ad"], m * p["is"])
+    d["iss"] = torch.where(dens, p["js"] * m * p["as"], m * p["is"])
+    # zero-bias junction capacitances: CBD/CBS when given, else CJ times the area; CJSW per perimeter
+    d["czbd"] = torch.where(_given(p["cbd"]), _or(p["cbd"], 0.0) * m, p["cj"] * m * p["ad"])
+    d["czbs"] = torch.where(_given(p["cbs"]), _or(p["cbs"], 0.0) * m, p["cj"] * m * p["as"])
+    d["czbdsw"] = p["cjsw"] * p["pd"] * m
+    d["czbssw"] = p["cjsw"] * p["ps"] * m
+    d["junction_caps"] = bool(any((d[k] != 0).any() for k in ("czbd", "czbs", "czbdsw", "czbssw")))
+    d["cgs"] = p["cgso"] * m * weff
+    d["cgd"] = p["cgdo"] * m * weff
+    d["cgb"] = p["cgbo"] * m * leff
+
+
 @register
 class Mos1(Device):
     """M d g s b model [w= l= m= ad= as= pd= ps=]: level-1 drain current with source/drain swap and
@@ -81,6 +100,7 @@ class Mos1(Device):
     family = "MOSFET"
     model_types = ("nmos", "pmos")
     terminals = 4
+    levels = (1, 2, 3)
     model_params = {"level": 1.0, "vto": _NAN, "kp": _NAN, "gamma": _NAN, "phi": _NAN, "lambda": 0.0,
                     "ld": 0.0, "cgso": 0.0, "cgdo": 0.0, "cgbo": 0.0,
                     "is": 1e-14, "js": 0.0, "cbd": _NAN, "cbs": _NAN, "cj": 0.0, "cjsw": 0.0,
@@ -97,6 +117,16 @@ class Mos1(Device):
                        **{k: "MOSFET initial conditions are not supported; use .ic on the nodes"
                           for k in ("ic", "icvds", "icvgs", "icvbs")},
                        **{k: "instance temperatures are not supported (27 C only)" for k in ("temp", "dtemp")}}
+
+    def variant(self, params) -> Device:
+        """The device of the card's ``level=`` (ngspice's mos1, mos2 or mos3)."""
+        level = params.get("level")
+        n = 1 if level is None else int(level.value())
+        if n == 1:
+            return self
+        from circuits.devices.mos2 import MOS2
+        from circuits.devices.mos3 import MOS3
+        return {2: MOS2, 3: MOS3}[n]
 
     def states_for(self, element, model=None) -> tuple[str, ...]:
         """Meyer's derivative states when the model gives TOX (a nonzero oxide capacitance)."""
@@ -126,27 +156,18 @@ class Mos1(Device):
             beta = d["kp"] * m * p["w"] / leff
             d.update({"sqphi": sqphi, "von0": tp * d["vto"] - d["gamma"] * sqphi,
                       "beta": beta, "beta_lambda": beta * p["lambda"],
-                      "cgs": p["cgso"] * m * p["w"], "cgd": p["cgdo"] * m * p["w"],
-                      "cgb": p["cgbo"] * m * leff, "body_effect": bool((d["gamma"] != 0).any()),
+                      "body_effect": bool((d["gamma"] != 0).any()),
                       "cox_total": d["cox"] * leff * m * p["w"]})
-            # junction saturation currents: JS per area only when JS, AD and AS are all nonzero
-            dens = (p["js"] != 0) & (p["ad"] != 0) & (p["as"] != 0)
-            d["isd"] = torch.where(dens, p["js"] * m * p["ad"], m * p["is"])
-            d["iss"] = torch.where(dens, p["js"] * m * p["as"], m * p["is"])
-            # zero-bias junction capacitances: CBD/CBS when given, else CJ times the area; CJSW per perimeter
-            d["czbd"] = torch.where(_given(p["cbd"]), _or(p["cbd"], 0.0) * m, p["cj"] * m * p["ad"])
-            d["czbs"] = torch.where(_given(p["cbs"]), _or(p["cbs"], 0.0) * m, p["cj"] * m * p["as"])
-            d["czbdsw"] = p["cjsw"] * p["pd"] * m
-            d["czbssw"] = p["cjsw"] * p["ps"] * m
-            d["junction_caps"] = bool(any((d[k] != 0).any() for k in ("czbd", "czbs", "czbdsw", "czbssw")))
+            junction_and_overlap_constants(p, d, leff, p["w"])
             d["has_caps"] = bool((p["cgso"] != 0).any() or (p["cgdo"] != 0).any() or (p["cgbo"] != 0).any()
                                  or d["junction_caps"])
             p[key] = d
         return d
 
     @staticmethod
-    def _model_defaults(p: dict) -> dict:
-        """KP, PHI, GAMMA, VTO and the oxide capacitance per area, as mos1temp.c defaults them."""
+    def _model_defaults(p: dict, ni: float = 1.45e16) -> dict:
+        """KP, PHI, GAMMA, VTO and the oxide capacitance per area, as mos1temp.c defaults them
+        (ni: the intrinsic density in m^-3 that NSUB must exceed; mos3 scales it to 27 C)."""
         tp = p["polarity"]
         tox = p["tox"]
         cox = torch.where(_given(tox) & (_or(tox, 1.0) != 0), _EPS_OX / _or(tox, 1.0), torch.zeros_like(tox))
@@ -156,10 +177,10 @@ class Mos1(Device):
                          torch.where(with_tox, p["uo"] * cox * 1e-4, torch.full_like(cox, 2e-5)))
         nsub = _or(p["nsub"], 0.0)
         from_nsub = with_tox & _given(p["nsub"])
-        if bool((from_nsub & (nsub * 1e6 <= 1.45e16)).any()):
-            raise ConfigError("MOSFET model: NSUB is below the intrinsic density 1.45e10 cm^-3 (Nsub < Ni)")
+        if bool((from_nsub & (nsub * 1e6 <= ni)).any()):
+            raise ConfigError(f"MOSFET model: NSUB is below the intrinsic density {ni * 1e-6:.4g} cm^-3 (Nsub < Ni)")
         safe_nsub = torch.where(from_nsub, nsub, torch.full_like(nsub, 1e17))
-        phi_nsub = torch.clamp(2 * THERMAL_VOLTAGE * torch.log(safe_nsub * 1e6 / 1.45e16), min=0.1)
+        phi_nsub = torch.clamp(2 * THERMAL_VOLTAGE * torch.log(safe_nsub * 1e6 / ni), min=0.1)
         phi = torch.where(_given(p["phi"]), p["phi"], torch.where(from_nsub, phi_nsub, torch.full_like(cox, 0.6)))
         if bool((phi <= 0).any()):
             raise ConfigError("MOSFET model: PHI is not positive")
@@ -174,7 +195,8 @@ class Mos1(Device):
         vfb = wkfngs - p["nss"] * 1e4 * _CHARGE / safe_cox
         vto_nsub = vfb + tp * (gamma * torch.sqrt(phi) + phi)
         vto = torch.where(_given(p["vto"]), p["vto"], torch.where(from_nsub, vto_nsub, torch.zeros_like(cox)))
-        return {"kp": kp, "phi": phi, "gamma": gamma, "vto": vto, "cox": cox}
+        return {"kp": kp, "phi": phi, "gamma": gamma, "vto": vto, "cox": cox,
+                "nsub": torch.where(from_nsub, nsub, torch.zeros_like(nsub))}
 
     @staticmethod
     def drain_current(vgs, vds, vbs, p, d, derivatives: bool = True):
