@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from circuits.devices.base import Device, DeviceEval, register
-from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, depletion_charge, junction_current
+from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, depletion_charge_from, depletion_coefficients, junction_current
 
 _TEMPERATURE_ONLY = ("xtb", "eg", "xti", "tlev", "tlevc", "ctc", "cte", "cts", "tvjc", "tvje", "tvjs",
                      *(f"{k}{n}" for k in ("tbf", "tbr", "tikf", "tikr", "tirb", "tnc", "tne", "tnf", "tnr",
@@ -71,35 +71,78 @@ class Bjt(Device):
     def model_type_params(self, model_type: str) -> dict[str, float]:
         return {"polarity": 1.0 if model_type == "npn" else -1.0}
 
-    def evaluate(self, v, s, t, p, ctx=None):
+    @staticmethod
+    def derived(p: dict) -> dict:
+        """Bias-independent constants and which terms any instance uses, cached in p (keyed by grad
+        mode as the MOSFET's): every tensor op costs microseconds on CPU, and evaluate runs every
+        Newton iteration."""
+        key = "_derived" if torch.is_grad_enabled() else "_derived_nograd"
+        d = p.get(key)
+        if d is not None:
+            return d
         tp, area, mult = p["polarity"], p["area"], p["m"]
+        vt = THERMAL_VOLTAGE
         # subs: 1 vertical, -1 lateral; ngspice's default is vertical for NPN, lateral for PNP
         subs = torch.where(p["subs"] != 0, torch.sign(p["subs"]), tp)
+        scale = area * mult  # the resistors are conductances times area, and m devices in parallel
+        fc = torch.clamp(p["fc"], max=0.9999)
+        mje, mjc = torch.clamp(p["mje"], max=0.999), torch.clamp(p["mjc"], max=0.999)
+        cjc = p["cjc"] * area
+        d = {"subs": subs, "lateral": subs < 0, "ttype": tp * subs,
+             "rc": p["rc"] / scale, "rb": p["rb"] / scale, "re": p["re"] / scale,
+             "isat": p["is"] * area, "isat_bc": p["is"] * area * area,  # ngspice scales the BC IS by area twice
+             "ise": torch.where(p["ise"] > 1e-4, p["is"] * p["ise"], p["ise"]) * area,
+             "isc": torch.where(p["isc"] > 1e-4, p["is"] * p["isc"], p["isc"]) * area,
+             "nfvt": p["nf"] * vt, "nrvt": p["nr"] * vt, "nevt": p["ne"] * vt, "ncvt": p["nc"] * vt,
+             "ivaf": _inverse(p["vaf"]), "ivar": _inverse(p["var"]),
+             "iikf": _inverse(p["ikf"] * area), "iikr": _inverse(p["ikr"] * area),
+             "nkf": torch.clamp(p["nkf"], max=1.0),
+             "ovtf": _inverse(p["vtf"] * 1.44), "itf": p["itf"] * area,
+             "dep_be": depletion_coefficients(p["cje"] * area, p["vje"], mje, fc),
+             "dep_bc": depletion_coefficients(cjc * p["xcjc"], p["vjc"], mjc, fc),
+             "dep_bx": depletion_coefficients(cjc * (1 - p["xcjc"]), p["vjc"], mjc, fc),
+             "cjs": p["cjs"] * area, "mjs": torch.clamp(p["mjs"], max=0.999)}
+        d["flags"] = {k: bool((x != 0).any()) for k, x in (
+            ("r", p["rc"] + p["rb"] + p["re"] != 0), ("ise", d["ise"]), ("isc", d["isc"]),
+            ("q1", d["ivaf"] + d["ivar"] != 0), ("q2", d["iikf"] + d["iikr"] != 0), ("xtf", p["xtf"]),
+            ("cje", d["dep_be"][0]), ("cjc", d["dep_bc"][0]), ("cbx", d["dep_bx"][0]), ("cjs", d["cjs"]),
+            ("tf", p["tf"]), ("tr", p["tr"]))}
+        p[key] = d
+        return d
+
+    def evaluate(self, v, s, t, p, ctx=None):
+        d = self.derived(p)
+        flags = d["flags"]
+        tp, mult = p["polarity"], p["m"]
         vc, vb, ve, vs = v.unbind(-1)
         i_c, i_b, i_e = s.unbind(-1)
-        scale = area * mult  # the resistors are conductances times area, and m devices in parallel
-        vcp = vc - p["rc"] / scale * i_c
-        vbp = vb - p["rb"] / scale * i_b
-        vep = ve - p["re"] / scale * i_e
-        vbe, vbc, vbx = tp * (vbp - vep), tp * (vbp - vcp), tp * (vb - vcp)
-        lateral = subs < 0
-        vsub = tp * subs * (vs - torch.where(lateral, vbp, vcp))
+        if flags["r"]:
+            vcp = vc - d["rc"] * i_c
+            vbp = vb - d["rb"] * i_b
+            vep = ve - d["re"] * i_e
+        else:
+            vcp, vbp, vep = vc, vb, ve
+        vbe, vbc = tp * (vbp - vep), tp * (vbp - vcp)
+        lateral = d["lateral"]
+        vsub = d["ttype"] * (vs - torch.where(lateral, vbp, vcp))
 
-        vt = THERMAL_VOLTAGE
-        isat = p["is"] * area
-        ise = torch.where(p["ise"] > 1e-4, p["is"] * p["ise"], p["ise"]) * area
-        isc = torch.where(p["isc"] > 1e-4, p["is"] * p["isc"], p["isc"]) * area
-        cbe = junction_current(vbe, isat, p["nf"] * vt)
-        cbc = junction_current(vbc, isat * area, p["nr"] * vt)  # ngspice scales the BC IS by area twice
-        cben = junction_current(vbe, ise, p["ne"] * vt) + GMIN * vbe
-        cbcn = junction_current(vbc, isc, p["nc"] * vt) + GMIN * vbc
+        cbe = junction_current(vbe, d["isat"], d["nfvt"])
+        cbc = junction_current(vbc, d["isat_bc"], d["nrvt"])
+        cben = GMIN * vbe
+        if flags["ise"]:
+            cben = cben + junction_current(vbe, d["ise"], d["nevt"])
+        cbcn = GMIN * vbc
+        if flags["isc"]:
+            cbcn = cbcn + junction_current(vbc, d["isc"], d["ncvt"])
 
-        q1 = 1 / (1 - _inverse(p["vaf"]) * vbc - _inverse(p["var"]) * vbe)
-        q2 = _inverse(p["ikf"] * area) * cbe + _inverse(p["ikr"] * area) * cbc
-        arg = torch.clamp(1 + 4 * q2, min=0.0)
-        nkf = torch.clamp(p["nkf"], max=1.0)
-        sqarg = torch.where(arg != 0, torch.pow(arg, nkf), torch.ones_like(arg))
-        qb = q1 * (1 + sqarg) / 2
+        q1 = 1 / (1 - d["ivaf"] * vbc - d["ivar"] * vbe) if flags["q1"] else torch.ones_like(vbe)
+        if flags["q2"]:
+            q2 = d["iikf"] * cbe + d["iikr"] * cbc
+            arg = torch.clamp(1 + 4 * q2, min=0.0)
+            sqarg = torch.where(arg != 0, torch.pow(arg, d["nkf"]), torch.ones_like(arg))
+            qb = q1 * (1 + sqarg) / 2
+        else:
+            qb = q1  # q2 = 0: (1 + 1^nkf) / 2 = 1
 
         cc = (cbe - cbc) / qb - cbc / p["br"] - cbcn
         cb = cbe / p["bf"] + cben + cbc / p["br"] + cbcn
@@ -107,44 +150,55 @@ class Bjt(Device):
 
         # internal-node currents (into the device) at (c', b', e') and the substrate terminal
         dev_c, dev_b, dev_e = tp * cc, tp * cb, -tp * (cc + cb)
-        ttype = tp * subs
+        ttype = d["ttype"]
         i_s = ttype * csub
-        dev_c = dev_c - torch.where(lateral, torch.zeros_like(i_s), i_s)
-        dev_b = dev_b - torch.where(lateral, i_s, torch.zeros_like(i_s))
-
-        qbe, qbc, qbx, qsub = self._charges(vbe, vbc, vbx, vsub, cbe, cbc, qb, p)
-        q_cp = -tp * (qbc + qbx) - torch.where(lateral, torch.zeros_like(qsub), ttype * qsub)
-        q_bp = tp * (qbe + qbc) - torch.where(lateral, ttype * qsub, torch.zeros_like(qsub))
-        q_ep = -tp * qbe
-
         zero = torch.zeros_like(i_c)
+        dev_c = dev_c - torch.where(lateral, zero, i_s)
+        dev_b = dev_b - torch.where(lateral, i_s, zero)
         current = torch.stack((i_c, i_b, i_e, mult * i_s), -1)
-        charge = mult.unsqueeze(-1) * torch.stack((zero, tp * qbx, zero, ttype * qsub), -1)
         fs = torch.stack((mult * dev_c - i_c, mult * dev_b - i_b, mult * dev_e - i_e), -1)
+        if not any(flags[k] for k in ("cje", "cjc", "cbx", "cjs", "tf", "tr")):
+            return DeviceEval(i=current, fs=fs)
+
+        vbx = tp * (vb - vcp)
+        qbe, qbc, qbx, qsub = self._charges(vbe, vbc, vbx, vsub, cbe, cbc, qb, p, d)
+        q_cp = -tp * (qbc + qbx) - torch.where(lateral, zero, ttype * qsub)
+        q_bp = tp * (qbe + qbc) - torch.where(lateral, ttype * qsub, zero)
+        q_ep = -tp * qbe
+        charge = mult.unsqueeze(-1) * torch.stack((zero, tp * qbx, zero, ttype * qsub), -1)
         qs = mult.unsqueeze(-1) * torch.stack((q_cp, q_bp, q_ep), -1)
         return DeviceEval(i=current, q=charge, fs=fs, qs=qs)
 
     @staticmethod
     def _charges(vbe: Tensor, vbc: Tensor, vbx: Tensor, vsub: Tensor, cbe: Tensor, cbc: Tensor,
-                 qb: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 qb: Tensor, p: dict[str, Tensor], d: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Type-normalised charges qbe (b'-e'), qbc (b'-c'), qbx (b-c') and qsub (s-c' or s-b')."""
-        area = p["area"]
-        fc = torch.clamp(p["fc"], max=0.9999)
-        mje, mjc = torch.clamp(p["mje"], max=0.999), torch.clamp(p["mjc"], max=0.999)
-        mjs, vjs = torch.clamp(p["mjs"], max=0.999), p["vjs"]
-        # transit-time current: TF's bias dependence (XTF, VTF, ITF) and base-charge modulation
-        xtf, itf = p["xtf"], p["itf"] * area
-        ovtf = _inverse(p["vtf"] * 1.44)
-        argtf = xtf * torch.exp(vbc * ovtf)
-        ratio = cbe / (cbe + torch.where(itf != 0, itf, torch.ones_like(itf)))
-        argtf = torch.where(itf != 0, argtf * ratio * ratio, argtf)
-        cbe_tt = torch.where(vbe > 0, cbe * (1 + argtf) / qb, cbe)
-        qbe = p["tf"] * cbe_tt + depletion_charge(vbe, p["cje"] * area, p["vje"], mje, fc)
-        cjc = p["cjc"] * area
-        qbc = p["tr"] * cbc + depletion_charge(vbc, cjc * p["xcjc"], p["vjc"], mjc, fc)
-        qbx = depletion_charge(vbx, cjc * (1 - p["xcjc"]), p["vjc"], mjc, fc)
-        cjs = p["cjs"] * area
-        arg = torch.clamp(1 - vsub / vjs, min=1e-12)
-        reverse = vjs * cjs * (1 - arg * torch.pow(arg, -mjs)) / (1 - mjs)
-        qsub = torch.where(vsub < 0, reverse, vsub * cjs * (1 + mjs * vsub / (2 * vjs)))
+        flags = d["flags"]
+        zero = torch.zeros_like(vbe)
+        qbe = qbc = qbx = qsub = zero
+        if flags["tf"]:
+            # transit-time current: TF's bias dependence (XTF, VTF, ITF) and base-charge modulation
+            cbe_tt = cbe
+            if flags["xtf"]:
+                itf = d["itf"]
+                argtf = p["xtf"] * torch.exp(vbc * d["ovtf"])
+                ratio = cbe / (cbe + torch.where(itf != 0, itf, torch.ones_like(itf)))
+                argtf = torch.where(itf != 0, argtf * ratio * ratio, argtf)
+                cbe_tt = torch.where(vbe > 0, cbe * (1 + argtf) / qb, cbe)
+            else:
+                cbe_tt = torch.where(vbe > 0, cbe / qb, cbe)
+            qbe = p["tf"] * cbe_tt
+        if flags["cje"]:
+            qbe = qbe + depletion_charge_from(vbe, d["dep_be"])
+        if flags["tr"]:
+            qbc = p["tr"] * cbc
+        if flags["cjc"]:
+            qbc = qbc + depletion_charge_from(vbc, d["dep_bc"])
+        if flags["cbx"]:
+            qbx = depletion_charge_from(vbx, d["dep_bx"])
+        if flags["cjs"]:
+            cjs, mjs, vjs = d["cjs"], d["mjs"], p["vjs"]
+            arg = torch.clamp(1 - vsub / vjs, min=1e-12)
+            reverse = vjs * cjs * (1 - arg * torch.pow(arg, -mjs)) / (1 - mjs)
+            qsub = torch.where(vsub < 0, reverse, vsub * cjs * (1 + mjs * vsub / (2 * vjs)))
         return qbe, qbc, qbx, qsub

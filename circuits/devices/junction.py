@@ -30,13 +30,23 @@ def junction_current(v: Tensor, isat: Tensor, nvt: Tensor) -> Tensor:
     return torch.where(v >= -3 * nvt, forward, -isat * (1 + arg))
 
 
-def depletion_charge(v: Tensor, cj0: Tensor, vj: Tensor, m: Tensor, fc: Tensor) -> Tensor:
-    """Depletion charge of a junction with zero-bias capacitance cj0, ngspice's linear continuation
-    of the capacitance above fc vj."""
-    below = vj / (1 - m) * (1 - torch.pow(torch.clamp(1 - v / vj, min=1e-12), 1 - m))
+def depletion_coefficients(cj0: Tensor, vj: Tensor, m: Tensor, fc: Tensor) -> tuple[Tensor, ...]:
+    """The bias-independent constants of `depletion_charge` (computed once per parameter set)."""
     f1 = vj / (1 - m) * (1 - torch.pow(1 - fc, 1 - m))
     f2 = torch.pow(1 - fc, 1 + m)
     f3 = 1 - fc * (1 + m)
-    fcv = fc * vj
+    return cj0, vj, m, fc * vj, f1, f2, f3
+
+
+def depletion_charge_from(v: Tensor, coeffs: tuple[Tensor, ...]) -> Tensor:
+    """`depletion_charge` from precomputed `depletion_coefficients`."""
+    cj0, vj, m, fcv, f1, f2, f3 = coeffs
+    below = vj / (1 - m) * (1 - torch.pow(torch.clamp(1 - v / vj, min=1e-12), 1 - m))
     above = f1 + (f3 * (v - fcv) + m / (2 * vj) * (v * v - fcv * fcv)) / f2
     return cj0 * torch.where(v < fcv, below, above)
+
+
+def depletion_charge(v: Tensor, cj0: Tensor, vj: Tensor, m: Tensor, fc: Tensor) -> Tensor:
+    """Depletion charge of a junction with zero-bias capacitance cj0, ngspice's linear continuation
+    of the capacitance above fc vj."""
+    return depletion_charge_from(v, depletion_coefficients(cj0, vj, m, fc))
