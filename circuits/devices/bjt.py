@@ -53,6 +53,7 @@ class Bjt(Device):
                "pc": "vjc", "mc": "mjc", "ccs": "cjs", "csub": "cjs", "ps": "vjs", "ms": "mjs", "nk": "nkf",
                "tref": "tnom"}
     levels = (1,)
+    batched_differences = True
     inert_params = {**{k: None for k in (*_TEMPERATURE_ONLY, *_NOISE_ONLY, *_SAFE_OPERATING_AREA, *_WITHOUT_RCO_OR_ISS)},
                     "tnom": 27.0, "ptf": 0.0, "irb": 0.0, "iss": 0.0}
     rejected_params = {

@@ -101,6 +101,7 @@ class Mos1(Device):
     model_types = ("nmos", "pmos")
     terminals = 4
     levels = (1, 2, 3)
+    batched_differences = True
     model_params = {"level": 1.0, "vto": _NAN, "kp": _NAN, "gamma": _NAN, "phi": _NAN, "lambda": 0.0,
                     "ld": 0.0, "cgso": 0.0, "cgdo": 0.0, "cgbo": 0.0,
                     "is": 1e-14, "js": 0.0, "cbd": _NAN, "cbs": _NAN, "cj": 0.0, "cjsw": 0.0,
