@@ -32,13 +32,16 @@ _register_resolvers()
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn a NeuroSpiceError into one line on stderr and exit status 2 (no traceback)."""
+    """Turn a user error (see `user_error_message`) into one line on stderr and exit status 2."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except NeuroSpiceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - a bug (no message) is re-raised with its traceback
+            message = None if os.environ.get("NEUROSPICE_TRACEBACK") == "1" else user_error_message(exc)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
     return wrapper
 
@@ -53,6 +56,8 @@ def exit_code_for_hydra(main: Callable[[], Any], free_groups: tuple[str, ...] = 
     """
     sys.argv[1:] = [f"++{a}" if a.startswith(free_groups) else a for a in sys.argv[1:]]
     wants_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if wants_full:  # the user asked for tracebacks: `user_errors` inside the job keeps them too
+        os.environ["NEUROSPICE_TRACEBACK"] = "1"
     # Hydra prints its own multi-line report unless HYDRA_FULL_ERROR is set; with it set the
     # exception reaches this boundary, which decides between one line and a traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"

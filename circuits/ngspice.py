@@ -475,7 +475,14 @@ def netlist_to_ngspice(netlist, values: Mapping[str, float], *, tstep: float, ts
 
 def read_raw(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Read a real (transient) ngspice raw file, binary or ascii: (variable names, data[points, vars])."""
-    data = Path(path).read_bytes()
+    try:
+        return _parse_raw(path, Path(path).read_bytes())
+    except (ValueError, IndexError) as exc:  # a header without its data, or fields that are no numbers
+        raise NgspiceError(f"{path}: truncated or malformed raw file ({str(exc).splitlines()[0][:80]})") from None
+
+
+def _parse_raw(path: str | Path, data: bytes) -> tuple[list[str], np.ndarray]:
+    """(names, data) of the raw file's bytes; ValueError/IndexError where they are cut short."""
     nvars = npoints = None
     names: list[str] = []
     pos = 0

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextvars
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from torch import Tensor
 
-__all__ = ["TransientResult", "progress_bar"]
+from circuits.errors import ConvergenceError
+
+__all__ = ["TransientResult", "progress_bar", "step_budget", "check_breakpoints", "DEFAULT_MAX_STEPS"]
 
 
 @dataclass
@@ -34,19 +40,80 @@ class _NoBar:
         pass
 
 
+#: steps one transient may take when a script sets no solver.max_steps (the shipped circuits take
+#: 1e3-1e5; a million at ~20-50 us each is under a minute: a window far too long for its events)
+DEFAULT_MAX_STEPS = 1_000_000
+
+#: seconds a transient runs before its progress bar appears (a short run prints nothing)
+PROGRESS_AFTER_S = 3.0
+
+
+@dataclass
+class _Watch:
+    max_steps: int | None
+    progress: bool
+
+
+_WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("transient_watch", default=None)
+
+
+@contextmanager
+def step_budget(max_steps: int | None = DEFAULT_MAX_STEPS, progress: bool = True) -> Iterator[None]:
+    """Within the block every transient stops with a one-line ConvergenceError after ``max_steps``
+    steps (None: no limit) and shows a progress bar once it has run `PROGRESS_AFTER_S`."""
+    token = _WATCH.set(_Watch(None if max_steps is None else int(max_steps), bool(progress)))
+    try:
+        yield
+    finally:
+        _WATCH.reset(token)
+
+
+#: breakpoints one source may put in a window without a step budget set (each is a step; memory)
+MAX_BREAKPOINTS = 10 * DEFAULT_MAX_STEPS
+
+
+def check_breakpoints(count: float, tstop: float, what: str) -> None:
+    """ConvergenceError before a source's ``count`` corners are listed if they alone exceed the budget."""
+    watch = _WATCH.get()
+    limit = watch.max_steps if watch is not None and watch.max_steps is not None else MAX_BREAKPOINTS
+    if count > limit:
+        raise ConvergenceError(f"{what} has {count:.3g} corners in the {tstop:.4g} s window, each a solver step, "
+                               f"beyond the step budget solver.max_steps={limit}: shorten the .tran window")
+
+
 def progress_bar(enabled: bool, tstop: float):
-    """A tqdm bar over simulated time when enabled, else a no-op with the same methods."""
-    if not enabled:
+    """The transient loop's step counter: a tqdm bar over simulated time when enabled (or, inside
+    `step_budget`, once the run is slow), and the step budget's check."""
+    watch = _WATCH.get()
+    if not enabled and watch is None:
         return _NoBar()
-    from tqdm.auto import tqdm
+    return _Bar(tstop, enabled, watch)
 
-    bar = tqdm(total=tstop, unit="s", unit_scale=True, desc="transient", leave=False)
 
-    class _Bar:
-        def update(self, h: float) -> None:
-            bar.update(h)
+class _Bar:
+    """update(h) once per accepted step (or block of steps): advances the bar, spends the budget."""
 
-        def close(self) -> None:
-            bar.close()
+    def __init__(self, tstop: float, enabled: bool, watch: _Watch | None):
+        from tqdm.auto import tqdm
 
-    return _Bar()
+        show = enabled or (watch is not None and watch.progress)
+        self.tstop, self.t, self.steps = tstop, 0.0, 0
+        self.max_steps = watch.max_steps if watch is not None else None
+        tty = sys.stderr.isatty()
+        # a log file (no terminal) gets a line every 10 s, not a redraw every 0.1 s
+        self.bar = tqdm(total=tstop, desc="transient", leave=False, disable=not show,
+                        delay=0.0 if enabled else PROGRESS_AFTER_S, mininterval=0.1 if tty else 10.0,
+                        bar_format="{desc}: {percentage:3.0f}% of the window|{bar}| [{elapsed}<{remaining}]")
+
+    def update(self, h: float) -> None:
+        self.bar.update(h)
+        self.t += h
+        self.steps += 1
+        if self.max_steps is not None and self.steps > self.max_steps:
+            self.bar.close()
+            raise ConvergenceError(f"transient stopped after solver.max_steps={self.max_steps} steps at "
+                                   f"t={self.t:.4g} s of {self.tstop:.4g} s ({100 * self.t / self.tstop:.2g} %): "
+                                   f"shorten the .tran window or raise solver.max_steps")
+
+    def close(self) -> None:
+        self.bar.close()

@@ -96,6 +96,8 @@ def _scalar_set(x) -> set[float]:
 
 def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[float]:
     """Times of slope discontinuities in [0, tstop] (union over a batch of designs)."""
+    from circuits.result import check_breakpoints
+
     pts: set[float] = set()
     if kind == "pwl":
         for tk in args[0::2]:
@@ -107,6 +109,8 @@ def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[fl
                 for f in _scalar_set(tf):
                     for w in _scalar_set(pw):
                         for pr in _scalar_set(per):
+                            if pr > 0:
+                                check_breakpoints(4 * (tstop - d) / pr, tstop, "a PULSE source")
                             start = d
                             while start < tstop and pr > 0:
                                 pts |= {start, start + r, start + r + w, start + r + w + f}

@@ -53,6 +53,7 @@ class Evaluator:
         self.calls = 0
         self.failures = 0
         self.wall_s = 0.0
+        self.last_error: str | None = None  # the simulator's message for the latest design measured NaN
 
     def measure(self, P: Tensor, measurements: Sequence[Measurement]) -> Tensor:
         """Measurements (B, M) of designs P (B, P) (full design vectors ordered like the space).
@@ -65,9 +66,10 @@ class Evaluator:
         try:
             try:
                 out = self._measure(P, measurements)
-            except (ConvergenceError, NgspiceError):
+            except (ConvergenceError, NgspiceError) as exc:
                 if P.shape[0] == 1:
                     self.failures += 1
+                    self.last_error = str(exc)
                     out = torch.full((1, len(measurements)), math.nan, dtype=P.dtype)
                 else:
                     out = torch.cat([self._measure_or_nan(P[i:i + 1], measurements) for i in range(P.shape[0])])
@@ -79,8 +81,9 @@ class Evaluator:
     def _measure_or_nan(self, P: Tensor, measurements: list[Measurement]) -> Tensor:
         try:
             return self._measure(P, measurements)
-        except (ConvergenceError, NgspiceError):
+        except (ConvergenceError, NgspiceError) as exc:
             self.failures += 1
+            self.last_error = str(exc)
             return torch.full((1, len(measurements)), math.nan, dtype=P.dtype)
 
     def _measure(self, P: Tensor, measurements: list[Measurement]) -> Tensor:  # pragma: no cover

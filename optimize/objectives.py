@@ -109,9 +109,14 @@ class Objective:
         return torch.where(bad, torch.full_like(J, FAIL_OBJECTIVE), J)
 
     def rel_error(self, m: Tensor | float) -> Tensor | float:
-        """(m - target) / |target| (signed; the unscaled relative error that tolerances refer to)."""
-        denom = abs(self.target) if self.target != 0 else 1.0
-        return (m - self.target) / denom
+        """(m - target) / |target| (signed; the unscaled relative error that tolerances refer to).
+
+        A target of 0 has no relative error but 0 (m = 0) or an infinite one, never m itself."""
+        if self.target != 0:
+            return (m - self.target) / abs(self.target)
+        if isinstance(m, Tensor):
+            return torch.where(m == 0, torch.zeros_like(m), torch.sign(m) * math.inf)
+        return 0.0 if m == 0 else math.copysign(math.inf, m)
 
     def summary(self, P: Tensor, values: Tensor) -> list[dict[str, float]]:
         """Per design: measured value, objective, relative error and penalty terms, as floats."""

@@ -73,6 +73,40 @@ def _union(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tupl
     return (min(a[0], b[0]), max(a[1], b[1]))
 
 
+#: measurements whose every value is a positive number (a target <= 0 is outside any design's reach)
+POSITIVE_KINDS = ("frequency", "period", "delay", "switch_time")
+
+
+def _search_task(cfg, task: Task, method: str) -> tuple[Task, tuple[float, float] | None]:
+    """The task the search aims at, and the surrogate's estimate of the achievable range.
+
+    A target outside that range (``1e99``, or ``0`` for a delay) gives the search no gradient
+    (J flat to double precision) or no meaning; the search then aims just past the nearest end of
+    the range, which drives the design to the bounds that realise the closest achievable value."""
+    from optimize.correct import retarget
+    from optimize.evaluators import SurrogateEvaluator
+
+    positive = task.objective.measurement.kind in POSITIVE_KINDS
+    model = load_task_surrogate(task, cfg.get("surrogate"), required=False)
+    if model is None:
+        if positive and task.target <= 0:
+            raise ConfigError(f"task.target={task.target:g}: a {task.objective.measurement.kind} is > 0 "
+                              f"{task.objective.measurement.unit} for every design")
+        return task, None
+    est = estimate_range(task, SurrogateEvaluator(model), max(int(cfg.range.samples), 64), int(cfg.get("seed", 0)))
+    if est is None or est[0] <= task.target <= est[1]:
+        return task, est
+    lo, hi = est
+    span = max(hi - lo, abs(hi), abs(lo), 1e-300)
+    if task.target < lo:
+        aim = lo / 2 if positive and lo > 0 else lo - 0.5 * span
+    else:
+        aim = hi * 2 if positive and hi > 0 else hi + 0.5 * span
+    aimed = retarget(task, aim)
+    aimed.objective.scale = abs(aim)
+    return aimed, est
+
+
 def _checker(task: Task, choice: str, rtol: float):
     """The simulator that checks surrogate proposals: ngspice (one process, ~0.1 s on ring5) when
     installed and asked for, else the reference solver (seconds for one design at rtol 1e-5)."""
@@ -185,12 +219,16 @@ def run_optimize(cfg, outdir: str | Path) -> dict[str, Any]:
     task = task_from_config(OmegaConf.to_container(cfg.task, resolve=True))
     _storage_default(cfg, outdir)
     progress = bool(cfg.get("progress", True))
-    res, info = _search(cfg, task, method, progress)
+    aimed, est = _search_task(cfg, task, method)
+    res, info = _search(cfg, aimed, method, progress)
     wall = time.perf_counter() - t0
 
-    # achievable range: what the search saw, plus a surrogate estimate for the simulator-only methods
+    # achievable range: what the search saw, plus the surrogate's estimate
     rng, range_source = res.range, info["range_source"]
-    if method != "gradient" and int(cfg.range.samples) > 0:
+    if est is not None:
+        rng, range_source = _union(rng, est), (range_source if "surrogate" in range_source
+                                               else f"{range_source}+surrogate")
+    elif method != "gradient" and int(cfg.range.samples) > 0:
         model = load_task_surrogate(task, cfg.get("surrogate"), required=False)
         if model is not None:
             from optimize.evaluators import SurrogateEvaluator
@@ -212,7 +250,7 @@ def run_optimize(cfg, outdir: str | Path) -> dict[str, Any]:
     values = res.values if res.values is not None else torch.tensor([res.value], dtype=torch.float64)
     predicted = obj.summary(res.design.reshape(1, -1), values.reshape(1, -1).to(torch.float64))[0]
     predicted["by"] = info["evaluator"]
-    ok = [v for v in verified.values() if v.get("status") == "ok" and math.isfinite(v["rel_error"])]
+    ok = [v for v in verified.values() if v.get("status") == "ok" and math.isfinite(v["value"])]
     achieved = any(v["within_tolerance"] for v in ok)
     in_est = rng is not None and rng[0] <= task.target <= rng[1]
     in_range = bool(in_est or achieved)
@@ -242,6 +280,7 @@ def run_optimize(cfg, outdir: str | Path) -> dict[str, Any]:
         "corrections": info["corrections"],
         "check_simulator": info.get("check_simulator"),
         "search": {"iterations": len(res.history), **res.extra},
+        "status": _status(verified, achieved, in_range),
     }
     if not in_range:
         closest = best_verified["value"] if best_verified else predicted["value"]
@@ -252,7 +291,29 @@ def run_optimize(cfg, outdir: str | Path) -> dict[str, Any]:
     return result
 
 
+def _status(verified: dict[str, dict[str, Any]], achieved: bool, in_range: bool) -> str:
+    """met | missed | out_of_range | unverified (no simulator produced a value for the design)."""
+    if not any(v.get("status") == "ok" for v in verified.values()):
+        return "unverified"
+    return "met" if achieved else ("missed" if in_range else "out_of_range")
+
+
+#: exit status of scripts/optimize.py per result status (0: the verified design meets the target)
+EXIT_STATUS = {"met": 0, "missed": 3, "out_of_range": 3, "unverified": 4}
+
+
+def verdict(r: dict[str, Any]) -> str:
+    """The last line printed: whether the verified design meets the target."""
+    failed = {k: v.get("error", v.get("status")) for k, v in r["verified"].items() if v.get("status") != "ok"}
+    return {"met": "target met (verified)",
+            "missed": "TARGET MISSED: no verified value within the tolerance",
+            "out_of_range": "TARGET MISSED: out of the achievable range",
+            "unverified": "NOT VERIFIED: " + "; ".join(f"{k} {v}" for k, v in failed.items())}[r["status"]]
+
+
 def _fmt(x: Any, spec: str) -> str:
+    if isinstance(x, float) and math.isinf(x):
+        return f"{'+' if x > 0 else '-'}inf".rjust(len(format(0.0, spec)))
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 

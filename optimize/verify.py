@@ -55,7 +55,13 @@ def verify_design(task: Task, design: Tensor, *, reference: bool = True, ngspice
             continue
         ev = ReferenceEvaluator(task.circuit, rtol=rtol) if name == "reference" else NgspiceEvaluator(task.circuit)
         try:
-            out[name] = {"status": "ok", **verify_with(task, ev, design)}
+            row = verify_with(task, ev, design)
         except NeuroSpiceError as exc:
             out[name] = {"status": "failed", "error": str(exc)}
+            continue
+        if math.isfinite(row["value"]):
+            out[name] = {"status": "ok", **row}
+        else:  # the simulator failed (its message), or its waveform never shows the measured event
+            out[name] = {"status": "failed", "error": ev.last_error or
+                         f"no {task.objective.measurement.describe()} in the simulated waveform"}
     return out

@@ -11,16 +11,21 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
 from circuits.cli import exit_code_for_hydra, user_errors, validate  # noqa: E402
 from circuits.config_check import OPTIMIZE  # noqa: E402
-from optimize.run import check_task_argument, format_result, run_optimize  # noqa: E402
+from circuits.result import DEFAULT_MAX_STEPS, step_budget  # noqa: E402
+from optimize.run import EXIT_STATUS, check_task_argument, format_result, run_optimize, verdict  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="optimize")
 @user_errors
 def main(cfg) -> None:
     validate(cfg, OPTIMIZE)
-    result = run_optimize(cfg, HydraConfig.get().runtime.output_dir)
+    with step_budget(cfg.solver.get("max_steps") or DEFAULT_MAX_STEPS, progress=bool(cfg.progress)):
+        result = run_optimize(cfg, HydraConfig.get().runtime.output_dir)
     print(format_result(result))
     print(f"result in {result['result_path']}")
+    print(f"{result['task']}: {verdict(result)}")
+    if EXIT_STATUS[result["status"]]:
+        sys.exit(EXIT_STATUS[result["status"]])
 
 
 if __name__ == "__main__":

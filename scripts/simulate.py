@@ -5,6 +5,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from circuits.cli import exit_code_for_hydra, run_simulate, user_errors, validate
 from circuits.config_check import SIMULATE
+from circuits.result import DEFAULT_MAX_STEPS, step_budget
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="simulate")
@@ -12,7 +13,8 @@ from circuits.config_check import SIMULATE
 def main(cfg) -> None:
     validate(cfg, SIMULATE)
     outdir = HydraConfig.get().runtime.output_dir
-    metrics = run_simulate(cfg, outdir)
+    with step_budget(cfg.solver.get("max_steps") or DEFAULT_MAX_STEPS):
+        metrics = run_simulate(cfg, outdir)
     worst = metrics.get("nrmse", {}).get("worst")
     print(f"{metrics['circuit']}: reference {metrics['reference_time_s']:.2f} s"
           + (f", ngspice {metrics['ngspice_time_s']:.2f} s, worst NRMSE {worst:.2e}" if worst is not None else ""))
