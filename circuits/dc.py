@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from circuits.dae import BoundDAE
+from circuits.dae import CURRENT_ATOL, BoundDAE
 from circuits.errors import ConvergenceError
 
 __all__ = ["operating_point", "initial_condition", "fixed_newton_tolerance"]
@@ -46,6 +46,31 @@ def fixed_newton_tolerance(bound: BoundDAE, x: Tensor) -> Tensor:
     return (bound.dae.atol.to(x) * 1e-2).expand_as(x)
 
 
+IC_CONDUCTANCE = 1e10  # S: ngspice's .ic stamp on a node row that also holds branch currents
+
+
+def current_columns(bound: BoundDAE, n_nodes: int) -> Tensor:
+    """(n,) bool: the unknowns that are branch currents (ngspice's SP_CURRENT columns)."""
+    cols = bound.dae.atol == CURRENT_ATOL
+    cols[:n_nodes] = False
+    return cols
+
+
+def held_rows(f: Tensor, jf: Tensor, y: Tensor, hold_values: Tensor, hold_mask: Tensor,
+              current: Tensor) -> tuple[Tensor, Tensor]:
+    """Residual f and Jacobian jf (B, n[, n]) with the held unknowns' rows as ngspice's .ic
+    (cktload.c, ZeroNoncurRow): a node row with branch-current entries keeps them and gets
+    1e10 (v - ic), so those currents stay determined (an inductor or source at the node); any
+    other held row is v - ic."""
+    jc = jf * current  # the rows' branch-current entries
+    keeps = hold_mask & (jc != 0).any(dim=-1)   # (B, n)
+    eye = torch.eye(f.shape[-1], dtype=f.dtype)
+    R = torch.where(keeps, IC_CONDUCTANCE * (y - hold_values) + (jc @ y.unsqueeze(-1)).squeeze(-1),
+                    y - hold_values)
+    J = torch.where(keeps.unsqueeze(-1), IC_CONDUCTANCE * eye + jc, eye)
+    return torch.where(hold_mask, R, f), torch.where(hold_mask.unsqueeze(-1), J, jf)
+
+
 def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mask: Tensor | None = None,
                     t: float = 0.0, x_guess: Tensor | None = None) -> Tensor:
     """DC solution f(x, t) = 0; unknowns in hold_mask are fixed to hold_values (.ic, initial states).
@@ -63,7 +88,7 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
     n_nodes = len(bound.dae.node_names)
     node_mask = torch.zeros(n, dtype=torch.bool)
     node_mask[:n_nodes] = True
-    eye = torch.eye(n, dtype=dtype)
+    current = current_columns(bound, n_nodes)
     tol = fixed_newton_tolerance(bound, x)
 
     def system(gmin: float, lam: float = 1.0, f0: Tensor | None = None):
@@ -73,9 +98,7 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
             jf = jf + gmin * torch.diag(node_mask.to(dtype))
             if f0 is not None:
                 f = f - (1 - lam) * f0
-            R = torch.where(hold_mask, y - hold_values, f)
-            J = torch.where(hold_mask.unsqueeze(-1), eye, jf)
-            return R, J
+            return held_rows(f, jf, y, hold_values, hold_mask, current)
         return fn
 
     def with_sensitivity(sol: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from scipy.linalg import lapack
 from torch import Tensor
 
 from circuits.dae import BoundDAE
-from circuits.dc import NEWTON_MAX_ITER as NEWTON_MAX_ITER_DC
+from circuits.dc import NEWTON_MAX_ITER as NEWTON_MAX_ITER_DC, current_columns, held_rows
 from circuits.integrator import CHORD_MAX_CONTRACTION, error_left_per_update
 from circuits.source_table import SourceTable
 from circuits.split import SplitDAE
@@ -34,6 +34,7 @@ class DenseSystem:
         """bound: one design (B = 1); edges: 0, the breakpoints and tstop (the source table's segments)."""
         split = SplitDAE(bound)
         self.split = split
+        self.edges = edges
         self.C = split.C[0].numpy().copy()
         self.G = split.G[0].numpy().copy()
         self.q0 = None if split.q0 is None else split.q0[0].numpy().copy()
@@ -94,15 +95,16 @@ class DenseSystem:
         x = np.where(mask, values, 0.0)
         tol = self.split.bound.dae.atol.numpy() * 1e-2
         s0 = self.sources(0.0)
-        eye = np.eye(x.shape[0])
+        current = current_columns(self.split.bound, len(self.split.bound.dae.node_names))
         for _ in range(NEWTON_MAX_ITER_DC):
             f, J = self.G @ x + s0, self.G
             if self.nonlinear:
                 f = f + self._nonlinear_terms(x, 0.0)[1]
                 with torch.no_grad():
                     J = self.split.jacobians(*self._torch(x, 0.0))[1][0].numpy()
-            R = np.where(mask, x - values, f)
-            J = np.where(mask[:, None], eye, J)
+            R, J = (v[0].numpy() for v in held_rows(
+                torch.from_numpy(np.asarray(f))[None], torch.from_numpy(np.asarray(J))[None],
+                torch.from_numpy(x)[None], hold_values, hold_mask, current))
             lu, piv, info = lapack.dgetrf(J)
             if info != 0 or not np.isfinite(R).all():
                 return None

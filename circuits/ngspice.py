@@ -268,6 +268,18 @@ def _param_text(params: Mapping[str, Any], env) -> str:
     return " ".join(f"{k}={_fmt(_value(v, env))}" for k, v in params.items())
 
 
+def _instance_text(el, netlist, env) -> str:
+    """``model k=v ...`` of a built-in device's instance; the device's flags (a switch's ``on``)
+    as bare words when set."""
+    from circuits.devices.base import device_for_model_type
+
+    dev = device_for_model_type(netlist.models[el.model].type)
+    flags = getattr(dev, "flags", ())
+    words = [k for k in flags if k in el.params and _value(el.params[k], env)]
+    extra = _param_text({k: v for k, v in el.params.items() if k not in flags}, env)
+    return " ".join([el.model, *words] + ([extra] if extra else []))
+
+
 def _parse_output(out: str) -> tuple[str, list[str]]:
     """'v(a)' -> ('v', ['a']); 'v(a,b)'; 'i(vdd)' -> ('i', ['vdd']); 'n1.p' -> ('state', ['n1.p'])."""
     s = out.strip().lower()
@@ -381,9 +393,10 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
             continue
         ename = names.elem[el.name]
         head = f"{ename} {' '.join(nodes)}"
-        if getattr(el, "controls", None):  # K, F, H: nodes, the elements whose currents they read, value
-            refs = " ".join(names.elem[c] for c in el.controls)
-            body.append(f"{ename} {' '.join(nodes + [refs])} {_fmt(_value(el.value, env))}".replace("  ", " "))
+        if getattr(el, "controls", None):  # K, F, H, W: nodes, the elements whose currents they read,
+            refs = " ".join(names.elem[c] for c in el.controls)  # then the value or the model
+            value = _instance_text(el, netlist, env) if el.model else _fmt(_value(el.value, env))
+            body.append(f"{ename} {' '.join(nodes + [refs])} {value}".replace("  ", " "))
         elif k in ("r", "c", "l"):
             extra = _param_text(el.params, env)
             body.append(f"{head} {_fmt(_value(el.value, env))}" + (f" {extra}" if extra else ""))
@@ -399,8 +412,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
                                 if n.lower() in names.node else names.map_node(n.lower()))
             body.append(f"{head} {which}={text}")
         elif el.model is not None:  # a built-in ngspice device: nodes, model, instance parameters
-            extra = _param_text(el.params, env)
-            body.append(f"{head} {el.model}" + (f" {extra}" if extra else ""))
+            body.append(f"{head} {_instance_text(el, netlist, env)}")
         else:
             raise ConfigError(f"{el.name}: element type {k!r} has no ngspice writer")
 

@@ -22,6 +22,8 @@ from torch import Tensor
 from circuits.dae import BoundDAE
 from circuits.dc import fixed_newton_tolerance, initial_condition, operating_point
 from circuits.dense import DenseSystem
+from circuits.discrete import (commit, event_fraction, event_tolerance, first_event, has_discrete, restore,
+                               settle, snapshot)
 from circuits.errors import ConvergenceError
 from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, method_of,
                                  step_ceiling, step_weights)
@@ -86,8 +88,9 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
     """
     integrator = method_of(method)
     needs_grad = torch.is_grad_enabled() and bound.designs.requires_grad
+    discrete = has_discrete(bound)  # switches: their memory advances with the shared loop's steps
     if steps is None:
-        steps = DEFAULT_BATCH_STEPS if (not needs_grad and dt is None) else "shared"
+        steps = DEFAULT_BATCH_STEPS if (not needs_grad and dt is None and not discrete) else "shared"
     if steps not in ("shared", "per_design"):
         raise ValueError(f"unknown steps mode {steps!r} (shared or per_design)")
     if steps == "per_design" and needs_grad:
@@ -96,17 +99,28 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
     if steps == "per_design" and dt is not None:
         raise ValueError("fixed dt needs steps='shared'")
     dense = bound.batch == 1 and not needs_grad and dt is None
+    system = None
     if steps == "per_design" and not dense:
+        if discrete:
+            raise ValueError("circuits with switches (S, W) need steps='shared' for a batch of designs")
         return transient_per_design(bound, tstop, method=integrator, rtol=rtol, atol_scale=atol_scale,
                                     hmax=hmax, uic=uic, x0=x0, progress=progress)
     breakpoints = [] if dt is not None else [b for b in bound.breakpoints() if 0 < b < tstop]
     if dense:
-        system = DenseSystem(bound, [0.0] + breakpoints + [tstop])
-        with torch.no_grad():
-            x = initial_condition(bound, uic, system.operating_point) if x0 is None else x0
+        def start() -> Tensor:
+            nonlocal system  # built anew: the switches' states are folded into its matrices
+            system = DenseSystem(bound, [0.0] + breakpoints + [tstop])
+            with torch.no_grad():
+                return initial_condition(bound, uic, system.operating_point) if x0 is None else x0
+    else:
+        def start() -> Tensor:
+            return initial_condition(bound, uic) if x0 is None else x0
+    x = start()
+    if discrete:  # the switches' states at the operating point (or the uic start)
+        x = settle(bound, x, start)
+    if dense:
         stepper = _DenseSteps(bound, system, x)
     else:
-        x = initial_condition(bound, uic) if x0 is None else x0
         stepper = _TorchSteps(bound, x, needs_grad, fixed_newton_tolerance(bound, x) if dt else None)
     q_uic = bound.uic_charge_offset(x) if uic and x0 is None else None
     if q_uic is not None:  # C/L ic= under uic: the charges start there, not at q(x0) (as ngspice)
@@ -139,6 +153,9 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
     hist_t = [0.0]         # times since the last reset (start or breakpoint)
     t = 0.0
     stats = {"steps": 0, "rejected": 0, "newton_iterations": 0}
+    discrete = has_discrete(stepper.bound)
+    event_tol = event_tolerance(tstep, tstop, hmin)
+    h_event = None  # while a switching event is being located: the step that first crossed it
     next_stop = 0
     bar = progress_bar(progress, tstop)
     while t < tstop * (1 - 1e-12):
@@ -154,6 +171,8 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         co = method.coefficients(h, h_prev, npts >= 2)
         if stepper.runs_ahead and h == hmax and npts >= 3 and not hit_stop and not method.uses_previous_step:
             block = _run_ahead(stepper, method, co, t, h, target, q1, qdot, ts[-3:], atol, rtol, hmin)
+            if block is not None and discrete:  # keep the steps before the first switching event
+                block = _before_event(stepper, block)
             if block is not None:
                 times, xs, zs, h = block
                 n = xs.shape[1]
@@ -180,6 +199,28 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
             predictor = weights[0]
         x_new, ok, iters = stepper.newton(predictor, t_new, co.a, stepper.detach(b), atol, rtol)
         stats["newton_iterations"] += iters
+        event = event_fraction(stepper.bound, stepper.xs_out[-1], x_new) if discrete and ok else None
+        if event is not None and dt is None and h > 2 * event_tol:
+            # a switch changed state inside the step: retry ending just before the threshold
+            # crossing (linear estimate), then with a step of about event_tol over it, so that the
+            # jump lies between two points event_tol apart
+            stats["rejected"] += 1
+            h_event = h_event or h  # the step before the location: the restart step after it
+            before = event * h - 0.5 * event_tol
+            h = before if before > 0.5 * event_tol else max(event * h + 0.5 * event_tol, hmin)
+            stepper.forget_jacobian()
+            continue
+        if event is not None:
+            # located: the states change here and the step is solved again with them (the jump is
+            # the switching itself, not a truncation error)
+            saved = snapshot(stepper.bound)
+            commit(stepper.bound, x_new)
+            stepper.refold()
+            x_new, ok, iters = stepper.newton(predictor, t_new, co.a, stepper.detach(b), atol, rtol)
+            stats["newton_iterations"] += iters
+            if not ok:
+                restore(stepper.bound, saved)
+                stepper.refold()
         if not ok:
             stats["rejected"] += 1
             h = ctl.after_newton_failure(h)
@@ -187,7 +228,9 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
             if h < hmin:
                 raise ConvergenceError(stepper.failure(x_new, t_new, t))
             continue
-        if dt is None and npts >= 3:
+        if event is not None:
+            h_next = h
+        elif dt is None and npts >= 3:
             # (3 points since the reset are the last 3 points: the predictor's weights are set)
             ratio = method.lte_factor(h, h_prev) * stepper.lte(weights[1], x_new, atol, rtol)
             gain = ctl.gain(ratio)
@@ -210,6 +253,14 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
             hist_t = [t]
             following = stops[next_stop + 1] if next_stop + 1 < len(stops) else tstop
             h = ctl.after_breakpoint(h, t, following, tstep)
+        if discrete:
+            if event is not None:  # a switching point: restart at first order, as at a breakpoint
+                hist_t = [t]
+                # the result's breakpoints: interpolation is linear across the jump, and no
+                # quadratic stencil on either side reaches over it
+                breakpoints += [ts[-2], t]
+                h = ctl.after_breakpoint(max(h, h_event or h), t, max(target, t + h), tstep)
+                h_event = None
     bar.close()
     stats.update(stepper.stats())
     t_out, x_out = stepper.outputs(ts)
@@ -217,6 +268,19 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
 
 
 RUN_AHEAD = 64  # steps solved ahead of their LTE checks at a pinned step (one linear design)
+
+
+def _before_event(stepper, block):
+    """A run-ahead block cut before its first step in which a switch changes state (that step is
+    then taken, and the event located, step by step); None when it is the first."""
+    times, xs, zs, h_next = block
+    previous = np.vstack([stepper.xs_out[-1][None], xs[:-1]])
+    first = first_event(stepper.bound, previous, xs)
+    if first is None:
+        return block
+    if first == 0:
+        return None
+    return times[:first], xs[:first], zs[:first], times[first] - times[first - 1]
 
 
 def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, target: float, q1, qdot,
@@ -321,6 +385,10 @@ class _TorchSteps:
     def forget_jacobian(self) -> None:
         self.jac = None
 
+    def refold(self) -> None:
+        """After the switches' states changed."""
+        self.jac = None
+
     def accept(self, x_new: Tensor, t_new: float, co: Coefficients, b: Tensor) -> Tensor:
         """Store the accepted state; return q there (graph-carrying when needed)."""
         if self.needs_grad:
@@ -399,6 +467,13 @@ class _DenseSteps:
 
     def forget_jacobian(self) -> None:
         self.system.forget_jacobian()
+
+    def refold(self) -> None:
+        """After the switches' states changed: their conductances are folded into the system's
+        matrices, which are built again."""
+        self.system = DenseSystem(self.bound, self.system.edges)
+        self.system.start(self.recent[2])
+        self._map_key, self._map = None, None
 
     def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
         """Store the accepted state; return q there."""

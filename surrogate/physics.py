@@ -17,6 +17,7 @@ from torch import Tensor
 
 from circuits.circuit import Circuit
 from circuits.dae import BoundDAE, CircuitDAE
+from circuits.discrete import discrete_elements
 from circuits.errors import ConfigError
 from circuits.simulation import dae_of, simulate_tensor
 from circuits.solve import initial_condition
@@ -47,6 +48,11 @@ class CircuitPhysics:
             raise ConfigError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
         self.circuit = circuit
         self.dae: CircuitDAE = dae_of(circuit)
+        switches = discrete_elements(self.dae)
+        if switches:  # the residual at (t, p) cannot know the state at the previous time point
+            raise ConfigError(f"circuit '{circuit.name}': hysteretic switch(es) {', '.join(switches)} are not "
+                              "supported by the PINN surrogate (their state depends on the previous time "
+                              "point); simulate them with the reference solver or ngspice")
         self.tstop = circuit.tstop
         self.layout = layout if layout is not None else self._layout(row_scale)
         self._pinned_cache: tuple | None = None  # (t, designs, values, rates, extra) of the last call
