@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/train.py experiment=amp_windows
+	$(PY) scripts/train.py circuit=amp surrogate.fixed_params=true
 	$(PY) scripts/optimize.py task=amp_gain task.target=3.5
 
 test: $(STAMP)

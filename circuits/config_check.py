@@ -144,12 +144,20 @@ def _first_existing(p: Path) -> Path:
 
 
 def _writable_dir_problem(folder: Path) -> str | None:
-    """Why files cannot be created in ``folder`` (created if missing), or None."""
+    """Why files cannot be created in ``folder``, or None. The folder is created (the run would
+    create it anyway) and a probe file written and removed: permission bits alone say nothing to
+    root, nor about read-only or virtual file systems."""
+    import tempfile
+
     base = _first_existing(folder.resolve())
     if not base.is_dir():
         return f"{base} is a file, not a directory"
-    if not os.access(base, os.W_OK | os.X_OK):
-        return f"directory {base} is not writable"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror or exc}"
     return None
 
 
@@ -317,7 +325,6 @@ TRAIN = [
     Rule("surrogate.lbfgs_adaptive", FRACTION),
     Rule("surrogate.design_pool", NATURAL),
     Rule("surrogate.start_cover", NATURAL),
-    Rule("surrogate.cycle_lbfgs_steps", NATURAL),
     Rule("surrogate.retry_factor", number(ge=0)),
     Rule("surrogate.val_designs", COUNT),
     Rule("surrogate.val_points", integer(ge=2)),
@@ -330,7 +337,6 @@ TRAIN = [
     Rule("model.dtype", choice("float32", "float64")),
     Rule("model.windows", COUNT),
     Rule("model.state_input", boolean),
-    Rule("model.time_scale", choice("none", "linearized")),
     Rule("model.row_scale", choice("jacobian", "terms", "mixed")),
     Rule("model.periodic_harmonics", NATURAL),
     Rule("model.periodic_settle", number(ge=0)),

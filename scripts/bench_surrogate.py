@@ -4,7 +4,6 @@ error, training time and inference speed; prints one table row per surrogate.
 python scripts/bench_surrogate.py eval pretrained/*.pt                 # shipped surrogates
 python scripts/bench_surrogate.py train circuit=amp --seeds 0 1 2      # the default recipe over seeds, then eval
 python scripts/bench_surrogate.py train "circuit=ring circuit.stages=7" --designs 64   # a run = overrides
-python scripts/bench_surrogate.py train ring5_windows                  # a hand-tuned experiment file
 Every number is measured in this run except train_s, which is read from the surrogate's metrics.
 """
 
@@ -30,12 +29,12 @@ HEADLINE_TASK = {"ring5": "ring5_freq", "amp": "amp_gain", "feram": "feram_switc
 
 def train(run: str, seed: int, outdir: Path, extra: list[str]) -> Path:
     """Train one run into outdir: Hydra overrides separated by spaces (``circuit=ring
-    circuit.stages=7``) or an experiment name; returns the surrogate file."""
+    circuit.stages=7``); returns the surrogate file."""
     from hydra import compose, initialize_config_dir
 
     from surrogate.train import run_train
 
-    spec = run.split() if "=" in run else [f"experiment={run}"]
+    spec = run.split()
     overrides = [*spec, f"seed={seed}", "trainer.enable_progress_bar=false", *extra]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -144,8 +143,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     ev = sub.add_parser("eval", help="benchmark surrogate files")
     ev.add_argument("files", nargs="+", type=Path)
-    tr = sub.add_parser("train", help="train runs (override sets or experiment names), then benchmark them")
-    tr.add_argument("runs", nargs="+", help='"circuit=amp", "circuit=ring circuit.stages=7", or an experiment')
+    tr = sub.add_parser("train", help="train runs (override sets), then benchmark them")
+    tr.add_argument("runs", nargs="+", help='"circuit=amp" or "circuit=ring circuit.stages=7"')
     tr.add_argument("--seeds", nargs="+", type=int, default=[0])
     tr.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     for p in (ev, tr):

@@ -24,8 +24,8 @@ import math
 import torch
 from torch import Tensor
 
-from surrogate.api import Surrogate
-from surrogate.nets import LegendreHead, PeriodicNet
+from surrogate.models import LimitCycleSurrogate, Surrogate
+from surrogate.nets import LegendreHead
 
 __all__ = ["fit_log_head", "orbit_rates", "window_rate_factors"]
 
@@ -54,20 +54,20 @@ def _traversal_speeds(model: Surrogate, bound, x: Tensor, rate: Tensor, t: Tenso
     return torch.where(least_squares.squeeze(1) > 0, harmonic, least_squares.squeeze(1))
 
 
-def orbit_rates(model: Surrogate, net: PeriodicNet, P: Tensor, starts: Tensor, points: int = 128,
+def orbit_rates(model: LimitCycleSurrogate, P: Tensor, starts: Tensor, points: int = 128,
                 decay: float = 1.0) -> Tensor:
     """Cycle rate dc/dt (D,) in cycles per second at which the circuit equations traverse each
     design's learned orbit (`_traversal_speeds`).
 
     P (D, P) designs, starts (D, n) their states at the start of the cycle window; the orbit is
     sampled at `points` equally spaced cycle fractions (uniform in c is uniform in time)."""
-    dtype = next(net.parameters()).dtype
+    dtype = next(model.cycle_net.parameters()).dtype
     cycles = ((torch.arange(points, dtype=torch.float64) + 0.5) / points).repeat(P.shape[0]).unsqueeze(1)
     PP = P.repeat_interleave(points, dim=0)
     u = model.circuit.space.to_unit(PP).to(dtype)
     t = torch.full((PP.shape[0],), model.circuit.tstop, dtype=torch.float64)  # autonomous: any time will do
     with torch.no_grad():
-        learned, dx_dc = model.cycle_values(net, cycles.to(dtype), u, starts.repeat_interleave(points, dim=0),
+        learned, dx_dc = model.cycle_values(cycles.to(dtype), u, starts.repeat_interleave(points, dim=0),
                                             with_rate=True, decay=decay)
         bound = model.physics.bind(PP)
         x = model.physics.pinned_values(bound, t).index_copy(1, model.learned_idx, learned)

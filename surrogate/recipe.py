@@ -70,7 +70,7 @@ class Recipe:
     """What the recipe decided for one circuit, and why (one line per decision)."""
 
     oscillator: bool
-    model: dict[str, Any]
+    model: dict[str, Any]  # the model variant (`_target_`) and its layout
     training: dict[str, Any]
     reasons: list[str] = field(default_factory=list)
 
@@ -247,8 +247,8 @@ def plan(circuit: Circuit, fixed_params: bool = False, max_windows: int = MAX_WI
                    f"has travelled {SWINGS_PER_WINDOW:g} swing(s) or its solver took {STEPS_PER_WINDOW} steps "
                    f"(at most {max_windows} windows), "
                    f"snapped to source corners")
-    model = {"windows": len(edges) + 1, "window_edges": edges or None, "state_input": bool(edges),
-             "time_scale": "none", "periodic_from": None, "row_scale": row_scale}
+    model = ({"_target_": "surrogate.models.WindowedSurrogate", "window_edges": edges, "state_input": True,
+              "row_scale": row_scale} if edges else {"_target_": "surrogate.models.PlainSurrogate", "row_scale": row_scale})
     return Recipe(oscillator=False, model=model, training={"start_cover": 4 if edges else 0}, reasons=reasons)
 
 
@@ -282,6 +282,6 @@ def _oscillator_plan(circuit: Circuit, row_scale: str, reasons: list[str], max_w
                    f"{CYCLE_AGREEMENT:.0%} from {start:.4g} s of warped time (latest of "
                    f"{sum(c is not None for c in cycles)} designs with two full cycles) -> "
                    f"{startup} start-up window(s) over [0, {periodic_from:.4g}] s, then one limit-cycle window")
-    model = {"windows": startup + 1, "window_edges": None, "state_input": False, "time_scale": "linearized",
+    model = {"_target_": "surrogate.models.LimitCycleSurrogate", "windows": startup + 1,
              "periodic_from": periodic_from, "row_scale": row_scale}
     return Recipe(oscillator=True, model=model, training={"start_cover": 0}, reasons=reasons)

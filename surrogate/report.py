@@ -27,12 +27,12 @@ def plot_waveforms(module, metrics: dict):
     fig, axes = plt.subplots(len(outputs), len(picks), figsize=(5.5 * len(picks), 1.9 * len(outputs) + 0.8),
                              sharex=True, squeeze=False)
     with torch.no_grad():
-        y = module.model.predict_batch(module.val_t, module.val_P[[k for k, _ in picks]])
-    t_ns = module.val_t.numpy() * 1e9
+        y = module.model.predict_batch(module.held_out.t, module.held_out.P[[k for k, _ in picks]])
+    t_ns = module.held_out.t.numpy() * 1e9
     for col, (k, label) in enumerate(picks):
         for row, out in enumerate(outputs):
             ax = axes[row, col]
-            ax.plot(t_ns, module.val_ref[k, :, row].numpy(), "-", lw=1.4, label="reference")
+            ax.plot(t_ns, module.held_out.ref[k, :, row].numpy(), "-", lw=1.4, label="reference")
             ax.plot(t_ns, y[col, :, row].numpy(), "--", lw=1.2, label="surrogate")
             ax.set_ylabel(out)
             ax.grid(alpha=0.3)

@@ -42,9 +42,13 @@ def circuit_config(cfg) -> dict[str, Any]:
     return OmegaConf.to_container(cfg.circuit, resolve=True)
 
 
+#: model keys that describe the network, kept when the recipe chooses the variant and its layout
+NETWORK_KEYS = ("width", "depth", "fourier", "activation", "corner_features", "dtype")
+
+
 def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
-    """The config with the automatic recipe's model layout and budgets filled in (`surrogate.recipe`),
-    and the recipe itself."""
+    """The config with the automatic recipe's model variant, layout and budgets filled in
+    (`surrogate.recipe`), and the recipe itself."""
     from omegaconf import OmegaConf
 
     from circuits.circuit import circuit_from_config
@@ -55,9 +59,8 @@ def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
                   max_windows=max_windows_for(budget_s, FIRST_PASS_SHARE))
     for line in recipe.reasons:
         log.info("recipe: %s", line)
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    for key, value in recipe.model.items():
-        cfg.model[key] = value
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    cfg.model = {**{k: cfg.model[k] for k in NETWORK_KEYS if k in cfg.model}, **recipe.model}
     oscillator = recipe.oscillator
     cfg.surrogate.update({"design_margin": 0.1, "lbfgs_steps": 100_000, "retry_factor": 30.0,
                           "lbfgs_designs": 128 if oscillator else 512, "lbfgs_times": 32 if oscillator else 4,
@@ -67,6 +70,37 @@ def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
     cfg.trainer.max_steps = ADAM_STEPS_PER_WINDOW * recipe.windows
     log.info("recipe: planned in %.0f s of a %.0f s budget", time.perf_counter() - began, budget_s)
     return cfg, recipe
+
+
+def build(cfg, circuit_cfg: dict, deadline: float):
+    """(module, data module, callbacks) from a composed config: `hydra.utils.instantiate` of its
+    `model`, `sampler` and `callbacks` nodes around the circuit."""
+    from hydra.utils import instantiate
+
+    from circuits.circuit import circuit_from_config
+    from surrogate.data import CollocationDataModule
+    from surrogate.held_out import HeldOut
+    from surrogate.module import PinnModule
+
+    s = cfg.surrogate
+    circuit = circuit_from_config(circuit_cfg, source=f"circuit={circuit_cfg.get('name')}")
+    # partial, then called: Hydra would try to turn a Circuit passed to instantiate into config
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(circuit=circuit)
+    sampler = instantiate(cfg.sampler, _partial_=True)(space=circuit.space)
+    held_out = HeldOut.draw(circuit, int(s.val_designs), int(s.val_points), int(cfg.seed), bool(s.fixed_params))
+    steps_per_window = max(1, int(cfg.trainer.max_steps) // model.windows)
+    module = PinnModule(model, sampler, held_out, lr=float(s.lr), causal_eps=float(s.causal_eps),
+                        steps_per_window=steps_per_window, seed=int(cfg.seed))
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    for cb in callbacks:
+        if hasattr(cb, "deadline"):  # TrainToTarget: the run's wall-clock budget
+            cb.deadline = deadline
+    dm = CollocationDataModule(circuit.space, circuit.tstop, breakpoints=model.physics.bind(None).breakpoints(),
+                               designs=int(s.designs_per_batch), times=int(s.times_per_design),
+                               fixed_params=bool(s.fixed_params), breakpoint_fraction=float(s.breakpoint_fraction),
+                               design_margin=float(s.design_margin), batches_per_epoch=int(s.batches_per_epoch),
+                               seed=int(cfg.seed))
+    return module, dm, callbacks
 
 
 def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
@@ -81,13 +115,11 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
 
     from circuits import io
     from surrogate.api import save_surrogate
+    from surrogate.callbacks import TrainToTarget, WindowSchedule, stalled_windows
+    from surrogate.callbacks.stall_retry import STALLED_FACTOR
     from surrogate.checkpoint_io import AtomicCheckpointIO
-    from surrogate.data import CollocationDataModule
     from surrogate.launch import check_ddp_launch, interrupted
-    from surrogate.module import CYCLE_ALLOWANCE, STALLED_FACTOR, PinnModule, stalled_windows
     from surrogate.report import plot_loss, plot_waveforms
-
-    from surrogate.target import TrainToTarget
 
     outdir = Path(outdir)
     began = time.perf_counter()
@@ -101,34 +133,18 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
     recipe = None
     if auto:
         cfg, recipe = apply_recipe(cfg, circuit_cfg, budget_s, began)
-    s = cfg.surrogate
-    max_steps = int(cfg.trainer.max_steps)
-    design_margin = float(s.get("design_margin", 0.0))
-    module = PinnModule(circuit_cfg, dict(OmegaConf.to_container(cfg.model, resolve=True)), lr=float(s.lr),
-                        causal_eps=float(s.causal_eps), val_designs=int(s.val_designs),
-                        val_points=int(s.val_points), seed=int(cfg.seed), fixed_params=bool(s.fixed_params),
-                        max_steps=max_steps, breakpoint_fraction=float(s.breakpoint_fraction),
-                        lbfgs_steps=int(s.lbfgs_steps), lbfgs_designs=int(s.get("lbfgs_designs") or s.designs_per_batch),
-                        lbfgs_times=int(s.get("lbfgs_times") or s.times_per_design),
-                        retry_factor=float(s.get("retry_factor", 30.0)), designs_per_batch=int(s.designs_per_batch),
-                        lbfgs_adaptive=float(s.get("lbfgs_adaptive", 0.0)),
-                        times_per_design=int(s.times_per_design), design_margin=design_margin,
-                        cycle_lbfgs_steps=int(s.get("cycle_lbfgs_steps", 0)),
-                        start_cover=int(s.get("start_cover", 0)), lbfgs_seconds=0.0,
-                        design_pool=int(s.get("design_pool", 0)))
+    module, dm, callbacks = build(cfg, circuit_cfg, deadline=began + budget_s if auto else 0.0)
+    schedule = next(cb for cb in callbacks if isinstance(cb, WindowSchedule))
+    target = next(cb for cb in callbacks if isinstance(cb, TrainToTarget))
     if auto:  # the first pass takes at most FIRST_PASS_SHARE of what is left; the target loop the rest
-        heavy = module.windows + (CYCLE_ALLOWANCE - 1 if recipe.oscillator else 0)
+        model = module.model
+        heavy = sum(model.cost_weight(k) for k in range(model.windows))
         left = began + budget_s - time.perf_counter()
-        module.hparams.lbfgs_seconds = min(WINDOW_ALLOWANCE_S, FIRST_PASS_SHARE * left / heavy)
-    breakpoints = module.model.physics.bind(None).breakpoints()
-    dm_kw = dict(designs=int(s.designs_per_batch), times=int(s.times_per_design),
-                 fixed_params=bool(s.fixed_params), breakpoints=breakpoints,
-                 breakpoint_fraction=float(s.breakpoint_fraction), design_margin=design_margin)
-    dm = CollocationDataModule(module.circuit.space, module.circuit.tstop, batches_per_epoch=int(s.batches_per_epoch),
-                               seed=int(cfg.seed), **dm_kw)
+        schedule.lbfgs_seconds = min(WINDOW_ALLOWANCE_S, FIRST_PASS_SHARE * left / heavy)
+    s = cfg.surrogate
     trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)
     ckpt = ModelCheckpoint(dirpath=outdir / "checkpoints", save_last=True, every_n_train_steps=int(s.checkpoint_every))
-    callbacks = [ckpt]
+    callbacks.append(ckpt)
     if trainer_kw.get("enable_progress_bar", True):
         from lightning.pytorch.callbacks import RichProgressBar
         callbacks.append(RichProgressBar())
@@ -140,27 +156,23 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     except SIGTERMException:  # Lightning stops with exit status 0: make it a failure that says how to resume
         raise interrupted(trainer, outdir) from None
-    adam_s = time.perf_counter() - t0
     if trainer.global_rank != 0:  # DDP: rank 0 finishes the run and writes every output file
         return {}
-    module.refine_window(module.windows - 1)  # earlier windows were refined when training moved on
-    target, target_median = float(s.get("target_nrmse", 0.01)), float(s.get("target_median_nrmse", 0.003))
-    loop = TrainToTarget(target, began + budget_s if auto else 0.0, module.steps_per_window, target_median)
-    metrics = loop.run(module)  # without the automatic recipe: the verdict only, no rounds
-    lbfgs = module.lbfgs_history
+    metrics = target.metrics
+    lbfgs = schedule.lbfgs_history
     train_s = time.perf_counter() - t0
-    stalled = stalled_windows(module.window_residuals)
+    stalled = stalled_windows(schedule.window_residuals)
     edges = module.model.edges
     for k in stalled:
         log.warning("window %d (%.4g-%.4g s) ended at L-BFGS residual %.3g, over %gx the median window's: "
                     "the waveform from there on may be off", k, float(edges[k]), float(edges[k + 1]),
-                    module.window_residuals[k], STALLED_FACTOR)
-    metrics.update({"circuit": module.circuit.name, "train_time_s": train_s, "adam_time_s": adam_s,
+                    schedule.window_residuals[k], STALLED_FACTOR)
+    metrics.update({"circuit": module.circuit.name, "train_time_s": train_s,
                     "steps": int(trainer.global_step), "lbfgs_evaluations": len(lbfgs),
                     "final_residual": lbfgs[-1] if lbfgs else None,
-                    "window_residuals": list(module.window_residuals), "stalled_windows": stalled,
+                    "window_residuals": list(schedule.window_residuals), "stalled_windows": stalled,
                     "fixed_params": bool(s.fixed_params), "total_time_s": time.perf_counter() - began,
-                    "recipe": "auto" if auto else "manual",
+                    "recipe": "auto" if auto else "manual", "model": module.model.kind,
                     "recipe_reasons": recipe.reasons if recipe else [],
                     "window_edges": [float(e) for e in module.model.edges]})
     save_surrogate(module.model, outdir / "surrogate.pt", metrics)

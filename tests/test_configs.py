@@ -12,17 +12,22 @@ from circuits.circuit import CONFIG_DIR, circuit_from_config
 from circuits.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 CIRCUITS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes(experiment):
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={experiment}"])
-    assert cfg.trainer.max_steps > 0 and cfg.circuit.name
-    if experiment == "ring5_causal":  # experiment values win over train.yaml's defaults
-        assert cfg.surrogate.fixed_params and cfg.surrogate.causal_eps == 100.0 and cfg.model.fourier == 8
+@pytest.mark.parametrize("variant, overrides", [
+    ("plain", []), ("windowed", ["model.window_edges=[1e-9,2e-9]"]),
+])
+def test_model_sampler_and_phase_configs_instantiate(variant, overrides):
+    """`_target_` configs build the model variant, the sampler and every training phase for a circuit."""
+    from surrogate.callbacks import TrainToTarget, WindowSchedule
+    from tests.surrogate_helpers import build_run
+
+    module, schedule, callbacks = build_run(["circuit=rc", f"model={variant}", "model.width=8", "model.depth=1",
+                                             "surrogate.val_designs=1", "surrogate.val_points=11", *overrides])
+    assert module.model.kind == variant and module.model.windows == (1 if variant == "plain" else 3)
+    assert isinstance(callbacks[0], WindowSchedule) and isinstance(callbacks[-1], TrainToTarget)
+    assert module.sampler.designs_per_batch == 32 and module.sampler.lbfgs_designs == 32  # null: an Adam batch's
 
 
 @pytest.mark.parametrize("circuit", CIRCUITS)

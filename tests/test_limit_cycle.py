@@ -7,7 +7,8 @@ import torch
 
 from circuits import load_circuit
 from circuits.circuit import circuit_from_config
-from surrogate.api import Surrogate, SurrogateError
+from surrogate.api import SurrogateError
+from surrogate.models import LimitCycleSurrogate, Surrogate
 from surrogate.time_scale import TimeScaleError
 from tests.test_surrogate import (assert_batch_matches_pointwise_and_round_trips,
                                   assert_gradient_matches_central_differences)
@@ -19,8 +20,8 @@ PERIOD = 0.98e-9  # any time unit will do for the plumbing; training measures th
 @pytest.fixture(scope="module")
 def cycle_model() -> Surrogate:
     torch.manual_seed(4)
-    model = Surrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9,
-                      period=PERIOD, dtype="float64")
+    model = LimitCycleSurrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9,
+                                period=PERIOD, dtype="float64", frequency_degree=0)
     with torch.no_grad():  # a frequency that varies over the box, as after training
         model.nets[-1].log_frequency[-1].weight.normal_(0.0, 0.3)
     return model
@@ -28,7 +29,9 @@ def cycle_model() -> Surrogate:
 
 def test_edges_are_start_up_windows_then_one_cycle_window(cycle_model):
     assert cycle_model.windows == 3
-    assert torch.allclose(cycle_model.edges, torch.tensor([0.0, 0.5e-9, 1e-9, 4e-9], dtype=torch.float64))
+    edges = cycle_model.edges
+    assert torch.allclose(edges[:3], torch.tensor([0.0, 0.5e-9, 1e-9], dtype=torch.float64))
+    assert float(edges[3]) >= cycle_model.circuit.tstop  # the cycle runs to the fastest design's warped tstop
 
 
 def assert_continuous_at_the_cycle_start(m: Surrogate, P: torch.Tensor, window: int = -1) -> None:
@@ -53,7 +56,7 @@ def test_cycle_window_is_continuous_and_exactly_periodic(cycle_model):
     with torch.no_grad():
         freq = m.nets[-1].frequency(m.circuit.space.to_unit(P)).squeeze(1)
         assert float(freq.max() / freq.min()) > 1.05  # the designs really run at different speeds
-        cycle = PERIOD / freq
+        cycle = PERIOD / freq / m.time_factor(P)  # the cycle's time runs at t·s(p)
         t1 = torch.full((4,), 1.7e-9, dtype=torch.float64)
         a = m.state(t1, P)[:, learned]
         b = m.state(t1 + cycle, P)[:, learned]
@@ -86,35 +89,36 @@ def test_cycle_model_batch_pointwise_round_trip_and_gradient(cycle_model, tmp_pa
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"windows": 1, "periodic_from": 1e-9}, "windows >= 2"),
-    ({"windows": 3, "periodic_from": 5e-9}, "periodic_from must lie"),
-    ({"window_edges": [1e-9], "periodic_from": 1e-9}, "window_edges"),
+    ({"windows": 3, "periodic_from": 50e-9}, "periodic_from must lie"),
 ])
 def test_bad_limit_cycle_settings_are_one_line_errors(kwargs, match):
     with pytest.raises(SurrogateError, match=match):
-        Surrogate(load_circuit("ring5"), width=8, depth=1, period=PERIOD, **kwargs)
+        LimitCycleSurrogate(load_circuit("ring5"), width=8, depth=1, period=PERIOD, **kwargs)
 
 
 def test_limit_cycle_needs_an_autonomous_oscillating_circuit():
-    with pytest.raises(SurrogateError, match="autonomous"):  # rc has a PULSE source
-        Surrogate(load_circuit("rc"), width=8, depth=1, windows=2, periodic_from=1e-9)
+    with pytest.raises((SurrogateError, TimeScaleError), match="autonomous"):  # rc has a PULSE source
+        LimitCycleSurrogate(load_circuit("rc"), width=8, depth=1, windows=2, periodic_from=1e-9)
     with pytest.raises(TimeScaleError, match="does not oscillate"):  # the nominal period is measured
-        Surrogate(circuit_from_config(RC_DISCHARGE), width=8, depth=1, windows=2, periodic_from=1e-9)
+        LimitCycleSurrogate(circuit_from_config(RC_DISCHARGE), width=8, depth=1, windows=2, periodic_from=1e-9)
 
 
 def test_settling_start_is_continuous_has_the_right_rate_and_becomes_periodic():
     """periodic_settle > 0: x = scale·y(c) + (start − scale·y(0))·exp(−n/settle) leaves the start
     state continuously, its rate is d/dt of the state, and it settles onto the periodic orbit."""
     torch.manual_seed(5)
-    m = Surrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9, period=PERIOD,
-                  periodic_settle=0.25, dtype="float64")
+    m = LimitCycleSurrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9, period=PERIOD,
+                            periodic_settle=0.25, dtype="float64", frequency_degree=0)
     P = m.circuit.space.sample_sobol(3)
     learned = m.learned_idx
     assert_continuous_at_the_cycle_start(m, P)
     assert_rate_matches_finite_differences(m, P, torch.tensor([1.1e-9, 1.6e-9, 3.3e-9], dtype=torch.float64))
     with torch.no_grad():
         freq = m.nets[-1].frequency(m.circuit.space.to_unit(P)).squeeze(1)
-        early, late = torch.full((3,), 1.05e-9, dtype=torch.float64), torch.full((3,), 3.0e-9, dtype=torch.float64)
-        gap = lambda t0: (m.state(t0 + PERIOD / freq, P) - m.state(t0, P))[:, learned].abs().max()  # noqa: E731
+        cycle = PERIOD / freq / m.time_factor(P)
+        early = torch.full((3,), 1.05e-9, dtype=torch.float64)
+        late = early + 2.2 * cycle  # 2.2 cycles later: exp(-2.2 / 0.25) = 1.5e-4
+        gap = lambda t0: (m.state(t0 + cycle, P) - m.state(t0, P))[:, learned].abs().max()  # noqa: E731
         assert float(gap(late)) < 1e-3 * float(gap(early))  # exp(−2 cycles / 0.25) = 3e-4
 
 
@@ -124,13 +128,14 @@ def shipped_ring5():
     from pathlib import Path
 
     from surrogate.api import load_surrogate
+    from surrogate.held_out import HeldOut
     from surrogate.module import PinnModule
+    from surrogate.sampling import WindowSampler
 
     shipped = load_surrogate(Path(__file__).resolve().parent.parent / "pretrained" / "ring5.pt")
-    net = {**shipped.hparams_net, "time_coef": shipped.time_coef}
-    module = PinnModule(dict(shipped.circuit.config), net, val_designs=1, val_points=11)
-    module.model.nets.load_state_dict(shipped.nets.state_dict())
-    return module
+    shipped.train()
+    sampler = WindowSampler(shipped.circuit.space)
+    return PinnModule(shipped, sampler, HeldOut.draw(shipped.circuit, 0, 11, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +182,7 @@ def test_shipped_frequency_matches_the_reference_period(shipped_ring5, shipped_r
     net = model.nets[last]
     with torch.no_grad():
         F = net.frequency(model.circuit.space.to_unit(P).to(next(net.parameters()).dtype)).squeeze(1).double()
-        rates = orbit_rates(model, net, P, module.window_start_states(P, last))
+        rates = orbit_rates(model, P, module.window_start_states(P, last))
     net_period = model.hparams_net["period"] / (F * model.time_factor(P))
     assert float((net_period / ref_period - 1).abs().max()) < 3e-3
     assert float((1 / rates / ref_period - 1).abs().max()) < 3e-3
@@ -198,9 +203,11 @@ def test_projected_rate_nearly_minimises_the_residual_of_the_shape(shipped_ring5
     with torch.no_grad():
         head.linear.weight.mul_(0.5)  # the rate off by up to a few %
         head.linear.bias.add_(0.02)
-    assert module.project_rate(window, designs=128)
+    from surrogate.callbacks import RateProjection
+
+    assert RateProjection(designs=128).project(module, window)
     designs = module.circuit.space.sample_sobol(16, seed=3)
-    t = module.window_times(256, 16, window, seed=4)
+    t = module.sampler.window_times(module.model, 256, 16, window, seed=4)
 
     def loss(shift: float) -> float:
         with torch.no_grad():
@@ -219,23 +226,28 @@ def test_projected_rate_nearly_minimises_the_residual_of_the_shape(shipped_ring5
 
 
 def test_a_projection_that_raises_the_residual_is_undone(shipped_ring5, monkeypatch):
-    """`_lbfgs` keeps the previous rate when the projection makes the window's residual worse (what a
-    collapsed cycle's meaningless speeds do)."""
+    """The rate projection after an L-BFGS run is undone when it makes the window's residual worse
+    (what a collapsed cycle's meaningless speeds do)."""
+    from surrogate.callbacks import RateProjection, WindowSchedule
+
     module = shipped_ring5
     net = module.model.nets[0]
     kept = {k: v.clone() for k, v in net.state_dict().items()}
-    t, P, starts = module.lbfgs_points(0, seed=5)
+    t, P, starts = module.sampler.lbfgs_points(module.model, 0, seed=5)
     P, starts = P[::8], starts[::8]  # 16 designs x 4 times keep it quick
     t = t[::8]
+    projection = RateProjection()
 
-    def bad_projection(window, designs=0):
+    def bad_projection(module, window):
         with torch.no_grad():
             net.log_rate.linear.bias.add_(0.3)  # 35 % too fast
         return True
 
-    monkeypatch.setattr(module, "project_rate", bad_projection)
+    monkeypatch.setattr(projection, "project", bad_projection)
+    schedule = WindowSchedule(lbfgs_steps=2)
+    schedule.phases = [projection]
     before = net.log_rate.linear.bias.detach().clone()
-    module._lbfgs(0, t, P, starts, steps=2)
+    schedule.optimise(module, 0, (t, P, starts))
     assert torch.equal(net.log_rate.linear.bias.detach(), before)
     monkeypatch.undo()
     net.load_state_dict(kept)
@@ -244,16 +256,16 @@ def test_a_projection_that_raises_the_residual_is_undone(shipped_ring5, monkeypa
 def test_check_cycle_accepts_the_shipped_cycle_and_flags_a_collapsed_one(shipped_ring5):
     """The shipped ring5 cycle agrees with its own start-up windows' last period; a cycle flattened to
     its start state (what a collapse onto the DC point looks like between jumps) does not."""
-    from surrogate.module import CYCLE_MISMATCH_LIMIT
+    from surrogate.callbacks.limit_cycle import CYCLE_MISMATCH_LIMIT, CycleDistillation
 
     module = shipped_ring5
     last = module.windows - 1
-    assert module.check_cycle(last, seed=3) < CYCLE_MISMATCH_LIMIT / 10
+    assert CycleDistillation.check(module, seed=3) < CYCLE_MISMATCH_LIMIT / 10
     out = module.model.nets[last].cycle.mlp[-1]
     kept = out.weight.detach().clone()
     with torch.no_grad():
         out.weight.zero_()
-    flattened = module.check_cycle(last, seed=3)
+    flattened = CycleDistillation.check(module, seed=3)
     with torch.no_grad():
         out.weight.copy_(kept)
     assert flattened > 10 * CYCLE_MISMATCH_LIMIT
@@ -276,8 +288,8 @@ def test_legendre_head_features_are_products_of_legendre_polynomials():
 @pytest.fixture(scope="module")
 def legendre_cycle_model() -> Surrogate:
     torch.manual_seed(6)
-    model = Surrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9,
-                      period=PERIOD, dtype="float64", frequency_degree=3)
+    model = LimitCycleSurrogate(load_circuit("ring5"), width=12, depth=2, windows=3, periodic_from=1e-9,
+                                period=PERIOD, dtype="float64", frequency_degree=3)
     with torch.no_grad():  # F(p) and the start-up windows' time rates g(p) vary over the box
         model.nets[-1].log_frequency.linear.weight.normal_(0.0, 0.1)
         for net in model.nets[:-1]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from circuits.circuit import circuit_from_config
-from surrogate.api import Surrogate
+from surrogate.models import PlainSurrogate
 from surrogate.rates import _traversal_speeds
 from tests.test_time_scale import RC_DISCHARGE
 
@@ -15,7 +15,7 @@ def test_traversal_speed_of_a_distorted_rc_discharge_is_its_time_consistent_spee
     σ(w) = w + a·w²/W takes σ(W) = (1 + a)·W of physical time over w ∈ [0, W]: the traversal speed
     must be 1/(1 + a) for every design.  The single least-squares speed of the window, which weights
     the fast start by its larger rate, is measurably off."""
-    model = Surrogate(circuit_from_config(RC_DISCHARGE), width=4, depth=1, dtype="float64")
+    model = PlainSurrogate(circuit_from_config(RC_DISCHARGE), width=4, depth=1, dtype="float64")
     P = torch.tensor([[1e3, 1e-12], [2e3, 0.6e-12]], dtype=torch.float64)
     tau = P[:, 0] * P[:, 1]
     points, a = 200, 0.2
@@ -37,7 +37,7 @@ def test_traversal_speed_of_a_distorted_rc_discharge_is_its_time_consistent_spee
 def test_a_shape_that_does_not_move_with_the_equations_gets_its_non_positive_speed():
     """A shape running against the dynamics (a collapsed window) reports its least-squares speed,
     which is negative, so `project_rate` rejects it instead of fitting a harmonic mean."""
-    model = Surrogate(circuit_from_config(RC_DISCHARGE), width=4, depth=1, dtype="float64")
+    model = PlainSurrogate(circuit_from_config(RC_DISCHARGE), width=4, depth=1, dtype="float64")
     P = torch.tensor([[1e3, 1e-12]], dtype=torch.float64).repeat(8, 1)
     bound = model.physics.bind(P)
     t = torch.zeros(8, dtype=torch.float64)

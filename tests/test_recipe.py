@@ -58,17 +58,17 @@ def test_quiet_stretches_stay_one_window_and_each_swing_gets_one():
 
 def test_the_recipe_plans_windows_for_driven_circuits_and_no_limit_cycle():
     rc = plan(load_circuit("rc"))
-    assert not rc.oscillator and rc.model["time_scale"] == "none" and rc.model["periodic_from"] is None
+    assert not rc.oscillator and rc.model["_target_"] != "surrogate.models.LimitCycleSurrogate"
     amp = plan(load_circuit("amp"))
     # v(d) follows a 1 GHz sine for 4 ns: about two swings per period, one window each
     assert not amp.oscillator and 7 <= amp.windows <= 10
-    assert amp.model["state_input"]
+    assert amp.model["_target_"] == "surrogate.models.WindowedSurrogate" and amp.model["state_input"]
 
 
 @pytest.mark.slow
 def test_the_recipe_finds_ring5_an_oscillator_and_feram_not():
     ring = plan(load_circuit("ring5"))
-    assert ring.oscillator and ring.model["time_scale"] == "linearized"
+    assert ring.oscillator and ring.model["_target_"] == "surrogate.models.LimitCycleSurrogate"
     assert 0 < ring.model["periodic_from"] < load_circuit("ring5").tstop
     feram = plan(load_circuit("feram"))
     assert not feram.oscillator and feram.model["row_scale"] == "mixed"
@@ -78,20 +78,15 @@ def test_the_recipe_finds_ring5_an_oscillator_and_feram_not():
 # train to a target: the window where the error is made is refined, then split
 
 
-def _tiny_rc_module(tmp_windows: list[float]):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+def _tiny_rc_run(edges: list[float]):
+    from tests.surrogate_helpers import build_run
 
-    from surrogate.module import PinnModule
-    from tests.test_train import CONFIGS
-
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["circuit=rc", "recipe=manual"])
-    model = {**OmegaConf.to_container(cfg.model), "width": 16, "depth": 2, "window_edges": tmp_windows,
-             "state_input": True}
     torch.manual_seed(0)
-    return PinnModule(OmegaConf.to_container(cfg.circuit), model, lr=1e-2, fixed_params=True, val_points=301,
-                      lbfgs_steps=60, lbfgs_designs=1, lbfgs_times=256, designs_per_batch=1, times_per_design=128)
+    return build_run(["circuit=rc", "model=windowed", f"model.window_edges={edges}", "model.width=16",
+                      "model.depth=2", "surrogate.lr=1e-2", "surrogate.fixed_params=true",
+                      "surrogate.val_points=301", "surrogate.lbfgs_steps=60", "surrogate.lbfgs_designs=1",
+                      "surrogate.lbfgs_times=256", "surrogate.designs_per_batch=1", "surrogate.times_per_design=128",
+                      "trainer.max_steps=2000"])
 
 
 def test_the_stalled_window_is_refined_then_split_and_its_error_falls(tmp_path):
@@ -102,35 +97,35 @@ def test_the_stalled_window_is_refined_then_split_and_its_error_falls(tmp_path):
     import time
 
     from surrogate.api import load_surrogate, save_surrogate
-    from surrogate.target import TrainToTarget, window_errors
+    from surrogate.callbacks import TrainToTarget
 
-    module = _tiny_rc_module([3e-9])
-    t, designs, starts = module.lbfgs_points(1, seed=3)
-    module._adam_window(1, 150, seed=1)
-    module._lbfgs(1, t, designs, starts, 60)
-    module.window_residuals[:] = [float("nan"), float("nan")]
-    before, _, _ = window_errors(module)
+    module, schedule, _ = _tiny_rc_run([3e-9])
+    t, designs, starts = schedule.lbfgs_points(module, 1, seed=3)
+    schedule.adam(module, 1, 150, seed=1)
+    schedule.optimise(module, 1, (t, designs, starts), steps=60)
+    schedule.window_residuals[:] = [float("nan"), float("nan")]
+    before, _, _ = module.held_out.window_errors(module.model)
     loop = TrainToTarget(target=1e-9, deadline=time.perf_counter() + 40, adam_steps=150)
     # stop the clock after the first split
     real_split = loop._split_and_retrain
 
-    def split_then_stop(module, k, seed):
-        real_split(module, k, seed)
+    def split_then_stop(module, schedule, k, seed):
+        real_split(module, schedule, k, seed)
         loop.deadline = 0.0
 
     loop._split_and_retrain = split_then_stop
-    metrics = loop.run(module)
+    metrics = loop.run(module, schedule)
     actions = [(r["window"], r["action"]) for r in loop.history]
     assert actions[0] == (0, "refined") and actions[-1] == (0, "split") and len(actions) <= 3
     assert module.model.windows == 3 and float(module.model.edges[1]) == pytest.approx(1.5e-9)
-    after, _, _ = window_errors(module)
+    after, _, _ = module.held_out.window_errors(module.model)
     assert max(after[0], after[1]) < 0.1 * before[0]
     assert metrics["target_met"] is False and len(metrics["target_rounds"]) == len(actions)
     save_surrogate(module.model, tmp_path / "s.pt")
     grid = torch.linspace(0, module.circuit.tstop, 97, dtype=torch.float64)
     with torch.no_grad():
-        again = load_surrogate(tmp_path / "s.pt").predict_batch(grid, module.val_P)
-        now = module.model.predict_batch(grid, module.val_P)
+        again = load_surrogate(tmp_path / "s.pt").predict_batch(grid, module.held_out.P)
+        now = module.model.predict_batch(grid, module.held_out.P)
     assert torch.allclose(again, now, atol=1e-6)
 
 
@@ -155,7 +150,7 @@ def test_a_run_that_misses_its_target_exits_3_and_says_so(tmp_path):
 
 
 def test_the_loop_works_where_the_error_grows_not_where_it_is_inherited():
-    from surrogate.target import TrainToTarget
+    from surrogate.callbacks import TrainToTarget
 
     loop = TrainToTarget(target=0.01, deadline=0.0, adam_steps=1, target_median=0.003)
     # window 1 makes the error (0.002 -> 0.03), window 2 inherits and adds little
@@ -195,7 +190,7 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
 
     from torch import nn
 
-    import surrogate.target as target
+    from surrogate.callbacks import TrainToTarget
 
     def metrics(worst, median):
         return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
@@ -207,17 +202,16 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
         (torch.tensor([0.002, 0.08]), torch.tensor([0.001, 0.03]), metrics(0.08, 0.03)),
     ]
     calls = iter(script)
-    monkeypatch.setattr(target, "window_errors", lambda module: next(calls))
     model = SimpleNamespace(nets=nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)]),
                             edges=torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), windows=2,
-                            hparams_net={"periodic_from": 1.0}, time_coef=torch.zeros(1))
+                            can_split=lambda k: False)
     first = model.nets
-    module = SimpleNamespace(model=model, hparams={"seed": 0, "lbfgs_seconds": 0.0, "lbfgs_steps": 1},
-                             window_residuals=[0.0, 0.0], circuit=SimpleNamespace(tstop=2.0),
-                             lbfgs_points=lambda k, seed: (None, None, None), _lbfgs=lambda *a: [1.0])
-    module.hparams = SimpleNamespace(**module.hparams, get=lambda key, default=None: 0.0)
-    loop = target.TrainToTarget(target=0.01, deadline=time.perf_counter() + 60, adam_steps=1, target_median=0.003)
-    out = loop.run(module)
+    module = SimpleNamespace(model=model, hparams=SimpleNamespace(seed=0),
+                             held_out=SimpleNamespace(window_errors=lambda model: next(calls)))
+    schedule = SimpleNamespace(window_residuals=[0.0, 0.0], lbfgs_seconds=0.0,
+                               lbfgs_points=lambda module, k, seed: None, optimise=lambda *a: [1.0])
+    loop = TrainToTarget(target=0.01, deadline=time.perf_counter() + 60, adam_steps=1, target_median=0.003)
+    out = loop.run(module, schedule)
     assert [r["action"] for r in loop.history] == ["refined", "refined, undone", "refined, undone"]
     assert [r["window"] for r in loop.history] == [1, 1, 1]
     assert out["nrmse_worst_overall"] == 0.05 and out["target_met"] is False

@@ -9,12 +9,13 @@ import torch
 
 from circuits import load_circuit, simulate
 from surrogate.api import Surrogate, SurrogateError, load_surrogate, save_surrogate
+from surrogate.models import PlainSurrogate, WindowedSurrogate
 
 
 @pytest.fixture(scope="module")
 def rc_model() -> Surrogate:
     torch.manual_seed(0)
-    return Surrogate(load_circuit("rc"), width=16, depth=2, fourier=2)
+    return PlainSurrogate(load_circuit("rc"), width=16, depth=2, fourier=2)
 
 
 def test_residual_vanishes_on_the_reference_solution(rc_model):
@@ -112,7 +113,7 @@ def test_load_rejects_bad_files(tmp_path):
 
 def test_amp_initial_state_is_the_operating_point_with_gradient():
     torch.manual_seed(0)
-    model = Surrogate(load_circuit("amp"), width=8, depth=1)
+    model = PlainSurrogate(load_circuit("amp"), width=8, depth=1)
     P = torch.tensor([[4e3, 2e-6, 20e-15]], dtype=torch.float64, requires_grad=True)
     x0 = model.physics.initial_state(model.physics.bind(P))
     d = model.physics.dae.index("v(d)")
@@ -130,7 +131,7 @@ def test_amp_initial_state_is_the_operating_point_with_gradient():
 @pytest.fixture(scope="module")
 def windowed_model() -> Surrogate:
     torch.manual_seed(1)
-    return Surrogate(load_circuit("rc"), width=16, depth=2, windows=3)
+    return WindowedSurrogate(load_circuit("rc"), width=16, depth=2, windows=3)
 
 
 def test_windowed_waveform_is_continuous_at_window_edges(windowed_model):
@@ -223,7 +224,7 @@ def test_terms_row_scale_of_rc_is_twice_the_rms_capacitor_current():
 def test_explicit_window_edges_round_trip_and_bad_edges(tmp_path):
     circuit = load_circuit("rc")
     torch.manual_seed(2)
-    m = Surrogate(circuit, width=8, depth=1, window_edges=[1e-9, 1.5e-9])
+    m = WindowedSurrogate(circuit, width=8, depth=1, window_edges=[1e-9, 1.5e-9])
     assert m.windows == 3
     assert torch.equal(m.edges, torch.tensor([0.0, 1e-9, 1.5e-9, circuit.tstop], dtype=torch.float64))
     save_surrogate(m, tmp_path / "w.pt")
@@ -234,7 +235,7 @@ def test_explicit_window_edges_round_trip_and_bad_edges(tmp_path):
         assert torch.allclose(back.predict_batch(t, P), m.predict_batch(t, P), rtol=0, atol=1e-12)
     for bad in ([2e-9, 1e-9], [0.0, 1e-9], [circuit.tstop]):
         with pytest.raises(SurrogateError, match="window_edges"):
-            Surrogate(circuit, width=8, depth=1, window_edges=bad)
+            WindowedSurrogate(circuit, width=8, depth=1, window_edges=bad)
 
 
 def test_farthest_points_keeps_isolated_rows_and_covers_better_than_random():

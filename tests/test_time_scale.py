@@ -9,7 +9,7 @@ from circuits import load_circuit
 from circuits.circuit import circuit_from_config
 from circuits.measure import period
 from circuits.simulation import simulate_batch
-from surrogate.api import Surrogate
+from surrogate.models import LimitCycleSurrogate, Surrogate
 from surrogate.time_scale import TimeScaleError, fit_time_scale, linearised_rate
 from tests.test_surrogate import (assert_batch_matches_pointwise_and_round_trips,
                                   assert_gradient_matches_central_differences)
@@ -36,8 +36,8 @@ def test_linearised_rate_of_an_rc_discharge_is_one_over_rc():
 @pytest.fixture(scope="module")
 def ring_model() -> Surrogate:
     torch.manual_seed(2)
-    return Surrogate(load_circuit("ring5"), width=8, depth=2, windows=4, state_input=True,
-                     time_scale="linearized", dtype="float64")
+    return LimitCycleSurrogate(load_circuit("ring5"), width=8, depth=2, windows=4, periodic_from=3e-9,
+                               state_input=True, frequency_degree=0, dtype="float64")
 
 
 def test_ring5_time_unit_tracks_the_reference_period(ring_model):
@@ -63,25 +63,28 @@ def test_warped_surrogate_batch_pointwise_round_trip_and_gradient(ring_model, tm
 
 def test_time_scale_rejects_circuits_with_source_corners():
     with pytest.raises(TimeScaleError, match="autonomous"):
-        Surrogate(load_circuit("rc"), width=8, depth=1, time_scale="linearized")
+        LimitCycleSurrogate(load_circuit("rc"), width=8, depth=1, periodic_from=1e-9)
 
 
 def test_late_windows_train_only_designs_that_reach_them_and_adaptive_points_have_larger_residuals():
     """With a time scale, window k's collocation designs all have tstop·s(p) beyond the window's
     start; lbfgs_adaptive swaps half the L-BFGS set for the largest residuals of 4x candidates."""
-    from surrogate.module import PinnModule
+    from functools import partial
+
+    from tests.surrogate_helpers import build_run
 
     torch.manual_seed(3)
-    net = {"width": 8, "depth": 1, "windows": 6, "time_scale": "linearized", "dtype": "float64"}
-    module = PinnModule(dict(load_circuit("ring5").config), net, val_designs=1, val_points=11,
-                        lbfgs_designs=8, lbfgs_times=8, lbfgs_adaptive=0.5)
-    model = module.model
+    module, _, _ = build_run(["circuit=ring5", "model=limit_cycle", "model.width=8", "model.depth=1",
+                              "model.windows=6", "model.periodic_from=3.6e-9", "model.frequency_degree=0",
+                              "model.dtype=float64", "surrogate.val_designs=1", "surrogate.val_points=11",
+                              "surrogate.lbfgs_designs=8", "surrogate.lbfgs_times=8", "surrogate.lbfgs_adaptive=0.5"])
+    model, sampler = module.model, module.sampler
     last = model.windows - 1
-    designs = module._designs(16, seed=5, window=last)
+    designs = sampler.designs(model, 16, seed=5, window=last)
     assert bool((model.circuit.tstop * model.time_factor(designs) > model.edges[last]).all())
-    t, P, starts = module.lbfgs_points(window=1, seed=9)
+    t, P, starts = sampler.lbfgs_points(model, 1, seed=9, residuals=partial(module.point_residuals, window=1))
     assert t.shape == (64,) and P.shape == (64, 3) and starts.shape[0] == 64
     with torch.no_grad():
-        r2 = module.point_residuals(t, P, 1, starts)
+        r2 = module.point_residuals(t, P, starts, 1)
     uniform, chosen = r2[:32], r2[32:]
     assert float(chosen.min()) >= float(uniform.median())

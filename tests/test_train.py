@@ -70,13 +70,13 @@ def test_a_window_far_worse_than_the_earlier_ones_is_retrained_and_the_better_ke
     import logging
 
     overrides = ["circuit=rc", "recipe=manual", "surrogate.fixed_params=true", "trainer.max_steps=20",
-                 "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1", "model.windows=2",
-                 "surrogate.designs_per_batch=2", "surrogate.times_per_design=16", "surrogate.lbfgs_steps=5",
+                 "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1", "model=windowed", "model.windows=2",
+                 "model.state_input=false", "surrogate.designs_per_batch=2", "surrogate.times_per_design=16", "surrogate.lbfgs_steps=5",
                  "surrogate.retry_factor=1e-9", "surrogate.val_designs=2", "surrogate.val_points=21",
                  "trainer.check_val_every_n_epoch=100"]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    with caplog.at_level(logging.INFO, logger="surrogate.module"):
+    with caplog.at_level(logging.INFO, logger="surrogate"):
         metrics = run_train(cfg, tmp_path)
     assert len(metrics["window_residuals"]) == 2 and isinstance(metrics["stalled_windows"], list)
     text = caplog.text
@@ -91,21 +91,14 @@ def test_a_window_far_worse_than_the_earlier_ones_is_retrained_and_the_better_ke
 def test_start_cover_designs_cover_design_and_start_state_better_than_sobol():
     """start_cover=4: window 1's collocation designs are 8 of 32 Sobol designs whose (p, start state)
     covering radius over the 32 is smaller than that of the first 8 Sobol designs (plain sampling)."""
-    from omegaconf import OmegaConf
+    from tests.surrogate_helpers import build_run
 
-    from surrogate.module import PinnModule
-
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["circuit=rc", "recipe=manual", "model.windows=2",
-                                                      "model.state_input=true",
-                                                      "model.width=8", "model.depth=1"])
     torch.manual_seed(0)
-    module = PinnModule(OmegaConf.to_container(cfg.circuit, resolve=True),
-                        dict(OmegaConf.to_container(cfg.model, resolve=True)), val_designs=2, val_points=11,
-                        start_cover=4)
+    module, _, _ = build_run(["circuit=rc", "model=windowed", "model.windows=2", "model.width=8", "model.depth=1",
+                              "surrogate.val_designs=2", "surrogate.val_points=11", "surrogate.start_cover=4"])
     space = module.circuit.space
     candidates = space.sample_sobol(32, seed=5)
-    chosen = module._designs(8, seed=5, window=1)
+    chosen = module.sampler.designs(module.model, 8, seed=5, window=1)
     assert all(bool((candidates == row).all(dim=1).any()) for row in chosen)
     sf = module.model.state_features
 
@@ -117,11 +110,11 @@ def test_start_cover_designs_cover_design_and_start_state_better_than_sobol():
         return float(torch.cdist(features(candidates), features(P)).min(dim=1).values.max())
 
     assert covering_radius(chosen) < covering_radius(candidates[:8])
-    assert torch.equal(module._designs(8, seed=5, window=0), space.sample_sobol(8, seed=5))  # window 0: plain Sobol
+    assert torch.equal(module.sampler.designs(module.model, 8, seed=5, window=0), space.sample_sobol(8, seed=5))  # window 0: plain Sobol
 
 
 def test_stalled_windows_are_those_far_above_the_median_window():
-    from surrogate.module import stalled_windows
+    from surrogate.callbacks import stalled_windows
 
     assert stalled_windows([1e-5, 2e-5, 1e-5, 25.0, 3e-5]) == [3]  # FeRAM seed 1's 10.75-11 ns window
     assert stalled_windows([4e-9, 1e-6, 5e-5]) == []  # quiet windows: below the retry floor
