@@ -194,12 +194,22 @@ def _strip_comment(line: str) -> str:
     return line[: m.start()] if m else line
 
 
-def _logical_lines(text: str, file: str, first: int) -> list[_Line]:
-    """Join ``+`` continuations and drop comments/blank lines, starting at 1-based line ``first``."""
+# ngspice 39 turns a line starting with one of these into a comment, with a warning (measured:
+# a model's closing ')' on a line of its own)
+_UNUSUAL_LEADING = set("=[]?()&%$\"!:,;\f")
+
+
+def _logical_lines(text: str, file: str, first: int, ignored: list[str] | None = None) -> list[_Line]:
+    """Join ``+`` continuations and drop comments/blank lines, starting at 1-based line ``first``;
+    lines that ngspice comments out (`_UNUSUAL_LEADING`) are added to ``ignored``."""
     out: list[_Line] = []
     for no, raw in enumerate(text.split("\n")[first - 1:], first):
         line = _strip_comment(raw.rstrip("\r")).strip()
         if not line or line.startswith("*"):
+            continue
+        if line[0] in _UNUSUAL_LEADING:
+            if ignored is not None:
+                ignored.append(f"'{line[:20]}' (line {no}, a comment to ngspice)")
             continue
         if line.startswith("+"):
             if not out:
@@ -225,12 +235,13 @@ class _Reader:
     def __init__(self) -> None:
         self.stack: list[Path] = []
         self.control: list[_Line] = []  # lines inside .control ... .endc
+        self.ignored: list[str] = []  # lines ngspice reads as comments
 
     def read(self, text: str, file: str, base_dir: Path, first: int) -> list[_Line]:
         """Logical lines of ``text`` with includes expanded."""
         out: list[_Line] = []
         block: _Line | None = None  # the open .control card
-        for line in _logical_lines(text, file, first):
+        for line in _logical_lines(text, file, first, self.ignored):
             card = line.text.split(None, 1)[0].lower()
             if block is not None:
                 if card == ".endc":
@@ -362,6 +373,11 @@ def _split_call(word: str, loc: SourceLoc) -> tuple[str, list[str]] | None:
     if "{" in head or "'" in head:
         return None
     return head, _tokenize(word[p + 1:-1], loc)
+
+
+def _bare(text: str) -> str:
+    """The text without its ``{...}`` and ``'...'`` groups."""
+    return re.sub(r"\{[^{}]*\}|'[^']*'", "", text)
 
 
 def _err(loc: SourceLoc, message: str) -> NetlistError:
@@ -841,7 +857,10 @@ class _Structure:
             if card != ".func":  # (.func: read before the other cards, see `_user_functions`)
                 self.ignore(card, line.loc)
             return
-        toks = _tokenize(line.text, line.loc)
+        text = line.text
+        if card == ".model":  # ngspice's model reader takes an unclosed '(' (its ')' line is a comment)
+            text += ")" * max(0, _bare(text).count("(") - _bare(text).count(")"))
+        toks = _tokenize(text, line.loc)
         if not toks:
             return
         if toks[0].startswith("."):
@@ -1169,7 +1188,7 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
         structure.control_tran(reader.control)
         elements, params, ic = _Flattener(structure).run()
     nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file,
-                 structure.options, structure.ignored)
+                 structure.options, reader.ignored + structure.ignored)
     _check_elements(nl)
     uic = nl.tran is not None and nl.tran.uic
     nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"

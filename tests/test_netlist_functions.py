@@ -116,3 +116,18 @@ R2 a 0 1k
 .end
 """)
     assert worst_vs_ngspice(path) < 1e-3
+
+
+def test_lines_ngspice_comments_out_are_listed_as_ignored():
+    nl = parse_netlist("t\nV1 1 0 1\nR1 1 2 1k\nD1 2 0 dm\n.model dm D (\n+ IS=1e-14\n+ N=1\n)\n"
+                       ".tran 1u 10u\n")
+    assert nl.models["dm"].params["is"].value() == 1e-14  # the unclosed '(' of the .model card
+    assert "')' (line 8, a comment to ngspice)" in nl.ignored
+
+
+@needs_ngspice
+def test_model_with_its_closing_paren_on_a_line_of_its_own_matches_ngspice(tmp_path):
+    path = tmp_path / "deck.cir"
+    path.write_text("paren\nV1 1 0 SIN(0 1 1k)\nR1 1 2 1k\nD1 2 0 dm\nC1 2 0 1u\n"
+                    ".model dm D (\n+ IS=1e-12\n+ N=1.5\n)\n.tran 10u 2m\n.end\n")
+    assert worst_vs_ngspice(path) < 1e-3
