@@ -112,9 +112,19 @@ def user_error_message(exc: BaseException) -> str | None:
         cause = exc.__cause__
         text = str(exc) if cause is None else f"{exc}: {_first_line(str(cause))}"
         return _one_line(text.replace("\n\n", "\n"))
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and _raised_in_hydra(exc):
+        return _one_line(f"bad override: {exc}")  # e.g. `circuit=0`: Hydra's own check of a group value
     if isinstance(exc, OSError) and (exc.filename or exc.strerror):
         return f"{exc.filename}: {exc.strerror or exc}" if exc.filename else _one_line(str(exc))
     return None
+
+
+def _raised_in_hydra(exc: BaseException) -> bool:
+    """True if the innermost frame of the exception is Hydra's code (composition, not ours)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}hydra{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _first_line(text: str) -> str:

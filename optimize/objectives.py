@@ -37,6 +37,9 @@ class Penalty:
     @classmethod
     def from_config(cls, name: str, cfg: Mapping[str, Any], space: ParamSpace) -> "Penalty":
         """Build from ``{weight, params: [...]}`` or ``{weight, measurement: {...}, scale}``."""
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"task.penalties.{name}={cfg!r}: expected {{weight: W, params: [...]}} "
+                              f"or {{weight: W, measurement: {{...}}}}")
         cfg = dict(cfg)
         unknown = set(cfg) - {"weight", "params", "measurement", "scale"}
         if unknown:

@@ -16,10 +16,11 @@ def main(cfg) -> None:
     from surrogate.train import circuit_config, run_train
 
     validate(cfg, TRAIN)
+    circuit_cfg = circuit_config(cfg)  # a bad netlist or space is reported before any setup
     if cfg.get("ckpt_path"):
         from surrogate.checkpoint_check import check_resume_checkpoint
 
-        check_resume_checkpoint(cfg.ckpt_path, circuit_config(cfg))
+        check_resume_checkpoint(cfg.ckpt_path, circuit_cfg)
     outdir = HydraConfig.get().runtime.output_dir
     try:
         m = run_train(cfg, outdir)

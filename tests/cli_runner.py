@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 
-def run_case(root: Path, script: str, args: list[str], cwd: str) -> dict:
+def run_case(root: Path, script: str, args: list[str], cwd: str, env: dict | None = None) -> dict:
     """Run one script invocation in this process; return its exit code, stdout and stderr."""
     from hydra.core.global_hydra import GlobalHydra
 
@@ -27,6 +27,7 @@ def run_case(root: Path, script: str, args: list[str], cwd: str) -> dict:
     path = root / "scripts" / f"{script}.py"
     saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
     env_before = dict(os.environ)
+    os.environ.update(env or {})
     sys.argv = [str(path), *args]
     sys.path.insert(0, str(path.parent))
     code = 0
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> None:
     results = []
     for case in cases:
         Path(case["cwd"]).mkdir(parents=True, exist_ok=True)
-        results.append({**case, **run_case(root, case["script"], case["args"], case["cwd"])})
+        results.append({**case, **run_case(root, case["script"], case["args"], case["cwd"], case.get("env"))})
         results_path.write_text(json.dumps(results, indent=1))  # partial results survive a timeout
 
 
