@@ -303,6 +303,22 @@ OPTIMIZE = [
     Rule("task.fixed.*", spice_number),
 ]
 
+YIELD = [
+    Rule("samples", COUNT),
+    Rule("verify", NATURAL),
+    Rule("points", integer(ge=2)),
+    Rule("chunk", COUNT),
+    Rule("surrogate", input_file, optional=True),
+    Rule("output", output_file, optional=True),
+    Rule("seed", NATURAL),
+    Rule("progress", boolean),
+    Rule("variation.*", number(gt=0, lt=1)),
+    Rule("centre.*", spice_number),
+    Rule("task.target", number(gt=0)),
+    Rule("task.tolerance", POSITIVE),
+    Rule("task.fixed.*", spice_number),
+]
+
 TRAIN = [
     Rule("seed", NATURAL),
     Rule("recipe", choice("auto", "manual")),
