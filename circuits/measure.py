@@ -361,11 +361,15 @@ def rms(t, v) -> Tensor:
     return _safe_sqrt(mean(t, v * v))
 
 
+CONSTANT_RTOL = 1e-9  # a reference whose swing is below this fraction of its size is constant
+
+
 def nrmse(t_ref, v_ref, t, v) -> Tensor:
     """RMS of (v interpolated onto t_ref) - v_ref (trapezoidal, time-weighted) divided by peak-to-peak of v_ref.
 
-    (t, v) is held at its end values outside its own grid.  If v_ref is constant the divisor falls back
-    to max|v_ref|, and to 1 (an absolute RMS error) if v_ref is identically zero.
+    (t, v) is held at its end values outside its own grid.  If v_ref is constant (its peak-to-peak
+    at most CONSTANT_RTOL of max|v_ref|: rounding noise) the divisor falls back to max|v_ref|, and
+    to 1 (an absolute RMS error) if v_ref is identically zero.
     """
     t_ref, v_ref = _prepare(t_ref, v_ref)
     on_ref = interp(t, v, t_ref)
@@ -373,7 +377,8 @@ def nrmse(t_ref, v_ref, t, v) -> Tensor:
     err = rms(t_ref, on_ref - v_ref)
     scale = peak_to_peak(v_ref)
     amax = v_ref.abs().amax(dim=-1)
-    scale = torch.where(scale > 0, scale, torch.where(amax > 0, amax, torch.ones_like(amax)))
+    scale = torch.where(scale > CONSTANT_RTOL * amax, scale,
+                        torch.where(amax > 0, amax, torch.ones_like(amax)))
     return err / scale
 
 

@@ -171,6 +171,9 @@ _BAD_NAME_CHARS = set("=(){}',;\"")
 _IGNORED_CARDS = {".print", ".plot", ".probe", ".save", ".op", ".width", ".four", ".meas", ".measure",
                   ".ac", ".dc", ".noise", ".disto", ".tf", ".sens", ".pz", ".title", ".csparam"}
 _OPTION_CARDS = {".options", ".option", ".opt"}
+# .control commands that change the circuit or the simulator for the runs after them
+_CONTROL_CHANGES = {"alter", "altermod", "alterparam", "option", "options", "opt", "mc_source",
+                    "reset", "remcirc", "source", "circbyline"}
 # .options the reference honours (see circuits.simulation); any other option is listed as ignored
 _HONOURED_OPTIONS = {"reltol", "abstol", "vntol", "method", "maxord"}
 _DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngspice's default)
@@ -932,13 +935,19 @@ class _Structure:
 
     def control_tran(self, lines: list[_Line]) -> None:
         """A ``.control`` block: its first ``tran`` line is the analysis when there is no .tran card
-        (ngspice batch semantics); every other line is listed as ignored."""
+        (ngspice batch semantics); every other line is listed as ignored.  A command that changes the
+        circuit or the simulator before the analysis runs (``alter``, ``option`` ...) is rejected."""
+        ran = False  # the analysis has run (its tran, or a run of the deck's .tran)
         for line in lines:
-            toks = _tokenize(line.text, line.loc)
-            if toks and toks[0] == "tran" and self.tran is None:
-                self.tran = _parse_tran(toks[1:], line.loc)
+            word = line.text.split(None, 1)[0]
+            if not ran and word in _CONTROL_CHANGES:
+                raise _err(line.loc, f".control '{word}' before the analysis changes the circuit or the "
+                                     "simulator: not supported (move the change into the netlist)")
+            if word == "tran" and self.tran is None:
+                self.tran = _parse_tran(_tokenize(line.text, line.loc)[1:], line.loc)
             else:
-                self.ignore(f".control '{line.text.split(None, 1)[0]}'", line.loc)
+                self.ignore(f".control '{word}'", line.loc)
+            ran = ran or word in ("tran", "run")
 
     def add_params(self, toks: list[str], loc: SourceLoc) -> None:
         """``.param a=1 b={2*a} ...``."""

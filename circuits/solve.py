@@ -238,7 +238,9 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
                 stats["rejected"] += 1
                 h = ctl.after_rejection(h, gain)
                 continue
-            h_next = ctl.after_accept(h, gain, True)
+            # (never below the size at which the LTE stops rejecting: a noise-dominated estimate
+            # would shrink the step below the resolution of t)
+            h_next = max(ctl.after_accept(h, gain, True), 10 * hmin)
         else:
             h_next = h if dt is not None else ctl.after_accept(h, 1.0, False)
         q_new = stepper.accept(x_new, t_new, co, b)

@@ -187,7 +187,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: Method, rtol:
             lte_reject = check & ctl.rejects(ratio, hh, hmin)
             accept = conv & ~lte_reject
             gain = ctl.gain(ratio)
-            h_next = ctl.after_accept(hh, gain, check)
+            h_next = ctl.after_accept(hh, gain, check).clamp(min=10 * hmin)  # (as the shared loop)
             h_new = torch.where(failed, ctl.after_newton_failure(hh),
                                 torch.where(lte_reject, ctl.after_rejection(hh, gain), h))
             rejected = rejected + (active & ~accept).sum()

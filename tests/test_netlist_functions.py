@@ -131,3 +131,23 @@ def test_model_with_its_closing_paren_on_a_line_of_its_own_matches_ngspice(tmp_p
     path.write_text("paren\nV1 1 0 SIN(0 1 1k)\nR1 1 2 1k\nD1 2 0 dm\nC1 2 0 1u\n"
                     ".model dm D (\n+ IS=1e-12\n+ N=1.5\n)\n.tran 10u 2m\n.end\n")
     assert worst_vs_ngspice(path) < 1e-3
+
+
+@pytest.mark.parametrize("command", ["alter V1 PULSE(0 1 0 1u 1u 5m 10m)", "alterparam R = 2k",
+                                     "option reltol=1e-6"])
+def test_control_commands_that_change_the_circuit_before_the_analysis_are_rejected(command):
+    text = f"t\n.param r=1k\nV1 in 0 DC 1\nR1 in out {{r}}\nC1 out 0 1u\n.control\nop\n{command}\ntran 10u 2m\n.endc\n"
+    with pytest.raises(NetlistError, match=rf":8: .control '{command.split()[0]}' before the analysis changes"):
+        parse_netlist(text)
+    after = text.replace(f"{command}\ntran 10u 2m", f"tran 10u 2m\n{command}\ntran 10u 4m")  # later runs: ignored
+    assert parse_netlist(after).tran.tstop == 2e-3
+
+
+def test_nrmse_of_a_constant_reference_with_rounding_noise_is_relative_to_its_size():
+    from circuits.measure import nrmse
+
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    ref = torch.ones(11, dtype=torch.float64)
+    ref[3] += 4e-16  # ngspice's "constant" 1 V
+    assert float(nrmse(t, ref, t, torch.ones(11, dtype=torch.float64))) < 1e-15
+    assert float(nrmse(t, ref, t, torch.full((11,), 1.01, dtype=torch.float64))) == pytest.approx(1e-2, rel=1e-6)
