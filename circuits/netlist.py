@@ -481,8 +481,13 @@ def _rlc(name: str, toks: list[str], loc: SourceLoc) -> Element:
 
 
 def _controlled(name: str, toks: list[str], loc: SourceLoc) -> Element:
-    """E, G: ``name n+ n- nc+ nc- gain``."""
+    """E, G: ``name n+ n- nc+ nc- gain``, or ngspice's behavioural ``name n+ n- value={expr}``
+    (``vol=`` for E, ``cur=`` for G), which is a B source (V= for E, I= for G)."""
     pos, kv = _split_args(toks, loc)
+    key = {"e": "vol", "g": "cur"}[name[0]]
+    if len(pos) == 2 and len(kv) == 1 and next(iter(kv)) in ("value", key):
+        return Element("b", name, [_node(t, loc) for t in pos], loc,
+                       behavior=("v" if name[0] == "e" else "i", next(iter(kv.values()))))
     nodes, value = _two_terminal_value(name, pos, loc, 4)
     _check_keys(kv, set(), name, loc)
     return Element(name[0], name, nodes, loc, value=value)
@@ -550,6 +555,8 @@ def _source(name: str, toks: list[str], loc: SourceLoc) -> Element:
         else:
             raise _err(loc, f"{name}: unexpected '{word}'")
     if wave is None:
+        if dc is None and "ac" in rest:  # an AC-only source is 0 in the transient (ngspice: DC 0)
+            dc = Expr.const(0.0)
         if dc is None:
             raise _err(loc, f"{name}: missing value")
         wave = Waveform("dc", [dc], dc)

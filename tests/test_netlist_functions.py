@@ -151,3 +151,30 @@ def test_nrmse_of_a_constant_reference_with_rounding_noise_is_relative_to_its_si
     ref[3] += 4e-16  # ngspice's "constant" 1 V
     assert float(nrmse(t, ref, t, torch.ones(11, dtype=torch.float64))) < 1e-15
     assert float(nrmse(t, ref, t, torch.full((11,), 1.01, dtype=torch.float64))) == pytest.approx(1e-2, rel=1e-6)
+
+
+def test_behavioural_e_and_g_are_b_sources_and_an_ac_only_source_is_zero():
+    nl = parse_netlist("t\nV1 a 0 1\nVac z 0 AC 1\nE1 m 0 VALUE={v(a)*2}\nG1 0 s cur='v(a)'\n"
+                       "R1 m 0 1\nR2 s z 1\n")
+    assert nl.element("e1").kind == "b" and nl.element("e1").behavior[0] == "v"
+    assert nl.element("g1").kind == "b" and nl.element("g1").behavior[0] == "i"
+    assert nl.element("vac").waveform.dc.value() == 0.0
+
+
+@needs_ngspice
+def test_behavioural_e_and_g_match_ngspice(tmp_path):
+    path = tmp_path / "deck.cir"
+    path.write_text("""behavioural E and G sources, an AC-only source
+V1 a 0 SIN(0 1 1k)
+V2 b 0 SIN(0.5 1 3k)
+Vac z 0 AC 1
+Emul m 0 VALUE={v(a)*v(b)}
+R1 m 0 1k
+Gsq 0 s cur={0.001*v(a)*v(a)}
+R2 s z 1k
+Evol q 0 vol='2*v(b) - v(a)'
+R3 q 0 1k
+.tran 10u 2m
+.end
+""")
+    assert worst_vs_ngspice(path) < 1e-3
