@@ -21,7 +21,7 @@ from torch import Tensor
 
 from circuits import measure as M
 from circuits.circuit import Circuit
-from circuits.errors import ConfigError, ConvergenceError, NgspiceError
+from circuits.errors import ConfigError, ConvergenceError, NeuroSpiceError, NgspiceError
 from optimize.crossing import refine_crossings
 from optimize.measurements import Measurement, crossing_level, measure_sampled, window_slice
 
@@ -196,6 +196,11 @@ class SurrogateEvaluator(Evaluator):
         return torch.stack([self._one(P, m) for m in measurements], dim=-1)
 
     def _one(self, P: Tensor, meas: Measurement) -> Tensor:
+        on_cycle = self._on_cycle(P, meas)
+        return on_cycle if on_cycle is not None else self._sampled(P, meas)
+
+    def _sampled(self, P: Tensor, meas: Measurement) -> Tensor:
+        """The measurement from the surrogate's waveforms sampled on its window (crossings refined)."""
         t = self.grid(meas)
         needs_samples_graph = (not meas.is_crossing) or meas.level is None
         with torch.set_grad_enabled(torch.is_grad_enabled() and needs_samples_graph):
@@ -220,3 +225,28 @@ class SurrogateEvaluator(Evaluator):
                                  level.repeat_interleave(m, dim=0), newton_steps=self.newton_steps,
                                  max_shift=step).reshape(B, m)
         return meas.combine(times)
+
+    def _on_cycle(self, P: Tensor, meas: Measurement) -> Tensor | None:
+        """A frequency or period read off a limit-cycle surrogate's learned frequency, for the designs
+        whose measured periods lie on the cycle (the other designs measured from waveforms); None
+        when the model has no cycle or the measurement does not qualify."""
+        model = self.surrogate
+        if (meas.kind not in ("frequency", "period") or meas.level is None or not hasattr(model, "cycle_frequency")
+                or meas.signal not in self._known):
+            return None
+        try:
+            hz, crossed, begins = model.cycle_frequency(P, meas.signal, float(meas.level))
+        except NeuroSpiceError:  # the signal is not on the cycle's learned unknowns
+            return None
+        end = min(meas.window[1], self.circuit.tstop) if meas.window is not None else self.circuit.tstop
+        # the k periods measured (and one more: where the last crossing falls) lie on the cycle
+        usable = crossed & (end - (meas.k + 1) / hz.detach() >= begins)
+        value = hz if meas.kind == "frequency" else 1.0 / hz
+        if bool(usable.all()):
+            return value
+        rest = torch.nonzero(~usable).flatten()
+        if not len(rest):
+            return value
+        slow = self._sampled(P[rest], meas)
+        return value.index_put((rest,), slow.to(value.dtype))
+

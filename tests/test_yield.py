@@ -69,3 +69,24 @@ def test_yield_script_writes_its_report_and_rejects_a_bad_variation_in_one_line(
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "variation.rr: not a design parameter" in bad.stderr + bad.stdout
+
+
+def test_a_limit_cycle_frequency_read_off_the_cycle_equals_the_sampled_measurement():
+    """ring5's frequency from the cycle's learned F(p) (designs whose measured periods lie on the
+    cycle) equals the crossing-based measurement of its sampled waveform, and keeps its gradient."""
+    from optimize.evaluators import SurrogateEvaluator
+    from surrogate.api import load_surrogate
+
+    task = load_task("ring5_freq")
+    evaluator = SurrogateEvaluator(load_surrogate(ROOT / "pretrained" / "ring5.pt"), points=201)
+    meas = task.objective.measurement
+    P = task.space.sample_uniform(16, torch.Generator().manual_seed(5))
+    hz, crossed, begins = evaluator.surrogate.cycle_frequency(P, meas.signal, meas.level)
+    on_cycle = crossed & (meas.window[1] - 2 / hz.detach() >= begins)
+    assert 4 <= int(on_cycle.sum()) < 16  # both kinds of design in the batch
+    with torch.no_grad():
+        fast, sampled = evaluator._one(P, meas), evaluator._sampled(P, meas)
+    assert float(((fast - sampled) / sampled).abs().max()) < 1e-9
+    Pg = P[on_cycle][:2].clone().requires_grad_(True)
+    evaluator._one(Pg, meas).sum().backward()
+    assert bool(torch.isfinite(Pg.grad).all()) and float(Pg.grad.abs().max()) > 0

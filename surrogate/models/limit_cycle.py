@@ -202,3 +202,37 @@ class LimitCycleSurrogate(Surrogate):
             gap = self._settling_gap(net, u, start)
         learned = scale * y + decay * gap
         return learned, (scale * y_rate if with_rate else None)
+
+    def cycle_frequency(self, P: Tensor, signal: str, level: float, phases: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+        """The limit cycle's frequency in Hz (B,) for designs P (B, P), differentiable in P; whether
+        `signal` (a learned unknown) crosses `level` on the cycle (B,); and when the cycle starts, in
+        seconds (B,).  On the cycle every crossing-based period measurement equals 1 / frequency.
+
+        The crossing is checked at `phases` points of the cycle in float32 (a swing through the
+        level shows at 8 of them; it is the cost of the check that matters for 1e5 designs)."""
+        import copy
+
+        col = self.physics.dae.index(signal)
+        where = torch.nonzero(self.learned_idx == col).flatten()
+        if not len(where):
+            raise SurrogateError(f"cycle_frequency: {signal} is not learned by the network (pinned or derived)")
+        k = self.cycle_window
+        start = self.window_starts(P, upto=k + 1)[k]
+        net = self.cycle_net
+        u = self._window_inputs(self.circuit.space.to_unit(P), start)
+        freq = net.frequency(u.to(next(net.parameters()).dtype)).squeeze(1).to(torch.float64)
+        hz = freq * self.time_factor(P) / float(self.hparams_net["period"])
+        with torch.no_grad():
+            fast = copy.deepcopy(net).float()
+            c = ((torch.arange(phases, dtype=torch.float32) + 0.5) / phases).repeat(P.shape[0]).unsqueeze(1)
+            uu = u.float().repeat_interleave(phases, dim=0)
+            y = fast.cycle(c, uu).to(torch.float64)
+            y0 = fast.cycle(torch.zeros(P.shape[0], 1), u.float()).to(torch.float64).repeat_interleave(phases, dim=0)
+            j = int(where[0])
+            scale = float(self.physics.layout.x_scale[col])
+            gap = (start[:, col].repeat_interleave(phases) - scale * y0[:, j]) if bool(
+                self.physics.layout.differential[col]) and float(self.hparams_net["periodic_settle"]) == 0 else 0.0
+            v = (scale * y[:, j] + gap).view(P.shape[0], phases)
+            crossed = (v.amin(dim=1) < level) & (v.amax(dim=1) > level)
+            begins = self.unwarp(self.edges[k].expand(P.shape[0]), P, k)
+        return hz, crossed, begins
