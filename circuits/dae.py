@@ -19,6 +19,7 @@ from circuits.circuit import Circuit
 from circuits.devices.base import Device, device_for_letter, device_for_model_type, local_rows
 from circuits.errors import ConfigError, NetlistError
 from circuits.expr import Expr
+from circuits.limiting import Limiter, limited_eval, limited_rows
 from circuits.netlist import Element
 
 __all__ = ["CircuitDAE", "BoundDAE", "assemble"]
@@ -121,11 +122,12 @@ class BoundDAE:
         return self.designs.shape[0]
 
     def evaluate(self, x: Tensor, t: Tensor | float, letters: frozenset[str] | None = None,
-                 groups: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+                 groups: Sequence[int] | None = None, limiter: Limiter | None = None) -> tuple[Tensor, Tensor]:
         """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor.
 
         letters: evaluate only the device groups with these element letters (e.g. ``{"v"}``);
-        groups: only these groups (positions in ``dae.groups``).
+        groups: only these groups (positions in ``dae.groups``); limiter: Newton's junction
+        limiting (`circuits.limiting`; no autograd graph through limited devices).
         """
         B, n = x.shape
         t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
@@ -134,7 +136,9 @@ class BoundDAE:
         for g, p, ctx in self._selected(groups):
             if letters is not None and g.device.letter not in letters:
                 continue
-            out = g.device.evaluate(x_ext[:, g.node_idx], x[:, g.state_idx], t, p, ctx)
+            v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
+            u_lim = limiter(g, g.device, torch.cat([v, s], -1), p, ctx) if limiter and g.device.limits else None
+            out = g.device.evaluate(v, s, t, p, ctx) if u_lim is None else limited_eval(g.device, v, s, t, p, ctx, u_lim)
             for value, idx, parts, idxs in ((out.i, g.node_flat, f_parts, f_idx),
                                             (out.q, g.node_flat, q_parts, q_idx),
                                             (out.fs, g.state_flat, f_parts, f_idx),
@@ -154,10 +158,10 @@ class BoundDAE:
         triples = list(zip(self.dae.groups, self.params, self.ctxs))
         return triples if groups is None else [triples[k] for k in groups]
 
-    def jacobians(self, x: Tensor, t: Tensor | float, groups: Sequence[int] | None = None
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), without autograd graph (groups: as in
-        `evaluate`).
+    def jacobians(self, x: Tensor, t: Tensor | float, groups: Sequence[int] | None = None,
+                  limiter: Limiter | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(q, f, dq/dx, df/dx) with Jacobians (B, n, n), without autograd graph (groups, limiter:
+        as in `evaluate`).
 
         Each device group returns the Jacobian of its own rows w.r.t. its own unknowns (analytic,
         or forward differences over its few terminals); the blocks are scattered into the global
@@ -173,8 +177,12 @@ class BoundDAE:
         with torch.no_grad():
             for g, p, ctx in self._selected(groups):
                 v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
-                out, jf, jq = g.device.local_jacobian(v, s, t, p, ctx)
-                F, Q = local_rows(out, v, s)
+                u_lim = limiter(g, g.device, torch.cat([v, s], -1), p, ctx) if limiter and g.device.limits else None
+                if u_lim is None:
+                    out, jf, jq = g.device.local_jacobian(v, s, t, p, ctx)
+                    F, Q = local_rows(out, v, s)
+                else:
+                    _, F, Q, jf, jq = limited_rows(g.device, v, s, t, p, ctx, u_lim)
                 parts["f"].append(F.reshape(B, -1))
                 parts["q"].append(Q.reshape(B, -1))
                 parts["fi"].append(g.unknown_idx.reshape(-1))

@@ -3,6 +3,7 @@ initial condition; differentiable at the root by one Newton correction with the 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -10,22 +11,27 @@ from torch import Tensor
 
 from circuits.dae import CURRENT_ATOL, BoundDAE
 from circuits.errors import ConvergenceError
+from circuits.limiting import Limiter
 
 __all__ = ["operating_point", "initial_condition", "fixed_newton_tolerance"]
 
 NEWTON_MAX_ITER = 40
+DC_MAX_ITER = 100  # ngspice's itl1 (dcmaxiter)
 DAMPED_MAX_ITER = 200
 DAMPED_STEP = 1.0  # V (or A) per damped Newton iteration
 GMIN_LADDER = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 0.0]
 
 
 def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER, step_limit: float = 1e3,
-            ) -> tuple[Tensor, bool, int]:
-    """Solve system(x) -> (R, J) = 0 from x; converged when every |dx| <= tol (per unknown).
+            limiter: Limiter | None = None) -> tuple[Tensor, bool, int]:
+    """Solve system(x, limiter) -> (R, J) = 0 from x; converged when every |dx| <= tol (per
+    unknown) in an iteration that limited no device (`circuits.limiting`).
 
     A design whose update exceeds step_limit (V or A) in some unknown is scaled to that size."""
+    limiter = limiter or Limiter()
     for it in range(1, max_iter + 1):
-        R, J = system(x)
+        limiter.begin()
+        R, J = system(x, limiter)
         if not torch.isfinite(R).all():
             return x, False, it
         try:
@@ -36,7 +42,7 @@ def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER, ste
         x = x - dx / torch.where(size > step_limit, size / step_limit, torch.ones_like(size))
         if not torch.isfinite(x).all():
             return x, False, it
-        if bool((dx.abs() <= tol + 1e-9 * x.abs()).all()):
+        if not limiter.active and bool((dx.abs() <= tol + 1e-9 * x.abs()).all()):
             return x, True, it
     return x, False, max_iter
 
@@ -92,8 +98,8 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
     tol = fixed_newton_tolerance(bound, x)
 
     def system(gmin: float, lam: float = 1.0, f0: Tensor | None = None):
-        def fn(y: Tensor):
-            _, f, _, jf = bound.jacobians(y, t)
+        def fn(y: Tensor, limiter: Limiter | None = None):
+            _, f, _, jf = bound.jacobians(y, t, limiter=limiter)
             f = f + gmin * torch.where(node_mask, y, torch.zeros_like(y))
             jf = jf + gmin * torch.diag(node_mask.to(dtype))
             if f0 is not None:
@@ -111,15 +117,14 @@ def operating_point(bound: BoundDAE, hold_values: Tensor | None = None, hold_mas
         return sol - torch.linalg.solve(J.detach(), R.unsqueeze(-1)).squeeze(-1)
 
     with torch.no_grad():
-        sol, ok, _ = _newton(system(0.0), x, tol)
-        if not ok:
-            # ngspice limits junction and gate voltages between iterations (pnjlim, fetlim); the
-            # device-independent equivalent is a damped Newton: no unknown moves more than 1 V
-            sol, ok, _ = _newton(system(0.0), x, tol, DAMPED_MAX_ITER, DAMPED_STEP)
+        # ngspice's first try: Newton with junction limiting from the devices' starting voltages
+        sol, ok, _ = _newton(system(0.0), x, tol, DC_MAX_ITER, math.inf, Limiter(start=True))
+        if not ok:  # a damped Newton: no unknown moves more than 1 V per iteration
+            sol, ok, _ = _newton(system(0.0), x, tol, DAMPED_MAX_ITER, DAMPED_STEP, Limiter(start=True))
         if not ok:
             y = x
             for gmin in GMIN_LADDER:
-                y, ok, _ = _newton(system(gmin), y, tol)
+                y, ok, _ = _newton(system(gmin), y, tol, limiter=Limiter(start=y is x))
                 if not ok:
                     break
             sol = y

@@ -17,7 +17,8 @@ from scipy.linalg import lapack
 from torch import Tensor
 
 from circuits.dae import BoundDAE
-from circuits.dc import NEWTON_MAX_ITER as NEWTON_MAX_ITER_DC, current_columns, held_rows
+from circuits.dc import DC_MAX_ITER, current_columns, held_rows
+from circuits.limiting import Limiter
 from circuits.integrator import CHORD_MAX_CONTRACTION, error_left_per_update
 from circuits.source_table import SourceTable
 from circuits.split import SplitDAE
@@ -40,6 +41,7 @@ class DenseSystem:
         self.q0 = None if split.q0 is None else split.q0[0].numpy().copy()
         self.sources = SourceTable(split, edges)
         self.nonlinear = bool(split.nonlinear)
+        self.limiting = any(g.device.limits for g, *_ in split._groups)  # Newton limits junctions
         self.has_charges = split.has_charges
         self._jac: tuple[np.ndarray, np.ndarray] | None = None
         self._lu_key = None
@@ -54,14 +56,19 @@ class DenseSystem:
         self._t[0] = t  # a view of self._t_torch (torch.tensor([t]) costs ~10 us)
         return torch.from_numpy(x)[None], self._t_torch
 
-    def _nonlinear_terms(self, x: np.ndarray, t: float):
+    def _nonlinear_terms(self, x: np.ndarray, t: float, limiter: Limiter | None = None):
         with torch.inference_mode():  # (no autograd bookkeeping: results go straight to numpy)
-            q, f = self.split.nonlinear_terms(*self._torch(x, t))
+            q, f = self.split.nonlinear_terms(*self._torch(x, t), limiter)
         return (None if q is None else q[0].numpy()), f[0].numpy()
 
-    def _refresh(self, x: np.ndarray, t: float) -> None:
+    def _refresh(self, x: np.ndarray, t: float, limiter: Limiter | None = None) -> None:
+        """The Jacobian at x (with a limiter: where its last evaluation linearised the devices)."""
         with torch.inference_mode():
-            jq, jf = self.split.jacobians(*self._torch(x, t))
+            if limiter is None:
+                jq, jf = self.split.jacobians(*self._torch(x, t))
+            else:
+                with limiter.frozen():
+                    jq, jf = self.split.jacobians(*self._torch(x, t), limiter)
         self._jac = (jq[0].numpy(), jf[0].numpy())
         self.jacobians += 1
 
@@ -88,7 +95,7 @@ class DenseSystem:
         return q
 
     def operating_point(self, hold_values: Tensor, hold_mask: Tensor) -> Tensor | None:
-        """DC solution at t = 0 by plain Newton, as `circuits.dc.operating_point` tries first
+        """DC solution at t = 0 by Newton with junction limiting, as `circuits.dc.operating_point` tries first
         (unknowns in hold_mask fixed to hold_values); None when it does not converge."""
         mask = hold_mask.numpy()
         values = hold_values[0].numpy()
@@ -96,12 +103,19 @@ class DenseSystem:
         tol = self.split.bound.dae.atol.numpy() * 1e-2
         s0 = self.sources(0.0)
         current = current_columns(self.split.bound, len(self.split.bound.dae.node_names))
-        for _ in range(NEWTON_MAX_ITER_DC):
+        limiter = Limiter(start=True)  # junction limiting from the devices' starting voltages
+        # ngspice's Newton takes the full update and leaves the rest to the devices' limiting; a
+        # circuit without limiting devices (B sources) caps the update at 1e3 V instead
+        cap = math.inf if self.limiting else 1e3
+        for _ in range(DC_MAX_ITER):
             f, J = self.G @ x + s0, self.G
             if self.nonlinear:
-                f = f + self._nonlinear_terms(x, 0.0)[1]
+                limiter.begin()
+                xt = self._torch(x, 0.0)
                 with torch.no_grad():
-                    J = self.split.jacobians(*self._torch(x, 0.0))[1][0].numpy()
+                    f = f + self.split.nonlinear_terms(*xt, limiter)[1][0].numpy()
+                    with limiter.frozen():
+                        J = self.split.jacobians(*xt, limiter)[1][0].numpy()
             R, J = (v[0].numpy() for v in held_rows(
                 torch.from_numpy(np.asarray(f))[None], torch.from_numpy(np.asarray(J))[None],
                 torch.from_numpy(x)[None], hold_values, hold_mask, current))
@@ -110,10 +124,10 @@ class DenseSystem:
                 return None
             dx, _ = lapack.dgetrs(lu, piv, R)
             size = np.abs(dx).max()
-            x = x - (dx / size * 1e3 if size > 1e3 else dx)  # no device limiting: cap the update at 1e3
+            x = x - (dx / size * cap if size > cap else dx)
             if not np.isfinite(x).all():
                 return None
-            if (np.abs(dx) <= tol + 1e-9 * np.abs(x)).all():
+            if not limiter.active and (np.abs(dx) <= tol + 1e-9 * np.abs(x)).all():
                 return torch.from_numpy(x)[None]
         return None
 
@@ -174,11 +188,18 @@ class DenseSystem:
         linear = a * self.C + self.G
         inv_tol = 1.0 / tol
         x, prev, left = guess, None, 1.0
+        limiter = Limiter() if self.limiting else None
         for it in range(1, NEWTON_MAX_ITER + 1):
+            if limiter is not None:
+                limiter.begin()
+            q_nl, f_nl = self._nonlinear_terms(x, t, limiter)
+            limited = limiter is not None and limiter.active
+            if limited:  # the Jacobian where the devices were linearised
+                self._refresh(x, t, limiter)
+                prev, left = None, 1.0
             lu = self._factor(a)
             if lu is None:
                 return x, False, it
-            q_nl, f_nl = self._nonlinear_terms(x, t)
             R = linear @ x + rhs + f_nl
             if q_nl is not None:
                 R = R + a * q_nl
@@ -190,7 +211,7 @@ class DenseSystem:
             x = x + step
             if prev is not None:
                 left = error_left_per_update(size / prev)
-            if size * left <= 1.0:
+            if size * left <= 1.0 and not limited:
                 if q_nl is not None:  # q at x to first order in the (converged, small) last update
                     q = self.C @ (x - step) + q_nl + self._jac[0] @ step
                     self._solution = (x, q if self.q0 is None else q + self.q0)

@@ -25,6 +25,7 @@ from circuits.dense import DenseSystem
 from circuits.discrete import (commit, event_fraction, event_tolerance, first_event, has_discrete, restore,
                                settle, snapshot)
 from circuits.errors import ConvergenceError
+from circuits.limiting import Limiter
 from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, method_of,
                                  step_ceiling, step_weights)
 from circuits.result import TransientResult, progress_bar
@@ -34,6 +35,15 @@ __all__ = ["TransientResult", "operating_point", "initial_condition", "transient
            "step_ceiling"]
 
 DEFAULT_BATCH_STEPS = "per_design"  # default steps mode of no-grad adaptive runs
+
+
+def _refactor(bound: BoundDAE, x: Tensor, t: float, a: float, limiter: Limiter | None = None):
+    """(dq/dx, df/dx) at x and the LU factors of a dq/dx + df/dx (None when singular)."""
+    _, _, jq, jf = bound.jacobians(x, t, limiter=limiter)
+    try:
+        return (jq, jf), torch.linalg.lu_factor(a * jq + jf)
+    except RuntimeError:
+        return (jq, jf), None
 
 
 def _chord_newton(bound: BoundDAE, x: Tensor, t: float, a: float, b: Tensor, tol: Tensor,
@@ -48,23 +58,30 @@ def _chord_newton(bound: BoundDAE, x: Tensor, t: float, a: float, b: Tensor, tol
         jac = (jq, jf)
     lu = torch.linalg.lu_factor(a * jac[0] + jac[1])
     prev = None
+    limiter = Limiter() if any(g.device.limits for g in bound.dae.groups) else None
     for it in range(1, max_iter + 1):
-        q, f = bound.evaluate(x, t)
+        if limiter is not None:
+            limiter.begin()
+        q, f = bound.evaluate(x, t, limiter=limiter)
+        limited = limiter is not None and limiter.active
+        if limited:  # the Jacobian where the devices were linearised
+            with limiter.frozen():
+                jac, lu = _refactor(bound, x, t, a, limiter)
+            if lu is None:
+                return x, False, it, None
+            prev = None
         R = a * q + b + f
         dx = torch.linalg.lu_solve(lu[0], lu[1], R.unsqueeze(-1)).squeeze(-1)
         if not torch.isfinite(dx).all():
             return x, False, it, None
         x = x - dx
         size = float((dx.abs() / (tol + 1e-8 * x.abs())).max())
-        if size <= 1.0:
+        if size <= 1.0 and not limited:
             return x, True, it, jac
         slow = prev is not None and size > CHORD_MAX_CONTRACTION * prev
         if slow or it % 10 == 0:  # stale Jacobian: refresh at the current iterate
-            _, _, jq, jf = bound.jacobians(x, t)
-            jac = (jq, jf)
-            try:
-                lu = torch.linalg.lu_factor(a * jq + jf)
-            except RuntimeError:
+            jac, lu = _refactor(bound, x, t, a)
+            if lu is None:
                 return x, False, it, None
             prev = None
             continue

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from circuits.dae import BoundDAE
+from circuits.limiting import Limiter, limited_eval
 
 
 def matvec(M: Tensor, x: Tensor) -> Tensor:
@@ -91,14 +92,15 @@ class SplitDAE:
         _, f = self.bound.evaluate(self._zero_x, t, groups=self.timed)
         return self.s_const + f
 
-    def _outputs(self, x: Tensor, t: Tensor):
+    def _outputs(self, x: Tensor, t: Tensor, limiter: Limiter | None = None):
         """Each nonlinear group's (i, q, fs, qs) at x (entries None where the device has none)."""
         B = x.shape[0]
         for g, p, ctx, select_v, select_s in self._groups:
             n_inst, n_term = g.node_idx.shape
             v = (x @ select_v).view(B, n_term, n_inst).transpose(1, 2)  # (B, n_inst, n_term)
             s = (x @ select_s).view(B, *g.state_idx.shape) if g.state_flat.numel() else select_s
-            out = g.device.evaluate(v, s, t, p, ctx)
+            u_lim = limiter(g, g.device, torch.cat([v, s], -1), p, ctx) if limiter and g.device.limits else None
+            out = g.device.evaluate(v, s, t, p, ctx) if u_lim is None else limited_eval(g.device, v, s, t, p, ctx, u_lim)
             yield out.i, out.q, out.fs, out.qs
 
     def _scatter_indices(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,13 +116,15 @@ class SplitDAE:
         cat = lambda idx: torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long)  # noqa: E731
         return cat(f_idx), cat(q_idx)
 
-    def nonlinear_terms(self, x: Tensor, t: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """(q_nl, f_nl) (B, n) of the nonlinear devices at x and t (B,); None where there are none."""
+    def nonlinear_terms(self, x: Tensor, t: Tensor, limiter: Limiter | None = None
+                        ) -> tuple[Tensor | None, Tensor | None]:
+        """(q_nl, f_nl) (B, n) of the nonlinear devices at x and t (B,); None where there are none
+        (limiter: Newton's junction limiting, `circuits.limiting`)."""
         if not self._groups:
             return None, None
         B, n = x.shape
         f_parts, q_parts = [], []
-        for i, q, fs, qs in self._outputs(x, t):
+        for i, q, fs, qs in self._outputs(x, t, limiter):
             f_parts += [v.reshape(B, -1) for v in (i, fs) if v is not None]
             q_parts += [v.reshape(B, -1) for v in (q, qs) if v is not None]
 
@@ -147,9 +151,9 @@ class SplitDAE:
         f = matvec(self.G, x) + self.sources(t)
         return (q if q_nl is None else q + q_nl), (f if f_nl is None else f + f_nl)
 
-    def jacobians(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(dq/dx, df/dx) (B, n, n) at x and t (B,)."""
+    def jacobians(self, x: Tensor, t: Tensor, limiter: Limiter | None = None) -> tuple[Tensor, Tensor]:
+        """(dq/dx, df/dx) (B, n, n) at x and t (B,) (limiter: as in `nonlinear_terms`)."""
         if not self.nonlinear:
             return self.C, self.G
-        _, _, jq, jf = self.bound.jacobians(x, t, groups=self.nonlinear)
+        _, _, jq, jf = self.bound.jacobians(x, t, groups=self.nonlinear, limiter=limiter)
         return self.C + jq, self.G + jf

@@ -60,6 +60,9 @@ class Device:
     # True: evaluate broadcasts over extra leading axes (elementwise in the instances), so forward
     # differences may evaluate all perturbations in one call
     batched_differences: ClassVar[bool] = False
+    # True: the device limits its junction/gate voltages between Newton iterations as ngspice does
+    # (devsup.c's pnjlim, fetlim), through `limit` and `limit_start`
+    limits: ClassVar[bool] = False
 
     def evaluate(self, v: Tensor, s: Tensor, t: Tensor, p: dict[str, Tensor], ctx=None) -> DeviceEval:
         """Return currents, charges and state residual terms for all instances.
@@ -99,6 +102,16 @@ class Device:
             cols_f.append((F - F0) / h[..., k:k + 1])
             cols_q.append((Q - Q0) / h[..., k:k + 1])
         return base, torch.stack(cols_f, dim=-1), torch.stack(cols_q, dim=-1)
+
+    def limit(self, u: Tensor, u_old: Tensor, p: dict[str, Tensor], ctx=None) -> Tensor:
+        """The local unknowns u = [v, s] (..., n_inst, m) to linearise at when a Newton iterate gives
+        u and the last linearisation was at u_old (ngspice's junction/gate limiting); default u."""
+        return u
+
+    def limit_start(self, u: Tensor, p: dict[str, Tensor], ctx=None) -> Tensor:
+        """The local unknowns of the DC Newton's first linearisation (ngspice's MODEINITJCT
+        junction voltages); default u."""
+        return u
 
     def variant(self, params) -> "Device":
         """The device that implements a `.model` card with these parameters (name -> Expr): a family

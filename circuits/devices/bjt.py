@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from circuits.devices.base import Device, DeviceEval, register
-from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, depletion_charge_from, depletion_coefficients, junction_current
+from circuits.devices.junction import (GMIN, THERMAL_VOLTAGE, critical_voltage, depletion_charge_from, depletion_coefficients,
+                                       junction_current, pnjlim)
 
 _TEMPERATURE_ONLY = ("xtb", "eg", "xti", "tlev", "tlevc", "ctc", "cte", "cts", "tvjc", "tvje", "tvjs",
                      *(f"{k}{n}" for k in ("tbf", "tbr", "tikf", "tikr", "tirb", "tnc", "tne", "tnf", "tnr",
@@ -54,6 +55,7 @@ class Bjt(Device):
                "tref": "tnom"}
     levels = (1,)
     batched_differences = True
+    limits = True
     inert_params = {**{k: None for k in (*_TEMPERATURE_ONLY, *_NOISE_ONLY, *_SAFE_OPERATING_AREA, *_WITHOUT_RCO_OR_ISS)},
                     "tnom": 27.0, "ptf": 0.0, "irb": 0.0, "iss": 0.0}
     rejected_params = {
@@ -102,7 +104,8 @@ class Bjt(Device):
              "dep_be": depletion_coefficients(p["cje"] * area, p["vje"], mje, fc),
              "dep_bc": depletion_coefficients(cjc * p["xcjc"], p["vjc"], mjc, fc),
              "dep_bx": depletion_coefficients(cjc * (1 - p["xcjc"]), p["vjc"], mjc, fc),
-             "cjs": p["cjs"] * area, "mjs": torch.clamp(p["mjs"], max=0.999)}
+             "cjs": p["cjs"] * area, "mjs": torch.clamp(p["mjs"], max=0.999),
+             "vcrit": critical_voltage(p["is"], vt)}  # bjttemp.c: from IS without the area
         d["flags"] = {k: bool((x != 0).any()) for k, x in (
             ("r", p["rc"] + p["rb"] + p["re"] != 0), ("ise", d["ise"]), ("isc", d["isc"]),
             ("q1", d["ivaf"] + d["ivar"] != 0), ("q2", d["iikf"] + d["iikr"] != 0), ("xtf", p["xtf"]),
@@ -110,6 +113,44 @@ class Bjt(Device):
             ("tf", p["tf"]), ("tr", p["tr"]))}
         p[key] = d
         return d
+
+    def _junctions(self, u: Tensor, p: dict, d: dict) -> tuple[Tensor, Tensor]:
+        """Type-normalised (vbe, vbc) at the internal nodes from local unknowns u = [v, s]."""
+        vc, vb, ve, _, i_c, i_b, i_e = u.unbind(-1)
+        tp = p["polarity"]
+        vbp = vb - d["rb"] * i_b
+        return tp * (vbp - (ve - d["re"] * i_e)), tp * (vbp - (vc - d["rc"] * i_c))
+
+    def _at_junctions(self, u: Tensor, vbe: Tensor, vbc: Tensor, p: dict, d: dict) -> Tensor:
+        """A linearisation point with junction voltages (vbe, vbc) and the substrate junction's
+        voltage of u: terminals at the internal nodes, referred to the base, zero currents (the
+        resistors are linear, so the companion model is exact in them from any point, and small
+        values keep the forward differences' steps small)."""
+        vc, vb, ve, vs, i_c, i_b, _ = u.unbind(-1)
+        tp = p["polarity"]
+        vcp, vbp = vc - d["rc"] * i_c, vb - d["rb"] * i_b
+        zero = torch.zeros_like(vbe)
+        vc_to, ve_to = -tp * vbc, -tp * vbe
+        vs_to = vs - torch.where(d["lateral"], vbp, vcp - vc_to)
+        return torch.stack((vc_to, zero, ve_to, vs_to, zero, zero, zero), -1)
+
+    def limit(self, u, u_old, p, ctx=None):
+        """bjtload.c: pnjlim on vbe and vbc with vt and vcrit (the substrate junction carries only
+        gmin and charge here, so it is not limited)."""
+        d = self.derived(p)
+        vbe, vbc = self._junctions(u, p, d)
+        vbe_old, vbc_old = self._junctions(u_old, p, d)
+        vt = THERMAL_VOLTAGE
+        vbe_l, vbc_l = pnjlim(vbe, vbe_old, vt, d["vcrit"]), pnjlim(vbc, vbc_old, vt, d["vcrit"])
+        if torch.equal(vbe_l, vbe) and torch.equal(vbc_l, vbc):
+            return u
+        return self._at_junctions(u, vbe_l, vbc_l, p, d)
+
+    def limit_start(self, u, p, ctx=None):
+        """bjtload.c's MODEINITJCT: vbe = vcrit, vbc = 0."""
+        d = self.derived(p)
+        vbe, _ = self._junctions(u, p, d)
+        return self._at_junctions(u, d["vcrit"].expand_as(vbe), torch.zeros_like(vbe), p, d)
 
     def evaluate(self, v, s, t, p, ctx=None):
         d = self.derived(p)

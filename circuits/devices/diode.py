@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from circuits.devices.base import Device, DeviceEval, register, two_terminal
-from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, depletion_charge, junction_current
+from circuits.devices.junction import GMIN, THERMAL_VOLTAGE, critical_voltage, depletion_charge, junction_current, pnjlim
 
 _BV_ITERATIONS = 25  # diotemp.c's fixed-point iterations for the breakdown knee
 
@@ -53,6 +53,33 @@ class Diode(Device):
                                     "pj")},
                        **{k: "instance temperatures are not supported (27 C only)" for k in ("temp", "dtemp")},
                        "ic": "diode initial conditions are not supported; use .ic on the nodes"}
+    limits = True
+
+    @staticmethod
+    def _junction(u: Tensor, p: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """(vd, n vt, vcrit) of local unknowns u = [va, vk, i]."""
+        area = p["area"] * p["m"]
+        nvt = p["n"] * THERMAL_VOLTAGE
+        vd = u[..., 0] - p["rs"] / area * u[..., 2] - u[..., 1]
+        return vd, nvt, critical_voltage(p["is"] * area, nvt)
+
+    @staticmethod
+    def _at_junction(vd: Tensor) -> Tensor:
+        """A linearisation point with junction voltage vd: cathode at 0, no current (RS is linear)."""
+        zero = torch.zeros_like(vd)
+        return torch.stack((vd, zero, zero), -1)
+
+    def limit(self, u, u_old, p, ctx=None):
+        """dioload.c: pnjlim on the junction voltage with n vt (the breakdown branch's limiting
+        is not reproduced)."""
+        vd, nvt, vcrit = self._junction(u, p)
+        vd_l = pnjlim(vd, self._junction(u_old, p)[0], nvt, vcrit)
+        return u if torch.equal(vd_l, vd) else self._at_junction(vd_l)
+
+    def limit_start(self, u, p, ctx=None):
+        """dioload.c's MODEINITJCT: vd = vcrit."""
+        vd, _, vcrit = self._junction(u, p)
+        return self._at_junction(vcrit.expand_as(vd))
 
     def evaluate(self, v, s, t, p, ctx=None):
         i = s[..., 0]

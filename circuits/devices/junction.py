@@ -50,3 +50,61 @@ def depletion_charge(v: Tensor, cj0: Tensor, vj: Tensor, m: Tensor, fc: Tensor) 
     """Depletion charge of a junction with zero-bias capacitance cj0, ngspice's linear continuation
     of the capacitance above fc vj."""
     return depletion_charge_from(v, depletion_coefficients(cj0, vj, m, fc))
+
+
+# --------------------------------------------------------------------------------------------------
+# Newton limiting (ngspice's devsup.c): the voltages a device is linearised at in one Newton
+# iteration, given the iterate's voltage vnew and the voltage it was linearised at before (vold).
+# Each returns vnew itself (the same tensor values) wherever it does not limit.
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def critical_voltage(isat: Tensor, nvt: Tensor | float) -> Tensor:
+    """vcrit = n vt log(n vt / (sqrt(2) isat)): where the junction current's curvature is largest
+    (ngspice's tVcrit); +inf for isat = 0 (no limiting)."""
+    nvt = torch.as_tensor(nvt, dtype=isat.dtype)
+    return torch.where(isat > 0, nvt * torch.log(nvt / (_SQRT2 * isat.clamp(min=1e-300))),
+                       torch.full_like(isat, math.inf))
+
+
+def pnjlim(vnew: Tensor, vold: Tensor, vt: Tensor | float, vcrit: Tensor) -> Tensor:
+    """DEVpnjlim: a forward step above vcrit moves logarithmically in the current, a reverse step is
+    bounded (Alan Gillespie's negative-voltage limit)."""
+    arg = (vnew - vold) / vt
+    big = (vnew > vcrit) & (arg.abs() > 2)
+    from_on = torch.where(arg > 0, vold + vt * (2 + torch.log((arg - 2).clamp(min=1e-300))),
+                          vold - vt * (2 + torch.log((2 - arg).clamp(min=1e-300))))
+    from_off = vt * torch.log((vnew / vt).clamp(min=1e-300))
+    floor = torch.where(vold > 0, -vold - 1, 2 * vold - 1)
+    below = torch.where((vnew < 0) & (vnew < floor), floor, vnew)
+    return torch.where(big, torch.where(vold > 0, from_on, from_off), below)
+
+
+def fetlim(vnew: Tensor, vold: Tensor, vto: Tensor) -> Tensor:
+    """DEVfetlim: limits a gate-source voltage's step around the threshold vto (type-normalised)."""
+    vtsthi = (2 * (vold - vto)).abs() + 2
+    vtstlo = (vold - vto).abs() + 1
+    vtox = vto + 3.5
+    delv = vnew - vold
+    # on, well above threshold
+    going_off = torch.where(vnew >= vtox, torch.where(-delv > vtstlo, vold - vtstlo, vnew),
+                            torch.maximum(vnew, vto + 2))
+    staying_on = torch.where(delv >= vtsthi, vold + vtsthi, vnew)
+    high = torch.where(delv <= 0, going_off, staying_on)
+    # on, near threshold
+    middle = torch.where(delv <= 0, torch.maximum(vnew, vto - 0.5), torch.minimum(vnew, vto + 4))
+    # off
+    vtemp = vto + 0.5
+    rising = torch.where(vnew <= vtemp, torch.where(delv > vtstlo, vold + vtstlo, vnew), vtemp)
+    off = torch.where(delv <= 0, torch.where(-delv > vtsthi, vold - vtsthi, vnew), rising)
+    return torch.where(vold >= vto, torch.where(vold >= vtox, high, middle), off)
+
+
+def limvds(vnew: Tensor, vold: Tensor) -> Tensor:
+    """DEVlimvds: limits a drain-source voltage's step."""
+    high = torch.where(vnew > vold, torch.minimum(vnew, 3 * vold + 2),
+                       torch.where(vnew < 3.5, torch.maximum(vnew, torch.full_like(vnew, 2.0)), vnew))
+    low = torch.where(vnew > vold, torch.minimum(vnew, torch.full_like(vnew, 4.0)),
+                      torch.maximum(vnew, torch.full_like(vnew, -0.5)))
+    return torch.where(vold >= 3.5, high, low)

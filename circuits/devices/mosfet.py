@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from circuits.devices.base import Device, DeviceEval, register
+from circuits.devices.mos_limit import limit_mosfet, start_mosfet
 from circuits.devices.junction import _EXP_LIMIT, GMIN, THERMAL_VOLTAGE, depletion_charge, limited_exp
 from circuits.errors import ConfigError
 
@@ -102,6 +103,7 @@ class Mos1(Device):
     terminals = 4
     levels = (1, 2, 3)
     batched_differences = True
+    limits = True
     model_params = {"level": 1.0, "vto": _NAN, "kp": _NAN, "gamma": _NAN, "phi": _NAN, "lambda": 0.0,
                     "ld": 0.0, "cgso": 0.0, "cgdo": 0.0, "cgbo": 0.0,
                     "is": 1e-14, "js": 0.0, "cbd": _NAN, "cbs": _NAN, "cj": 0.0, "cjsw": 0.0,
@@ -128,6 +130,14 @@ class Mos1(Device):
         from circuits.devices.mos2 import MOS2
         from circuits.devices.mos3 import MOS3
         return {2: MOS2, 3: MOS3}[n]
+
+    def limit(self, u, u_old, p, ctx=None):
+        """fetlim, limvds and pnjlim as mos1load.c (`circuits.devices.mos_limit`)."""
+        return limit_mosfet(u, u_old, p, self.derived(p))
+
+    def limit_start(self, u, p, ctx=None):
+        """MODEINITJCT: vbs = -1, vgs = vto, vds = 0."""
+        return start_mosfet(u, p, self.derived(p))
 
     def states_for(self, element, model=None) -> tuple[str, ...]:
         """Meyer's derivative states when the model gives TOX (a nonzero oxide capacitance)."""

@@ -1,0 +1,82 @@
+"""Junction and gate voltage limiting inside Newton, as ngspice does it (devsup.c's pnjlim, fetlim).
+
+A device family that declares `Device.limits` is linearised in each Newton iteration not at the
+iterate's own local unknowns u but at ``u_lim = device.limit(u, u_old)``, where u_old is where it
+was linearised in the previous iteration; its rows are ngspice's companion model at u_lim,
+``F(u_lim) + dF/du (u - u_lim)`` (charges likewise).  An iteration that limited anything does not
+count as converged.  One `Limiter` holds that memory for one Newton solve.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from circuits.devices.base import Device, DeviceEval, local_rows
+
+__all__ = ["Limiter", "limited_rows", "limited_eval"]
+
+
+class Limiter:
+    """Where each limiting device group was last linearised, for one Newton solve.
+
+    start: the first linearisation uses the devices' DC starting voltages (`Device.limit_start`,
+    ngspice's MODEINITJCT); otherwise it is at the first iterate itself.
+    """
+
+    def __init__(self, start: bool = False):
+        self.start = start
+        self.used: dict[int, tuple[Tensor, bool]] = {}  # group -> (linearisation point, limited)
+        self.active = False  # some instance was limited since the last `begin`
+        self._frozen = False
+
+    def begin(self) -> None:
+        """A new Newton iteration: forget whether the previous one limited."""
+        self.active = False
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within: linearise at the points the last call chose (a Jacobian at the same iterate)."""
+        self._frozen = True
+        try:
+            yield
+        finally:
+            self._frozen = False
+
+    def __call__(self, key: object, device: Device, u: Tensor, p: dict, ctx) -> Tensor | None:
+        """The local unknowns to linearise group `key` at, or None where that is u itself."""
+        k = id(key)
+        old, was_limited = self.used.get(k, (None, False))
+        if self._frozen and old is not None and old.shape == u.shape:
+            return old if was_limited else None
+        if old is None or old.shape != u.shape:
+            u_lim = device.limit_start(u, p, ctx) if self.start else u
+        else:
+            u_lim = device.limit(u, old, p, ctx)
+        limited = u_lim is not u and not torch.equal(u_lim, u)
+        self.used[k] = (u_lim if limited else u, limited)
+        self.active = self.active or limited
+        return u_lim if limited else None
+
+
+def limited_rows(device: Device, v: Tensor, s: Tensor, t: Tensor, p: dict, ctx, u_lim: Tensor
+                 ) -> tuple[DeviceEval, Tensor, Tensor, Tensor, Tensor]:
+    """(evaluation at u_lim, F, Q, dF/du, dQ/du): the device linearised at u_lim, its local rows at
+    u = [v, s] (ngspice's companion model at the limited voltages)."""
+    n_term = v.shape[-1]
+    v_lim, s_lim = u_lim[..., :n_term], u_lim[..., n_term:]
+    out, jf, jq = device.local_jacobian(v_lim, s_lim, t, p, ctx)
+    F, Q = local_rows(out, v_lim, s_lim)
+    du = (torch.cat([v, s], dim=-1) - u_lim).unsqueeze(-1)
+    return out, F + (jf @ du).squeeze(-1), Q + (jq @ du).squeeze(-1), jf, jq
+
+
+def limited_eval(device: Device, v: Tensor, s: Tensor, t: Tensor, p: dict, ctx, u_lim: Tensor) -> DeviceEval:
+    """`limited_rows` as a DeviceEval (entries None where the device has none)."""
+    out, F, Q, _, _ = limited_rows(device, v, s, t, p, ctx, u_lim)
+    n_term = v.shape[-1]
+    return DeviceEval(i=None if out.i is None else F[..., :n_term], q=None if out.q is None else Q[..., :n_term],
+                      fs=None if out.fs is None else F[..., n_term:], qs=None if out.qs is None else Q[..., n_term:])
