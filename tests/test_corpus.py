@@ -71,8 +71,8 @@ SLOW: dict[str, float] = {
     "sia_diode_halfwave": 11.5,
     "las_bandpass_notch": 22.1,  # tran 1m 100m with 24 node voltages
     "ng_rca3040": 22.0,  # plus the TIGHT_OPTIONS re-check (ref-limited)
-    "ng_ddt_rc": 36.6,
-    "ng_fourbit_adder_bjt": 110.0,  # 180 BJTs, plus the TIGHT_OPTIONS re-check (ref-limited)  # tran 100n 3m: 30k steps, the B source evaluated in torch per Newton iteration
+    "ng_ddt_rc": 36.6,  # tran 100n 3m: 30k steps, the B source evaluated in torch per Newton iteration
+    "ng_fourbit_adder_bjt": 110.0,  # 180 BJTs, plus the TIGHT_OPTIONS re-check (ref-limited)
 }
 
 TIMEOUT_S = 300.0
