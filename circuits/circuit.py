@@ -98,7 +98,9 @@ def ring_netlist(stages: int, vdd: float = 1.8) -> str:
         lines.append(f"X{k + 1} {nodes[k - 1]} {nodes[k]} vdd inv")
     ics = [f"v({n})={0 if k % 2 == 0 else vdd}" for k, n in enumerate(nodes[:-1])]
     ics.append(f"v({nodes[-1]})={vdd / 2}")
-    lines += [".ic " + " ".join(ics), ".tran 1p 4n uic", ".end"]
+    # the window grows with the period (about 0.2 ns per stage at nominal): ring5's 4 ns holds about
+    # four periods, and so does every N's, so a limit cycle shows within it
+    lines += [".ic " + " ".join(ics), f".tran 1p {0.8 * stages:g}n uic", ".end"]
     return "\n".join(lines) + "\n"
 
 

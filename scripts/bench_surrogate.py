@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import tempfile
 import time
@@ -159,7 +160,8 @@ def main() -> None:
     else:
         for run in args.runs:
             for seed in args.seeds:
-                out = Path(tempfile.mkdtemp(prefix=f"bench_{run.replace(' ', '_').replace('=', '-')}_s{seed}_"))
+                label = re.sub(r"[^A-Za-z0-9_.-]+", "-", run)[:80]  # a netlist path or a list in a file name
+                out = Path(tempfile.mkdtemp(prefix=f"bench_{label}_s{seed}_"))
                 rows.append({"run": run, "seed": seed,
                              **evaluate(train(run, seed, out, args.override), args.designs, seed)})
                 print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)

@@ -42,5 +42,8 @@ def test_circuit_configs_build(circuit):
 def test_ring_generator_stages_and_bad_stage_count():
     base = {"name": "ring", "generator": "ring", "params": {}}
     assert len(circuit_from_config({**base, "stages": 7}).outputs) == 7
+    # the window holds about four periods for every N: ring5's 4 ns, 0.8 ns more per stage
+    assert circuit_from_config({**base, "stages": 5}).tstop == pytest.approx(4e-9)
+    assert circuit_from_config({**base, "stages": 21}).tstop == pytest.approx(16.8e-9)
     with pytest.raises(ConfigError, match="odd number"):
         circuit_from_config({**base, "stages": 4})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from circuits.circuit import load_circuit
-from surrogate.recipe import activity_edges, is_time_varying, limit_cycle_start, plan
+from surrogate.recipe import _reference, activity_edges, is_time_varying, limit_cycle_start, plan
 
 
 def test_sources_that_vary_in_time_are_found_and_a_dc_supply_is_not():
@@ -216,3 +216,17 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
     assert [r["window"] for r in loop.history] == [1, 1, 1]
     assert out["nrmse_worst_overall"] == 0.05 and out["target_met"] is False
     assert module.model.nets is not first and len(module.model.nets) == 2  # the first state's copy is back
+
+
+@pytest.mark.slow
+def test_a_long_ring_ends_on_a_limit_cycle_within_its_generated_window():
+    """ring11's period is about twice ring5's: its generated window (8.8 ns) still ends on a limit cycle,
+    which the recipe needs to see to treat it as an oscillator (in ring5's 4 ns it does not)."""
+    from circuits.circuit import circuit_from_config
+
+    ring = circuit_from_config({"name": "ring", "generator": "ring", "stages": 11, "params": {
+        "cload": {"low": 8e-15, "high": 16e-15, "nominal": 10e-15}, "wn": {"low": 0.8e-6, "high": 1.6e-6, "nominal": 1e-6},
+        "wp": {"low": 1.6e-6, "high": 3.2e-6, "nominal": 2e-6}}})
+    t, y = _reference(ring, ring.space.nominal_vector().unsqueeze(0), points=4001)
+    found = limit_cycle_start(t, y[0])
+    assert found is not None and found[0] < 0.5 * ring.tstop
