@@ -35,7 +35,8 @@ def train(run: str, seed: int, outdir: Path, extra: list[str]) -> Path:
 
     from surrogate.train import run_train
 
-    spec = run.split()
+    # keys the config does not declare (a netlist's space.NAME) are added, as scripts/train.py does
+    spec = [f"++{a}" if a.startswith(("space.", "params.")) else a for a in run.split()]
     overrides = [*spec, f"seed={seed}", "trainer.enable_progress_bar=false", *extra]
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
