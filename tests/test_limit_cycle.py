@@ -313,8 +313,8 @@ def test_rate_heads_keep_the_chain_continuous_with_the_right_rate(legendre_cycle
         w, speed, win = m.warp(t, PP)
         assert torch.allclose(m.unwarp(w, PP, win), t, rtol=1e-13, atol=1e-22)
         grid = m.warp_grid(t[:9], P)  # one clock per design, as predict_batch uses it
-        for got, want in zip(grid, (w, speed, win)):
-            assert torch.equal(got.reshape(-1), want)
+        for got, want in zip(grid, (w, speed, win)):  # the same arithmetic on (3, ·) and (27, ·) batches:
+            assert torch.allclose(got.reshape(-1).double(), want.double(), rtol=1e-14, atol=0)  # last-bit rounding
         with pytest.raises(ValueError, match="needs `window`"):
             m.state(t, PP, warped=(w, speed))
     for window in (1, 2):

@@ -103,7 +103,7 @@ def test_load_rejects_bad_files(tmp_path):
         load_surrogate(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(SurrogateError, match="not a readable surrogate file"):
+    with pytest.raises(SurrogateError, match="not a NeuroSPICE surrogate file .damaged or not a torch file"):
         load_surrogate(bad)
     other = tmp_path / "other.pt"
     torch.save({"weights": 1}, other)
