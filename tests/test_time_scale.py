@@ -76,6 +76,7 @@ def test_late_windows_train_only_designs_that_reach_them_and_adaptive_points_hav
     torch.manual_seed(3)
     module, _, _ = build_run(["circuit=ring5", "model=limit_cycle", "model.width=8", "model.depth=1",
                               "model.windows=6", "model.periodic_from=3.6e-9", "model.frequency_degree=0",
+                              "model.period=0.98e-9",
                               "model.dtype=float64", "surrogate.val_designs=1", "surrogate.val_points=11",
                               "surrogate.lbfgs_designs=8", "surrogate.lbfgs_times=8", "surrogate.lbfgs_adaptive=0.5"])
     model, sampler = module.model, module.sampler
