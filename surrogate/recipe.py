@@ -56,6 +56,9 @@ PLANNING_DESIGNS = 8
 #: designs whose reference runs must all end on a limit cycle for the oscillator recipe
 OSCILLATOR_DESIGNS = 5
 
+#: nominal periods the start-up windows cover at least before the limit-cycle window
+START_UP_PERIODS = 1.5
+
 #: successive oscillation cycles agreeing within this share of the swing count as the limit cycle
 CYCLE_AGREEMENT = 0.02
 
@@ -273,8 +276,10 @@ def _oscillator_plan(circuit: Circuit, row_scale: str, reasons: list[str], max_w
     s = (quadratic_features(space.to_unit(P)) @ coef).exp()
     start = max(float(c[0] * s[b]) for b, c in enumerate(cycles) if c is not None)
     period = cycles[0][1]
-    # a cycle that starts at once still needs one start-up window to leave the initial state
-    periodic_from = max(start, period)
+    # the limit cycle is distilled from the start-up windows' last period before it: every design
+    # must have one full period there, and slower designs (F(p) < 1 in warped time) need more than
+    # the nominal one (ring11 from one period: distillation read states before t = 0 and diverged)
+    periodic_from = max(start, START_UP_PERIODS * period)
     swing = (y[0].amax(dim=0) - y[0].amin(dim=0)).clamp(min=1e-12)
     travel = (y[0][t <= periodic_from].diff(dim=0).abs() / swing).sum(dim=0).max()  # the busiest output
     startup = min(max_windows - 1, max(1, math.ceil(float(travel) / SWINGS_PER_WINDOW)))

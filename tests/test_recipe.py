@@ -70,6 +70,9 @@ def test_the_recipe_finds_ring5_an_oscillator_and_feram_not():
     ring = plan(load_circuit("ring5"))
     assert ring.oscillator and ring.model["_target_"] == "surrogate.models.LimitCycleSurrogate"
     assert 0 < ring.model["periodic_from"] < load_circuit("ring5").tstop
+    # the cycle is distilled from the last period before it: at least 1.5 nominal periods of start-up
+    t, y = _reference(load_circuit("ring5"), load_circuit("ring5").space.nominal_vector().unsqueeze(0), points=4001)
+    assert ring.model["periodic_from"] >= 1.5 * limit_cycle_start(t, y[0])[1] * (1 - 1e-9)
     feram = plan(load_circuit("feram"))
     assert not feram.oscillator and feram.model["row_scale"] == "mixed"
 
