@@ -6,7 +6,15 @@ otherwise.  The grammar is the SPICE subset used by `.param`, `{...}` values and
 
     numbers with SI suffixes (``10p``, ``1meg``, ``2.5ns``), parameter names, ``+ - * /``, unary
     ``+ -``, power ``**`` / ``^`` (right associative), parentheses, the functions below, node
-    voltages ``v(a)`` / ``v(a,b)`` and the simulation time ``time``.
+    voltages ``v(a)`` / ``v(a,b)`` and the simulation time ``time``; comparisons ``< > <= >= == !=``
+    (``<>`` is ``!=``), logical ``&& || !`` and the conditional ``c ? a : b``.
+
+Precedence and semantics are ngspice's B-source grammar (src/spicelib/parser/inpptree-parser.y),
+loosest first: ``?:`` (right associative), ``||``, ``&&``, ``== !=``, ``< > <= >=``, ``+ -``,
+``* /``, unary ``- + !``, ``^``.  ``a OP b`` is ``(a - b) OP 0`` giving 1.0 or 0.0; ``a && b`` is
+``(a != 0) and (b != 0)``, ``a || b`` likewise, ``!a`` is ``a == 0``; ``c ? a : b`` picks ``a`` where
+``c != 0`` (both sides are evaluated: ``torch.where``).  A comparison is piecewise constant, so its
+derivative is zero; the conditional passes the derivative of the branch it picks.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ _NUMBER_RE = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TOKEN_RE = re.compile(
     r"(?P<num>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?P<unit>[A-Za-z\u00b5]*)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)"
-    r"|(?P<op>\*\*|[-+*/^(),])"
+    r"|(?P<op>\*\*|&&|\|\||==|!=|<>|<=|>=|[-+*/^(),<>!?:])"
 )
 _VREF_RE = re.compile(r"\s*\(([^()]*)\)")
 
@@ -94,6 +102,29 @@ _BINARY = {
     "^": (np.power, torch.pow),
 }
 
+# comparisons of (a - b) with zero, as ngspice's B sources compute them (ptfuncs.c PTgt0 ...)
+_COMPARE: dict[str, Callable] = {
+    "<": lambda d: d < 0, ">": lambda d: d > 0, "<=": lambda d: d <= 0, ">=": lambda d: d >= 0,
+    "==": lambda d: d == 0, "!=": lambda d: d != 0,
+}
+
+
+def _indicator(x: Value, *like: Value) -> Value:
+    """A boolean tensor as 1.0/0.0 (no gradient) in the dtype of the first floating tensor of
+    ``like`` (else the default dtype); a bool as a float."""
+    if isinstance(x, Tensor):
+        ref = next((y for y in like if isinstance(y, Tensor) and y.is_floating_point()), None)
+        return x.to(ref.dtype if ref is not None else torch.get_default_dtype())
+    return 1.0 if x else 0.0
+
+
+def _truth(x: Value, test: Callable) -> Value:
+    """``test`` applied to a value (tensor or float), as a boolean tensor or a Python bool."""
+    if isinstance(x, Tensor):
+        return test(x)
+    with np.errstate(all="ignore"):
+        return bool(test(np.float64(x)))
+
 # name -> (arity, numpy function, torch function); arity (lo, hi): a range.  min/max of one
 # argument is that argument (ngspice's .param evaluator accepts it: max(3) = 3, measured)
 _FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable, Callable]] = {
@@ -115,6 +146,23 @@ _FUNCTIONS: dict[str, tuple[int | tuple[int, int], Callable, Callable]] = {
 # of the argument: the device holding the expression gives it (see `Expr.dynamic`); the DAE makes
 # each call an internal state.  (ngspice's B sources have no idt(): "no such function", measured.)
 DYNAMIC_FUNCTIONS: dict[str, tuple[int, int]] = {"ddt": (1, 1)}
+
+# While set (see `Expr.frozen_comparisons`): id(comparison node) -> its outcome.  The first
+# evaluation records each outcome, later ones reuse it, so forward differences see the zero derivative
+# ngspice gives a comparison (PTdifferentiate) instead of a jump where the perturbation crosses it.
+_FROZEN: ContextVar[dict[int, Value] | None] = ContextVar("frozen_comparisons", default=None)
+
+
+def _frozen(node: "_Node", compute: Callable[[], Value]) -> Value:
+    """``compute()``, or the outcome recorded for ``node`` inside `Expr.frozen_comparisons`."""
+    memo = _FROZEN.get()
+    if memo is None:
+        return compute()
+    key = id(node)
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
 
 # `.func` definitions visible to the parser: name -> (argument names, body tree)
 _USER_FUNCTIONS: ContextVar[Mapping[str, tuple[tuple[str, ...], "_Node"]]] = ContextVar("user_functions", default={})
@@ -263,6 +311,90 @@ class _Bin(_Node):
 
 
 @dataclass(frozen=True)
+class _Cmp(_Node):
+    """``a op b`` for a comparison or a logical operator: 1.0 where true, 0.0 where false."""
+
+    op: str
+    a: _Node
+    b: _Node
+
+    def ev(self, ctx: _Ctx) -> Value:
+        return _frozen(self, lambda: self._ev(ctx))
+
+    def _ev(self, ctx: _Ctx) -> Value:
+        a, b = self.a.ev(ctx), self.b.ev(ctx)
+        if self.op in ("&&", "||"):
+            ta, tb = _truth(a, lambda x: x != 0), _truth(b, lambda x: x != 0)
+            if isinstance(ta, Tensor) or isinstance(tb, Tensor):
+                ta, tb = torch.as_tensor(ta), torch.as_tensor(tb)
+                return _indicator(ta & tb if self.op == "&&" else ta | tb, a, b)
+            return _indicator(ta and tb if self.op == "&&" else ta or tb)
+        d = _apply(np.subtract, torch.sub, a, b)
+        return _indicator(_truth(d, _COMPARE[self.op]), d)
+
+    def ren(self, names, nodes) -> _Node:
+        return _Cmp(self.op, self.a.ren(names, nodes), self.b.ren(names, nodes), depth=self.depth)
+
+    def txt(self, params, node_name) -> str:
+        return f"({self.a.txt(params, node_name)}{self.op}{self.b.txt(params, node_name)})"
+
+    def children(self) -> tuple[_Node, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class _Not(_Node):
+    """``!x``: 1.0 where x == 0, else 0.0."""
+
+    x: _Node
+
+    def ev(self, ctx: _Ctx) -> Value:
+        def compute() -> Value:
+            x = self.x.ev(ctx)
+            return _indicator(_truth(x, lambda y: y == 0), x)
+        return _frozen(self, compute)
+
+    def ren(self, names, nodes) -> _Node:
+        return _Not(self.x.ren(names, nodes), depth=self.depth)
+
+    def txt(self, params, node_name) -> str:
+        return f"(!{self.x.txt(params, node_name)})"
+
+    def children(self) -> tuple[_Node, ...]:
+        return (self.x,)
+
+
+@dataclass(frozen=True)
+class _Cond(_Node):
+    """``c ? a : b``: a where c != 0, else b (a tensor condition: both sides, `torch.where`)."""
+
+    c: _Node
+    a: _Node
+    b: _Node
+
+    def ev(self, ctx: _Ctx) -> Value:
+        c = _frozen(self, lambda: _truth(self.c.ev(ctx), lambda x: x != 0))
+        if not isinstance(c, Tensor):  # a scalar condition: only the chosen side is evaluated
+            return (self.a if c else self.b).ev(ctx)
+        a, b = self.a.ev(ctx), self.b.ev(ctx)
+        ref = next((x for x in (a, b) if isinstance(x, Tensor) and x.is_floating_point()), None)
+        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+        a, b = (torch.as_tensor(x, dtype=dtype, device=c.device) for x in (a, b))
+        return torch.where(c, a, b)
+
+    def ren(self, names, nodes) -> _Node:
+        return _Cond(self.c.ren(names, nodes), self.a.ren(names, nodes), self.b.ren(names, nodes),
+                     depth=self.depth)
+
+    def txt(self, params, node_name) -> str:
+        c, a, b = (x.txt(params, node_name) for x in (self.c, self.a, self.b))
+        return f"({c}?{a}:{b})"
+
+    def children(self) -> tuple[_Node, ...]:
+        return (self.c, self.a, self.b)
+
+
+@dataclass(frozen=True)
 class _Call(_Node):
     fn: str
     args: tuple[_Node, ...]
@@ -388,9 +520,33 @@ class _Parser:
     def parse(self) -> _Node:
         if self.peek().kind == "end":
             raise self.fail("empty expression")
-        node = self.additive()
+        node = self.expression()
         if self.peek().kind != "end":
             raise self.fail(f"unexpected {self.describe(self.peek())}")
+        return node
+
+    def expression(self) -> _Node:
+        """``c ? a : b`` (right associative, loosest) over the logical/comparison levels."""
+        cond = self.binary(0)
+        if self.accept("?") is None:
+            return cond
+        self.nest()
+        a = self.expression()
+        self.expect(":")
+        b = self.expression()
+        self.nesting -= 1
+        return self.build(_Cond(cond, a, b), cond, a, b)
+
+    # left-associative levels below the conditional, loosest first (ngspice's B-source grammar)
+    _LEVELS: tuple[tuple[str, ...], ...] = (("||",), ("&&",), ("==", "!=", "<>"), ("<", ">", "<=", ">="))
+
+    def binary(self, level: int) -> _Node:
+        if level == len(self._LEVELS):
+            return self.additive()
+        node = self.binary(level + 1)
+        while (op := self.accept(*self._LEVELS[level])) is not None:
+            rhs = self.binary(level + 1)
+            node = self.build(_Cmp("!=" if op == "<>" else op, node, rhs), node, rhs)
         return node
 
     def additive(self) -> _Node:
@@ -408,12 +564,14 @@ class _Parser:
         return node
 
     def unary(self) -> _Node:
-        op = self.accept("+", "-")
+        op = self.accept("+", "-", "!")
         if op is None:
             return self.power()
         self.nest()
         x = self.unary()
         self.nesting -= 1
+        if op == "!":
+            return self.build(_Not(x), x)
         return x if op == "+" else self.build(_Neg(x), x)
 
     def power(self) -> _Node:
@@ -435,7 +593,7 @@ class _Parser:
             return self.name_or_call(tok)
         if tok.kind == "op" and tok.text == "(":
             self.nest()
-            node = self.additive()
+            node = self.expression()
             self.expect(")")
             self.nesting -= 1
             return node
@@ -448,9 +606,9 @@ class _Parser:
         if user is None and tok.text not in _FUNCTIONS and tok.text not in DYNAMIC_FUNCTIONS:
             raise self.fail(f"unknown function '{tok.text}'")
         self.nest()
-        args = [self.additive()]
+        args = [self.expression()]
         while self.accept(","):
-            args.append(self.additive())
+            args.append(self.expression())
         self.expect(")")
         self.nesting -= 1
         if user is not None:
@@ -478,6 +636,15 @@ class _Parser:
         if isinstance(node, _Call):
             kids = tuple(self._substitute(a, args) for a in node.args)
             return self.build(_Call(node.fn, kids), *kids)
+        if isinstance(node, _Cmp):
+            a, b = self._substitute(node.a, args), self._substitute(node.b, args)
+            return self.build(_Cmp(node.op, a, b), a, b)
+        if isinstance(node, _Not):
+            x = self._substitute(node.x, args)
+            return self.build(_Not(x), x)
+        if isinstance(node, _Cond):
+            c, a, b = (self._substitute(x, args) for x in (node.c, node.a, node.b))
+            return self.build(_Cond(c, a, b), c, a, b)
         return node
 
 
@@ -497,7 +664,7 @@ def _walk(root: _Node) -> list[_Node]:
 class Expr:
     """A parsed arithmetic expression; see the module docstring for the grammar."""
 
-    __slots__ = ("text", "_root", "names", "nodes", "uses_time", "dynamic")
+    __slots__ = ("text", "_root", "names", "nodes", "uses_time", "dynamic", "has_comparisons")
 
     def __init__(self, root: _Node, text: str):
         self.text = text
@@ -510,6 +677,7 @@ class Expr:
         # the distinct ddt() calls, in order: (function name, call node)
         self.dynamic: tuple[tuple[str, _Node], ...] = tuple(dict.fromkeys(
             (n.fn, n) for n in nodes if isinstance(n, _Call) and n.fn in DYNAMIC_FUNCTIONS))
+        self.has_comparisons: bool = any(isinstance(n, (_Cmp, _Not, _Cond)) for n in nodes)
 
     @classmethod
     def parse(cls, text: str, file: str = "<string>", line: int = 0) -> Expr:
@@ -545,6 +713,18 @@ class Expr:
         ctx = _Ctx(env, v, time, dynamic)
         return [[a.ev(ctx) for a in node.args] for _, node in self.dynamic]
 
+
+    @staticmethod
+    @contextmanager
+    def frozen_comparisons() -> Iterator[None]:
+        """Within the block, the first evaluation of each comparison, logical operator and
+        conditional's condition fixes its outcome for every later evaluation (of any expression
+        holding that node): forward differences then give the comparison's zero derivative."""
+        token = _FROZEN.set({})
+        try:
+            yield
+        finally:
+            _FROZEN.reset(token)
 
     def rename(self, names: Mapping[str, str] = {}, nodes: Mapping[str, str] = {}) -> Expr:
         """A copy with parameter names and v() node names substituted."""

@@ -296,7 +296,8 @@ class _Reader:
 def _tokenize(text: str, loc: SourceLoc) -> list[str]:
     """Split a card into words; ``{..}``, ``'..'`` and parenthesised groups stay inside their word.
 
-    ``=`` is a token of its own; whitespace and commas outside groups separate words.
+    ``=`` is a token of its own (but not in the comparisons ``== <= >= !=``); whitespace and commas
+    outside groups separate words.
     """
     tokens: list[str] = []
     i, n = 0, len(text)
@@ -304,7 +305,7 @@ def _tokenize(text: str, loc: SourceLoc) -> list[str]:
         c = text[i]
         if c.isspace() or c == ",":
             i += 1
-        elif c == "=":
+        elif c == "=" and not _in_comparison(text, i):
             tokens.append("=")
             i += 1
         else:
@@ -312,6 +313,11 @@ def _tokenize(text: str, loc: SourceLoc) -> list[str]:
             tokens.append(text[i:j])
             i = j
     return tokens
+
+
+def _in_comparison(text: str, i: int) -> bool:
+    """Whether the ``=`` at ``i`` belongs to one of the operators ``== <= >= !=``."""
+    return text[i + 1:i + 2] == "=" or (i > 0 and text[i - 1] in "=<>!")
 
 
 def _word_end(text: str, i: int, loc: SourceLoc) -> int:
@@ -331,7 +337,7 @@ def _word_end(text: str, i: int, loc: SourceLoc) -> int:
             if depth == 0:
                 raise NetlistError("unbalanced ')'", loc.file, loc.line)
             depth -= 1
-        elif depth == 0 and (c.isspace() or c in "=,"):
+        elif depth == 0 and (c.isspace() or c == "," or (c == "=" and not _in_comparison(text, i))):
             break
         i += 1
     if depth:

@@ -171,6 +171,14 @@ class Behavioral(Device):
         dynamic = tuple(f"{fn}{k}" for k, (fn, _) in enumerate(expr.dynamic))
         return (("i",) if kind == "v" else ()) + dynamic
 
+    def local_jacobian(self, v, s, t, p, ctx=None):
+        # a comparison's derivative is zero (ngspice's PTdifferentiate): the perturbed evaluations
+        # of the forward differences reuse the outcomes at the unperturbed point
+        if not ctx[1].has_comparisons:
+            return super().local_jacobian(v, s, t, p, ctx)
+        with ctx[1].frozen_comparisons():
+            return super().local_jacobian(v, s, t, p, ctx)
+
     def evaluate(self, v, s, t, p, ctx=None):
         kind, expr, index, env = ctx
         vi = v[..., 0, :]
