@@ -76,6 +76,8 @@ SLOW: dict[str, float] = {
     "ng_ddt_rc": 36.6,  # tran 100n 3m: 30k steps, the B source evaluated in torch per Newton iteration
     "ng_fourbit_adder_bjt": 110.0,  # 180 BJTs, plus the TIGHT_OPTIONS re-check (ref-limited)
     "ng_mos_amp_level2": 52.3,  # level-2 MOSFETs, plus the TIGHT_OPTIONS re-check (ref-limited)
+    "las_adder_4bit_bsource": 8.0,  # 25 B sources (ternary logic gates), at c4a1336 + the operators
+    "las_bcd_counter_bsource": 13.1,  # B-source logic on 17 nodes, at c4a1336 + the operators
 }
 
 TIMEOUT_S = 300.0
