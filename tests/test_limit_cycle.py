@@ -40,9 +40,11 @@ def assert_continuous_at_the_cycle_start(m: Surrogate, P: torch.Tensor, window: 
     B = P.shape[0]
     window = window % m.windows
     with torch.no_grad():
+        # unwarp then warp of the edge itself rounds to either side: step 1e-13 (relative) off it
         edge = m.unwarp(m.edges[window].expand(B), P, window)
-        assert bool((m.warp(edge, P)[2] == window).all())  # the edge time lies in the window
-        t = torch.stack([edge * (1 - 1e-13), edge], dim=1).reshape(-1)
+        after, before = edge * (1 + 1e-13), edge * (1 - 1e-13)
+        assert bool((m.warp(after, P)[2] == window).all()) and bool((m.warp(before, P)[2] == window - 1).all())
+        t = torch.stack([before, after], dim=1).reshape(-1)
         x = m.state(t, P.repeat_interleave(2, dim=0))[:, m.learned_idx].view(B, 2, -1)
     assert (x[:, 0] - x[:, 1]).abs().max() < 1e-9
 
