@@ -245,8 +245,6 @@ class SurrogateEvaluator(Evaluator):
         if bool(usable.all()):
             return value
         rest = torch.nonzero(~usable).flatten()
-        if not len(rest):
-            return value
         slow = self._sampled(P[rest], meas)
         return value.index_put((rest,), slow.to(value.dtype))
 

@@ -81,7 +81,7 @@ def _histogram(task: Task, values: torch.Tensor, summary: dict[str, Any]):
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.hist(finite, bins=120, color="tab:blue", alpha=0.8)
     spec = summary["spec"]
-    for x, label in ((spec["low"], "spec low"), (spec["high"], "spec high")):
+    for x in (spec["low"], spec["high"]):
         ax.axvline(x, color="tab:red", lw=1.2, ls="--")
     ax.axvline(spec["target"], color="k", lw=1.0, label="target")
     m = task.objective.measurement

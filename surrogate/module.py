@@ -7,6 +7,7 @@ cycle's distillation, rate projection, training to a target - is a callback in s
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -26,8 +27,6 @@ log = logging.getLogger(__name__)
 
 def cosine_lr_factor(k: int, steps: int) -> float:
     """Learning-rate factor at step k of a cosine cycle of `steps` steps (from 1 down to 0.05)."""
-    import math
-
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(k, steps) / max(steps, 1)))
 
 

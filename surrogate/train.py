@@ -78,6 +78,7 @@ def build(cfg, circuit_cfg: dict, deadline: float):
     from hydra.utils import instantiate
 
     from circuits.circuit import circuit_from_config
+    from surrogate.callbacks import TrainToTarget
     from surrogate.data import CollocationDataModule
     from surrogate.held_out import HeldOut
     from surrogate.module import PinnModule
@@ -93,7 +94,7 @@ def build(cfg, circuit_cfg: dict, deadline: float):
                         steps_per_window=steps_per_window, seed=int(cfg.seed))
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]
     for cb in callbacks:
-        if hasattr(cb, "deadline"):  # TrainToTarget: the run's wall-clock budget
+        if isinstance(cb, TrainToTarget):  # the run's wall-clock budget is known only now
             cb.deadline = deadline
     dm = CollocationDataModule(circuit.space, circuit.tstop, breakpoints=model.physics.bind(None).breakpoints(),
                                designs=int(s.designs_per_batch), times=int(s.times_per_design),

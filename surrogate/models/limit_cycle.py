@@ -187,11 +187,11 @@ class LimitCycleSurrogate(Surrogate):
         return 0.0 if float(self.hparams_net["periodic_settle"]) > 0 else 1.0
 
     def cycle_values(self, cycles: Tensor, u: Tensor, start: Tensor, with_rate: bool = False,
-                     decay: Tensor | float = 1.0, gap: Tensor | None = None):
+                     decay: Tensor | float = 1.0, gap: Tensor | None = None, net: PeriodicNet | None = None):
         """Learned unknowns (N, m) at a fraction `cycles` (N, 1) of the limit cycle (and d/dcycle of
         the periodic part): scale·y + decay·gap for differential ones, gap = start − scale·y(0)
-        (`_settling_gap`, computed here unless given)."""
-        net = self.cycle_net
+        (`_settling_gap`, computed here unless given); `net`: a copy of the cycle's network to use."""
+        net = self.cycle_net if net is None else net
         if with_rate:
             y, y_rate = net.cycle.forward_with_rate(cycles, u)
             y, y_rate = y.to(torch.float64), y_rate.to(torch.float64)
@@ -225,14 +225,9 @@ class LimitCycleSurrogate(Surrogate):
         with torch.no_grad():
             fast = copy.deepcopy(net).float()
             c = ((torch.arange(phases, dtype=torch.float32) + 0.5) / phases).repeat(P.shape[0]).unsqueeze(1)
-            uu = u.float().repeat_interleave(phases, dim=0)
-            y = fast.cycle(c, uu).to(torch.float64)
-            y0 = fast.cycle(torch.zeros(P.shape[0], 1), u.float()).to(torch.float64).repeat_interleave(phases, dim=0)
-            j = int(where[0])
-            scale = float(self.physics.layout.x_scale[col])
-            gap = (start[:, col].repeat_interleave(phases) - scale * y0[:, j]) if bool(
-                self.physics.layout.differential[col]) and float(self.hparams_net["periodic_settle"]) == 0 else 0.0
-            v = (scale * y[:, j] + gap).view(P.shape[0], phases)
+            values, _ = self.cycle_values(c, u.float().repeat_interleave(phases, dim=0),
+                                          start.repeat_interleave(phases, dim=0), decay=self.distil_decay, net=fast)
+            v = values[:, int(where[0])].view(P.shape[0], phases)
             crossed = (v.amin(dim=1) < level) & (v.amax(dim=1) > level)
             begins = self.unwarp(self.edges[k].expand(P.shape[0]), P, k)
         return hz, crossed, begins
