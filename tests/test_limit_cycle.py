@@ -329,3 +329,21 @@ def test_rate_heads_round_trip_and_carry_the_design_gradient(legendre_cycle_mode
     assert_batch_matches_pointwise_and_round_trips(m, 41, tmp_path / "legendre.pt")
     assert_gradient_matches_central_differences(m, torch.tensor([0.7e-9, 3.1e-9], dtype=torch.float64),
                                                 [11e-15, 1.2e-6, 2.5e-6])
+
+
+def test_cycle_mismatch_leaves_out_points_before_the_transient_starts(shipped_ring5):
+    """A period so long that one cycle before the cycle window reaches back before t = 0 gives the
+    distillation nothing to compare (the start-up windows say nothing there), not an extrapolation."""
+    from surrogate.callbacks.limit_cycle import cycle_mismatch
+
+    model = shipped_ring5.model
+    designs = model.circuit.space.sample_sobol(8)
+    cycles = torch.rand(8 * 16, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    period = model.hparams_net["period"]
+    with torch.no_grad():
+        assert float(cycle_mismatch(shipped_ring5, designs, cycles)) > 0
+        model.hparams_net["period"] = 1e3 * model.circuit.tstop
+        try:
+            assert float(cycle_mismatch(shipped_ring5, designs, cycles)) == 0.0
+        finally:
+            model.hparams_net["period"] = period

@@ -38,10 +38,14 @@ def cycle_mismatch(module: PinnModule, designs: Tensor, cycles: Tensor) -> Tenso
         length = period / net.frequency(u).to(torch.float64).squeeze(1)
         start = model.unwarp(torch.full((P.shape[0],), edge, dtype=torch.float64), P, window)  # seconds
         before = start - length * (1.0 - cycles.squeeze(1)) / model.time_factor(P)  # cycle time runs at s(p)
-        target = model.state(before, P)[:, model.learned_idx]
+        # a slow design's last period can reach back before t = 0, where the start-up windows
+        # say nothing (their times there are extrapolation): those points are left out
+        seen = before >= 0
+        target = model.state(before.clamp(min=0.0), P)[:, model.learned_idx]
     learned, _ = model.cycle_values(cycles.to(dtype), u, starts, decay=model.distil_decay)
     scale = model.physics.layout.x_scale[model.learned_idx]
-    return ((learned - target) / scale).pow(2).sum(dim=1).mean()
+    gap = ((learned - target) / scale).pow(2).sum(dim=1)
+    return (gap * seen).sum() / seen.sum().clamp(min=1)
 
 
 class CycleDistillation(WindowPhase):
