@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from circuits.cli import user_errors
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +44,7 @@ def train(outdir: Path, steps: int, designs: int, trainer: str, args) -> dict:
     return {"steps": m["steps"], "fit_s": m["adam_time_s"], "wall_s": wall}
 
 
+@user_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--circuit", default="rc")

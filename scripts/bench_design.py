@@ -24,6 +24,7 @@ sys.path[0] = str(ROOT)  # scripts/optimize.py would shadow the `optimize` packa
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from circuits.cli import user_errors  # noqa: E402
 
 CONFIGS = str(ROOT / "configs")
 METHODS = ["gradient", "optuna-ngspice", "optuna-reference", "reference_gradient"]
@@ -76,6 +77,7 @@ def run_one(task: str, target: float, method: str, trials: int, outdir: Path, op
             "in_range": r["in_range"]}
 
 
+@user_errors
 def main() -> None:
     from circuits.errors import NeuroSpiceError
     from optimize.run import default_surrogate_path

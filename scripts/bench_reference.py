@@ -22,8 +22,10 @@ import torch
 from circuits import load_circuit
 from circuits.ngspice import run_ngspice_batch
 from circuits.simulation import simulate_tensor
+from circuits.cli import user_errors
 
 
+@user_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--circuit", default="ring5")

@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from circuits import load_circuit, measure, simulate  # noqa: E402
 from circuits.errors import NeuroSpiceError  # noqa: E402
 from circuits.ngspice import NgspiceError, run_ngspice  # noqa: E402
+from circuits.cli import user_errors  # noqa: E402
 
 CORPUS = ROOT / "tests" / "data" / "corpus"
 CORPUS_DOC = ROOT / "docs" / "compat_corpus.md"
@@ -94,6 +95,7 @@ def measure_case(label: str, source: str, repeats: int) -> dict | str:
             "ratio": ref_s / ng_s, "nrmse": worst}
 
 
+@user_errors
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decks", nargs="*", default=None,

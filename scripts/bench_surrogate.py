@@ -23,6 +23,7 @@ sys.path[0] = str(ROOT)  # scripts/optimize.py would shadow the `optimize` packa
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from circuits.cli import user_errors  # noqa: E402
 
 CONFIGS = str(ROOT / "configs")
 HEADLINE_TASK = {"ring5": "ring5_freq", "amp": "amp_gain", "feram": "feram_switch", "rc": "rc_delay"}
@@ -140,6 +141,7 @@ def evaluate(path: Path, designs: int = 32, seed: int = 0) -> dict:
     return row
 
 
+@user_errors
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -179,12 +179,20 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str], str | int]]:
         ([f["sweep"], f"output={f['dir']}"], "error: is a directory"), ([f["sweep"], "output=x.txt"], "error: .csv or .parquet"),
         ([f["sweep"], "foo=1"], "error: unknown option foo"), ([f["sweep"], "a", "b"], "error: usage"),
     ]
+    bench = [  # the benchmark and validation scripts share the one error boundary
+        ("bench_surrogate", ["eval", "/no/such.pt"], "error: no such surrogate file"),
+        ("bench_surrogate", ["eval", f["other.pt"]], "error: "),
+        ("bench_reference", ["--circuit", "nosuch"], "error: unknown circuit 'nosuch'"),
+        ("bench_design", ["--tasks", "nosuch"], "error: unknown task 'nosuch'"),
+        ("validate_reference", ["--circuit", "nosuch"], "error: unknown circuit 'nosuch'"),
+    ]
     out: list[tuple[str, list[str], str | int]] = []
     out += [("simulate", ["circuit=rc", "ngspice=false", *a], e) for a, e in sim]
     out += [("simulate", a, e) for a, e in ng]
     out += [("optimize", ["task=rc_delay", *a], e) for a, e in opt]
     out += [("train", a, e) for a, e in train]
     out += [("collect", a, e) for a, e in collect]
+    out += bench
     return out
 
 
