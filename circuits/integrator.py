@@ -6,7 +6,8 @@ decide which designs share a step.
 
 History convention: the derivative of the charges at the new point is
 ``qdot_{n+1} = a q_{n+1} + b`` with ``b = c0 q_n + c1 q_{n-1} - k qdot_n``; Newton solves
-``a q(x) + b + f(x, t) = 0``.  After a breakpoint (or at the start) the first step is backward Euler.
+``a q(x) + b + f(x, t) = 0``.  After a breakpoint the first step is backward Euler, at the start
+the first two (`second_order`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["Coefficients", "Method", "method_of", "StepController", "CONTROLLER", "step_weights",
-           "step_ceiling", "error_left_per_update", "NEWTON_LTE_FRACTION", "CHORD_MAX_CONTRACTION"]
+           "second_order", "predictor_degree", "checked_unknowns", "step_ceiling", "error_left_per_update",
+           "NEWTON_LTE_FRACTION", "CHORD_MAX_CONTRACTION"]
 
 NEWTON_LTE_FRACTION = 0.5  # transient Newton tolerance as a fraction of the LTE tolerance
 CHORD_MAX_CONTRACTION = 0.7  # refresh the reused Jacobian when an iteration shrinks the update less
@@ -54,6 +56,41 @@ class Coefficients:
     c0: Scalar
     c1: Scalar
     k: Scalar
+
+
+def second_order(npts: Scalar, total: Scalar) -> Scalar:
+    """Whether a step is second order, from the points since the last reset (npts) and since the
+    start (total): after one backward-Euler step since a source corner, after two since the start.
+
+    The start point may lie off the trajectory that follows (an .ic or uic start: the first step can
+    span a fast transient), so the first step's chord is no slope for the trapezoidal rule's history;
+    a second Euler step damps what it left in stiff modes, as ngspice's order-1 steps after its first
+    time point do.
+    """
+    return (npts >= 2) & (total >= 3)
+
+
+def predictor_degree(npts: Scalar, total: Scalar) -> Scalar:
+    """Degree of Newton's initial guess, extrapolated from the last points: 0 (the last point) on the
+    first step after a reset and the second after the start, 1 on the third, else 2.  It never
+    extrapolates from the start point across the first step (see `second_order`)."""
+    if isinstance(total, Tensor):
+        return torch.where((npts < 2) | (total < 3), 0, torch.where(total < 4, 1, 2))
+    return 0 if npts < 2 or total < 3 else (1 if total < 4 else 2)
+
+
+def checked_unknowns(in_charge, n_nodes: int):
+    """1 for the unknowns the LTE check covers: those in some charge (a numpy or torch (n,) mask) and
+    every node voltage.
+
+    A node without charge has no truncation error of its own, but between steps it is interpolated
+    (quadratically: an error of order h^3 |x'''|, like the LTE); unchecked, a charge-free node that
+    follows its input nonlinearly (a CMOS inverter without capacitances) is sampled only as finely
+    as the step doubling after a source corner happens to.
+    """
+    mask = in_charge.clone() if isinstance(in_charge, Tensor) else in_charge.copy()
+    mask[:n_nodes] = 1
+    return mask
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from circuits.discrete import (commit, event_fraction, event_tolerance, first_ev
                                settle, snapshot)
 from circuits.errors import ConvergenceError
 from circuits.limiting import Limiter
-from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, method_of,
-                                 step_ceiling, step_weights)
+from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, checked_unknowns,
+                                 method_of, predictor_degree, second_order, step_ceiling, step_weights)
 from circuits.result import TransientResult, progress_bar
 from circuits.solve_per_design import interpolate_per_design, transient_per_design
 
@@ -185,7 +185,7 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
             h = target - t
         npts = len(hist_t)
         h_prev = hist_t[-1] - hist_t[-2] if npts >= 2 else None
-        co = method.coefficients(h, h_prev, npts >= 2)
+        co = method.coefficients(h, h_prev, second_order(npts, len(ts)))
         if stepper.runs_ahead and h == hmax and npts >= 3 and not hit_stop and not method.uses_previous_step:
             block = _run_ahead(stepper, method, co, t, h, target, q1, qdot, ts[-3:], atol, rtol, hmin)
             if block is not None and discrete:  # keep the steps before the first switching event
@@ -205,14 +205,15 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
                 continue
         t_new = t + h
         b = method.history(co, q1, q0, qdot)
-        weights = None  # (predictor, third-derivative) weights on the last 3 points (and the new one)
-        if npts < 2:
+        # (predictor, third-derivative) weights on the last 3 points (and the new one)
+        weights = step_weights(ts[-3], ts[-2], ts[-1], t_new) if len(ts) >= 3 else None
+        degree = predictor_degree(npts, len(ts))
+        if degree == 0:
             predictor = None  # the last point
-        elif len(ts) < 3:  # linear extrapolation from the first two points
+        elif degree == 1:  # linear extrapolation from the last two points
             w = h / (ts[-1] - ts[-2])
             predictor = (0.0, -w, 1 + w)
         else:
-            weights = step_weights(ts[-3], ts[-2], ts[-1], t_new)
             predictor = weights[0]
         x_new, ok, iters = stepper.newton(predictor, t_new, co.a, stepper.detach(b), atol, rtol)
         stats["newton_iterations"] += iters
@@ -248,7 +249,6 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         if event is not None:
             h_next = h
         elif dt is None and npts >= 3:
-            # (3 points since the reset are the last 3 points: the predictor's weights are set)
             ratio = method.lte_factor(h, h_prev) * stepper.lte(weights[1], x_new, atol, rtol)
             gain = ctl.gain(ratio)
             if ctl.rejects(ratio, h, hmin):
@@ -360,7 +360,8 @@ class _TorchSteps:
         self.bound, self.needs_grad, self.fixed_tol = bound, needs_grad, fixed_tol
         with torch.no_grad():
             _, _, jq0, _ = bound.jacobians(x, 0.0)
-        self.differential = (jq0.abs().amax(dim=(0, 1)) > 0).to(x.dtype)  # unknowns in some charge
+        in_charge = (jq0.abs().amax(dim=(0, 1)) > 0).to(x.dtype)
+        self.checked = checked_unknowns(in_charge, len(bound.dae.node_names))
         with torch.enable_grad() if needs_grad else torch.no_grad():
             self.q_start = bound.evaluate(x, 0.0)[0]
         self.jac = None  # (dq/dx, df/dx) reused across Newton iterations and steps while it converges
@@ -388,11 +389,11 @@ class _TorchSteps:
         return out
 
     def lte(self, w3, x_new: Tensor, atol: Tensor, rtol: float) -> float:
-        """Largest |third derivative| / tolerance over the differential unknowns (the derivative from
-        weights on the last 3 states and x_new)."""
+        """Largest |third derivative| / tolerance over the checked unknowns (`checked_unknowns`; the
+        derivative from weights on the last 3 states and x_new)."""
         x3 = self.recent[-3] * w3[0] + self.recent[-2] * w3[1] + self.recent[-1] * w3[2] + x_new * w3[3]
         scale = atol + rtol * torch.maximum(x_new.abs(), self.abs_last)
-        return float((x3.abs() * self.differential / scale).max())
+        return float((x3.abs() * self.checked / scale).max())
 
     def newton(self, predictor, t: float, a: float, b: Tensor, atol: Tensor, rtol: float):
         """Solve the step from the predicted state: (x, converged, iterations)."""
@@ -440,7 +441,7 @@ class _DenseSteps:
         self.bound = bound
         self.system = system
         x0 = x[0].detach().numpy().copy()
-        self.differential = self.system.start(x0)
+        self.checked = checked_unknowns(self.system.start(x0), len(bound.dae.node_names))
         self.q_start = self.system.charges(x0, 0.0)
         # rows 0-2: the last 3 accepted states (the start repeated); row 3: the step being checked
         self.recent = np.stack([x0, x0, x0, x0])
@@ -466,7 +467,7 @@ class _DenseSteps:
         abs_new = np.abs(x_new)
         self._checked = (x_new, abs_new)
         scale = atol + rtol * np.maximum(abs_new, self.abs_last)
-        return float((np.abs(np.dot(w3, self.recent)) * self.differential / scale).max())
+        return float((np.abs(np.dot(w3, self.recent)) * self.checked / scale).max())
 
     def lte_many(self, times: list[float], xs: np.ndarray, atol: np.ndarray, rtol: float) -> np.ndarray:
         """`lte` of K consecutive new states xs (K, n) at times[3:] (times[:3]: the last 3 accepted)."""
@@ -476,7 +477,7 @@ class _DenseSteps:
         x3 = w[0][:, None] * X[:-3] + w[1][:, None] * X[1:-2] + w[2][:, None] * X[2:-1] + w[3][:, None] * X[3:]
         absX = np.abs(X)
         scale = atol + rtol * np.maximum(absX[3:], absX[2:-1])
-        return (np.abs(x3) * self.differential / scale).max(axis=1)
+        return (np.abs(x3) * self.checked / scale).max(axis=1)
 
     def newton(self, predictor, t: float, a: float, b: np.ndarray, atol: np.ndarray, rtol: float):
         if not self.system.nonlinear:  # one exact solve: no initial guess, no tolerance

@@ -11,8 +11,8 @@ from torch import Tensor
 from circuits.dae import BoundDAE
 from circuits.dc import initial_condition
 from circuits.errors import ConvergenceError
-from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Method, error_left_per_update, step_ceiling,
-                                 step_weights)
+from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Method, checked_unknowns, error_left_per_update,
+                                 predictor_degree, second_order, step_ceiling, step_weights)
 from circuits.result import TransientResult, progress_bar
 from circuits.split import SplitDAE
 
@@ -119,7 +119,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: Method, rtol:
         q_uic = bound.uic_charge_offset(x) if uic and x0 is None else None
         if q_uic is not None:  # C/L ic= under uic: the charges start there, not at q(x0) (as ngspice)
             q1 = q1 + q_uic
-        differential = (jq0.abs().amax(dim=(0, 1)) > 0).to(dtype)  # 1 for unknowns in some charge
+        checked = checked_unknowns((jq0.abs().amax(dim=(0, 1)) > 0).to(dtype), len(dae.node_names))
         jac = (jq0, jf0)
         t = torch.zeros(B, dtype=dtype)
         h = torch.full((B,), h0, dtype=dtype)
@@ -164,7 +164,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: Method, rtol:
             hh = h.clamp(max=hmax)
             hit = t + hh >= target - 1e-9 * hh
             hh = torch.where(active, torch.where(hit, target - t, hh), h0_t)  # frozen designs: any finite step
-            order2 = npts >= 2
+            order2 = second_order(npts, total)
             h_prev = th[:, 2] - th[:, 1]
             co = method.coefficients(hh, h_prev, order2)
             b = method.history(co, q1, q0, qdot)
@@ -183,7 +183,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: Method, rtol:
             x3 = _combine(third_weights, x4)
             fac = method.lte_factor(hh, h_prev)
             scale = torch.addcmul(atol, torch.maximum(x_new.abs(), x_last.abs()), rtol_t)
-            ratio = (x3.abs() * differential / scale).amax(dim=1) * fac * check.to(dtype)
+            ratio = (x3.abs() * checked / scale).amax(dim=1) * fac * check.to(dtype)
             lte_reject = check & ctl.rejects(ratio, hh, hmin)
             accept = conv & ~lte_reject
             gain = ctl.gain(ratio)
@@ -268,13 +268,14 @@ _LAST = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)  # weights that repea
 
 def _step_weights(th: Tensor, t_new: Tensor, w: Tensor, total: Tensor, npts: Tensor) -> tuple[Tensor, Tensor]:
     """Per design (B, 3) predictor weights and (B, 4) third-derivative weights (`step_weights`);
-    fewer points since the start or a reset: linear extrapolation (w = h / h_prev), or the last point."""
+    the predictor of lower degree (`predictor_degree`) is linear extrapolation (w = h / h_prev) or the
+    last point."""
     guess, third = step_weights(*th.unbind(1), t_new)
     guess, third = torch.stack(guess, dim=1), torch.stack(third, dim=1)
-    if bool(((total < 3) | (npts < 2)).any()):
+    if bool(((total < 4) | (npts < 2)).any()):
+        degree = predictor_degree(npts, total)[:, None]
         lin = torch.stack([torch.zeros_like(w), -w, 1 + w], dim=1)
-        guess = torch.where((total >= 3)[:, None], guess, lin)
-        guess = torch.where((npts >= 2)[:, None], guess, _LAST.to(th.dtype))
+        guess = torch.where(degree == 2, guess, torch.where(degree == 1, lin, _LAST.to(th.dtype)))
     return guess, third
 
 

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from circuits import run_ngspice, simulate
 from circuits.circuit import circuit_from_config
-from circuits.integrator import CONTROLLER, method_of, step_weights
+from circuits.integrator import CONTROLLER, method_of, predictor_degree, second_order, step_weights
+from circuits.measure import compare
+from circuits.ngspice import ngspice_available
 from circuits.simulation import dae_of
 from circuits.source_table import SourceTable
 from circuits.split import SplitDAE
@@ -76,6 +79,18 @@ def test_controller_gives_tensors_the_float_answers():
     assert float(retry[-1]) == pytest.approx(0.2e-9)
 
 
+def test_start_and_reset_rules_give_tensors_the_float_answers():
+    """Two backward-Euler steps after the start, one after a reset; the predictor never reaches back
+    across the first step after the start."""
+    npts, total = [1, 2, 2, 3, 3, 5, 2], [1, 2, 3, 3, 4, 9, 9]
+    orders = [bool(second_order(n, k)) for n, k in zip(npts, total)]
+    degrees = [predictor_degree(n, k) for n, k in zip(npts, total)]
+    assert orders == [False, False, True, True, True, True, True]
+    assert degrees == [0, 0, 1, 1, 2, 2, 2]
+    n_t, k_t = torch.tensor(npts), torch.tensor(total)
+    assert second_order(n_t, k_t).tolist() == orders and predictor_degree(n_t, k_t).tolist() == degrees
+
+
 def test_step_weights_extrapolate_a_quadratic_and_differentiate_a_cubic():
     ts = [0.0, 0.3, 1.1, 1.6]
     guess, third = step_weights(*ts)
@@ -128,3 +143,59 @@ def test_run_ahead_takes_the_steps_of_the_step_by_step_loop(monkeypatch):
     assert len(blocked) == len(single) and blocked.attrs["stats"]["steps"] == single.attrs["stats"]["steps"]
     assert np.array_equal(blocked.time.to_numpy(), single.time.to_numpy())
     assert np.abs(blocked["v(b)"].to_numpy() - single["v(b)"].to_numpy()).max() < 1e-12
+
+
+# default level-1 MOSFETs have no capacitances: no node of this inverter holds charge
+CMOS_INVERTER = """cmos inverter without capacitances
+Vd dd 0 dc 5
+Vin in 0 PULSE(0 5 0 10n 10n 100n 200n)
+mn1 out in 0 0 nm
+mp1 out in dd dd pm
+.model nm nmos
+.model pm pmos
+.tran 5n 130n
+.end
+"""
+
+ASTABLE = """astable multivibrator, two BC548 released from .ic
+.model BC548 NPN(Is=1.822f Xti=3 Eg=1.11 Vaf=72.71 Bf=445.5 Ne=1.394
++ Ise=1.822f Ikf=65.56m Xtb=1.5 Br=35.46 Nc=2 Isc=0 Ikr=0 Rc=0.85
++ Cjc=4.516p Mjc=0.3421 Vjc=0.45 Fc=0.5 Cje=12.23p Mje=0.307 Vje=0.75
++ Tr=10n Tf=481.5p Itf=0.5 Vtf=10 Xtf=2 Rb=10)
+VCC vcc 0 DC 9
+R1 vcc c1 1k
+R4 vcc c2 1k
+R2 vcc b1 15k
+R3 vcc b2 15k
+C1 c1 b2 10u
+C2 c2 b1 10u
+Q1 c1 b1 0 BC548
+Q2 c2 b2 0 BC548
+.ic V(b1)=0 V(b2)=0.7
+.tran 1ms 50ms
+.end
+"""
+
+
+@pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
+def test_charge_free_output_is_resolved_along_its_input_edges():
+    """v(out) of an inverter without capacitances is a steep algebraic function of vin: the LTE check
+    on node voltages resolves it between steps, so interpolated at ngspice's points it is ngspice's
+    (sampled only by the step doubling after vin's corners it was 2e-2 off)."""
+    circuit = circuit_from_config({"name": "cmos_no_caps", "netlist": CMOS_INVERTER})
+    ng = run_ngspice(circuit)
+    ours = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()))
+    assert compare(ng, ours)["worst"] <= 1e-3
+
+
+@pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
+def test_start_released_from_ic_stays_on_ngspices_branch():
+    """Released from .ic, the astable jumps within ~0.1 us, inside the first 10 us step.  The next
+    steps neither extrapolate across that step nor take its chord as a slope, so Newton stays on the
+    branch ngspice follows (not the flipped state) and the steps grow again."""
+    circuit = circuit_from_config({"name": "astable_start", "netlist": ASTABLE})
+    ng = run_ngspice(circuit)
+    ours = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()))
+    assert ours.attrs["stats"]["steps"] < 1000
+    after = ng.time.to_numpy() >= 1e-4  # the jump itself lies inside either engine's first step
+    assert compare(ng[after].reset_index(drop=True), ours[after].reset_index(drop=True))["worst"] <= 1e-3
