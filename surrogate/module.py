@@ -6,6 +6,7 @@ cycle's distillation, rate projection, training to a target - is a callback in s
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from typing import Any
@@ -46,6 +47,10 @@ class PinnModule(L.LightningModule):
         self.held_out = held_out
         self.last_val: dict[str, Any] = {}
         self._last_points: tuple | None = None
+        # the global step at which each window's Adam starts (and, last, where Adam ends): a window
+        # whose Adam outruns its time allowance is cut short (`end_adam_early`) and the later ones move up
+        self.adam_edges = [steps_per_window * k for k in range(model.windows + 1)]
+        self._dropped_before_resume = 0
 
     @property
     def circuit(self) -> Circuit:
@@ -65,7 +70,41 @@ class PinnModule(L.LightningModule):
     @property
     def active_window(self) -> int:
         """The window being trained at the current global step."""
-        return min(self.global_step // self.steps_per_window, self.windows - 1)
+        return min(bisect.bisect_right(self.adam_edges, self.global_step) - 1, self.windows - 1)
+
+    def end_adam_early(self, window: int) -> int:
+        """End a window's Adam after the step just taken (called after the optimiser step, when
+        `global_step` counts it): later windows start at the next step and the trainer's step limit
+        moves with them. Returns how many steps were dropped."""
+        dropped = self.adam_edges[window + 1] - self.global_step
+        if dropped <= 0:
+            return 0
+        for j in range(window + 1, len(self.adam_edges)):
+            self.adam_edges[j] -= dropped
+        loop = self.trainer.fit_loop.epoch_loop
+        loop.max_steps = max(self.global_step, loop.max_steps - dropped)
+        return dropped
+
+    def adam_lr_factor(self, step: int) -> float:
+        """Learning-rate factor at a global step: a cosine cycle over each window's Adam steps."""
+        edges = self.adam_edges
+        k = min(bisect.bisect_right(edges, step) - 1, len(edges) - 2)
+        return cosine_lr_factor(step - edges[k], edges[k + 1] - edges[k])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["adam_edges"] = list(self.adam_edges)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "adam_edges" in checkpoint and len(checkpoint["adam_edges"]) == len(self.adam_edges):
+            self._dropped_before_resume = self.adam_edges[-1] - checkpoint["adam_edges"][-1]
+            self.adam_edges = list(checkpoint["adam_edges"])
+
+    def on_train_start(self) -> None:
+        dropped = self._dropped_before_resume
+        if dropped > 0:  # the resumed run's step limit, as the interrupted run had moved it
+            loop = self.trainer.fit_loop.epoch_loop
+            loop.max_steps = max(self.global_step, loop.max_steps - dropped)
+            self._dropped_before_resume = 0
 
     def window_start_states(self, designs: Tensor, window: int) -> Tensor:
         """State (D, n) of each design at the start of a window (no graph)."""
@@ -146,10 +185,9 @@ class PinnModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.model.nets.parameters(), lr=self.hparams.lr)
-        steps = self.steps_per_window  # a cosine cycle per window
 
-        def cosine(k: int) -> float:
-            return cosine_lr_factor(k - steps * min(k // steps, self.windows - 1), steps)
+        def factor(step: int) -> float:  # a plain function: LambdaLR would pickle a callable object's state
+            return self.adam_lr_factor(step)
 
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

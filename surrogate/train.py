@@ -27,6 +27,9 @@ DESIGN_POOL = 8192
 #: Adam steps per window before its L-BFGS (the automatic recipe)
 ADAM_STEPS_PER_WINDOW = 300
 
+#: a window's Adam time allowance relative to its L-BFGS allowance (the automatic recipe)
+ADAM_SHARE = 0.5
+
 
 def circuit_config(cfg) -> dict[str, Any]:
     """The circuit to train: `netlist=PATH` with `space.NAME=[LOW,HIGH(,log)]` and `outputs=[...]`,
@@ -142,6 +145,9 @@ def run_train(cfg, outdir: str | Path) -> dict[str, Any]:
         heavy = sum(model.cost_weight(k) for k in range(model.windows))
         left = began + budget_s - time.perf_counter()
         schedule.lbfgs_seconds = min(WINDOW_ALLOWANCE_S, FIRST_PASS_SHARE * left / heavy)
+        # Adam's steps cost what the circuit's physics costs (a diode deck: 200 s a window on a
+        # loaded machine, twice its budget over the run); capped so the first pass stays in its share
+        schedule.adam_seconds = ADAM_SHARE * schedule.lbfgs_seconds
     s = cfg.surrogate
     trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)
     ckpt = ModelCheckpoint(dirpath=outdir / "checkpoints", save_last=True, every_n_train_steps=int(s.checkpoint_every))

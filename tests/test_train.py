@@ -120,3 +120,39 @@ def test_stalled_windows_are_those_far_above_the_median_window():
     assert stalled_windows([4e-9, 1e-6, 5e-5]) == []  # quiet windows: below the retry floor
     assert stalled_windows([1e-5, float("nan"), 2e-5]) == [1]
     assert stalled_windows([7.0]) == []
+
+
+def test_a_window_whose_adam_outruns_its_allowance_hands_over_to_the_next(tmp_path, caplog):
+    """adam_seconds tiny: each window's Adam stops after its first step, every window still gets
+    its L-BFGS, the run ends after one Adam step per window instead of max_steps, and the LR restarts
+    its cosine at each window's (moved) first step."""
+    import logging
+
+    overrides = ["circuit=rc", "recipe=manual", "surrogate.fixed_params=true", "trainer.max_steps=60",
+                 "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1", "model=windowed", "model.windows=3",
+                 "model.state_input=false", "surrogate.designs_per_batch=2", "surrogate.times_per_design=16",
+                 "surrogate.lbfgs_steps=3", "+callbacks.window_schedule.adam_seconds=1e-9", "surrogate.val_designs=2",
+                 "surrogate.val_points=21", "trainer.check_val_every_n_epoch=100"]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with caplog.at_level(logging.INFO, logger="surrogate"):
+        metrics = run_train(cfg, tmp_path)
+    assert metrics["steps"] == 3  # one Adam step per window, not 60
+    text = caplog.text
+    for k in range(3):
+        assert f"window {k}: Adam stopped 19 steps early" in text
+        assert f"window {k}: L-BFGS residual" in text
+    assert len(metrics["window_residuals"]) == 3
+
+
+def test_the_adam_learning_rate_restarts_at_each_windows_moved_first_step():
+    """After a cut, the cosine learning-rate cycle of the next window starts at its new first step."""
+    from tests.surrogate_helpers import build_run
+
+    module, _, _ = build_run(["circuit=rc", "model=windowed", "model.windows=3", "model.width=8", "model.depth=1",
+                              "surrogate.val_designs=2", "surrogate.val_points=11", "trainer.max_steps=300"])
+    assert module.adam_edges == [0, 100, 200, 300]
+    assert module.adam_lr_factor(100) == pytest.approx(1.0) and module.adam_lr_factor(99) < 0.06
+    module.adam_edges = [0, 40, 140, 240]  # what end_adam_early leaves after window 0 stopped at step 39
+    assert module.adam_lr_factor(40) == pytest.approx(1.0) and module.adam_lr_factor(39) < 1.0
+    assert module.adam_lr_factor(139) < 0.06 and module.adam_lr_factor(140) == pytest.approx(1.0)

@@ -46,12 +46,14 @@ class WindowPhase(L.Callback):
 
 
 class WindowSchedule(L.Callback):
-    """Adam steps on window k (the trainer's loop), then L-BFGS of up to `lbfgs_steps` iterations
-    within `lbfgs_seconds` (scaled by the model's `cost_weight`; 0: no limit) on a fixed set; window
-    k + 1 then starts from window k's weights."""
+    """Adam steps on window k (the trainer's loop, cut short past `adam_seconds`), then L-BFGS of up
+    to `lbfgs_steps` iterations within `lbfgs_seconds` on a fixed set (both time limits scaled by the
+    model's `cost_weight`; 0: no limit); window k + 1 then starts from window k's weights."""
 
-    def __init__(self, lbfgs_steps: int = 0, lbfgs_seconds: float = 0.0):
+    def __init__(self, lbfgs_steps: int = 0, lbfgs_seconds: float = 0.0, adam_seconds: float = 0.0):
         self.lbfgs_steps, self.lbfgs_seconds = int(lbfgs_steps), float(lbfgs_seconds)
+        self.adam_seconds = float(adam_seconds)
+        self._adam_began: float | None = None  # when the active window's Adam started
         self.trained_window = 0
         self.lbfgs_history: list[float] = []
         self.window_residuals: list[float] = []  # final L-BFGS residual of each finished window
@@ -75,6 +77,17 @@ class WindowSchedule(L.Callback):
                 self._start_from_previous(module, k)
                 self.start_window(module, k, seed=int(module.hparams.seed) * 31 + 4_999 + k)
             self.trained_window = k
+            self._adam_began = None
+        if self._adam_began is None:
+            self._adam_began = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module: PinnModule, outputs, batch, batch_idx) -> None:
+        k = module.active_window
+        allowance = self.adam_seconds * module.model.cost_weight(k)
+        if allowance > 0 and self._adam_began is not None and time.perf_counter() - self._adam_began > allowance:
+            dropped = module.end_adam_early(k)
+            if dropped:
+                log.info("window %d: Adam stopped %d steps early (its %.0f s allowance is spent)", k, dropped, allowance)
 
     def on_train_end(self, trainer, module: PinnModule) -> None:
         self.finish_window(module, module.windows - 1)  # earlier windows were finished as training moved on
@@ -163,11 +176,18 @@ class WindowSchedule(L.Callback):
         return history
 
     def adam(self, module: PinnModule, window: int, steps: int, seed: int) -> None:
-        """Plain Adam on one window (cosine learning rate), outside the trainer's loop."""
+        """Plain Adam on one window (cosine learning rate), outside the trainer's loop, within the
+        window's Adam allowance (per `steps_per_window` steps)."""
         net = module.model.nets[window]
         lr = float(module.hparams.lr)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
+        allowance = self.adam_seconds * module.model.cost_weight(window) * steps / max(module.steps_per_window, 1)
+        began = time.perf_counter()
         for k in range(steps):
+            if allowance > 0 and time.perf_counter() - began > allowance:
+                log.info("window %d: Adam stopped after %d of %d steps (its %.0f s allowance is spent)",
+                         window, k, steps, allowance)
+                break
             t, designs = module.sampler.adam_batch(module.model, window, seed + k)
             for group in opt.param_groups:
                 group["lr"] = lr * cosine_lr_factor(k, steps)
