@@ -1010,8 +1010,10 @@ class _Structure:
         if self.open:
             sub = self.open[-1]
             raise _err(sub.loc, f"unterminated .subckt {sub.name} (missing .ends)")
+        # ngspice's transient raises the order from 1 to 2 and never further, for trap and gear
+        # alike (dctran.c), so any maxord >= 2 is order 2; maxord 1 would be backward Euler only
         order = self.options.get("maxord")
-        if order is not None and order != 2 and (self.options.get("method") == "gear" or order < 2):
+        if order is not None and order < 2:
             raise _err(self.option_locs["maxord"], f".options maxord={order:g} is not supported: the "
                                                    "reference integrates with trap or gear of order 2")
 
