@@ -109,7 +109,9 @@ def run_yield(cfg, outdir: str | Path) -> dict[str, Any]:
     sigmas, centre = _sigmas(cfg, task), _centre(cfg, task)
     samples = int(cfg.samples)
     model = load_task_surrogate(task, cfg.get("surrogate"))
-    evaluator = SurrogateEvaluator(model, points=int(cfg.points), chunk=int(cfg.chunk))
+    # no design gradients here: float32 networks measure 1.7x faster, within 1.2e-7 (relative) of
+    # float64 on ring5's frequency over 20k designs
+    evaluator = SurrogateEvaluator(model, points=int(cfg.points), chunk=int(cfg.chunk), float64=False)
     bar = None
     if cfg.get("progress", True) and samples >= 20_000:
         from tqdm import tqdm
