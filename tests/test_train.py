@@ -156,3 +156,29 @@ def test_the_adam_learning_rate_restarts_at_each_windows_moved_first_step():
     module.adam_edges = [0, 40, 140, 240]  # what end_adam_early leaves after window 0 stopped at step 39
     assert module.adam_lr_factor(40) == pytest.approx(1.0) and module.adam_lr_factor(39) < 1.0
     assert module.adam_lr_factor(139) < 0.06 and module.adam_lr_factor(140) == pytest.approx(1.0)
+
+
+def test_lbfgs_chunks_fit_the_windows_time_allowance(monkeypatch):
+    """With evaluations far slower than the allowance expects, L-BFGS stops after its short first
+    chunk (a dozen evaluations) instead of running a full 100-iteration chunk past the allowance."""
+    import time
+
+    from surrogate.callbacks.window_schedule import LBFGS_CHUNK, LBFGS_FIRST_CHUNK, LBFGS_MIN_CHUNK, WindowSchedule
+    from tests.surrogate_helpers import build_run
+
+    assert WindowSchedule._chunk_for(10.0, 1.0, 10) == LBFGS_CHUNK      # 0.1 s an iteration, 10 s left: 100
+    assert WindowSchedule._chunk_for(2.0, 1.0, 10) == 20
+    assert WindowSchedule._chunk_for(-1.0, 1.0, 10) == LBFGS_MIN_CHUNK
+    assert WindowSchedule._chunk_for(5.0, 0.0, 0) == LBFGS_FIRST_CHUNK
+    module, schedule, _ = build_run(["circuit=rc", "model.width=8", "model.depth=1", "surrogate.val_designs=2",
+                                     "surrogate.val_points=11", "surrogate.lbfgs_steps=1000"])
+    slow_loss = module.loss_terms
+
+    def slow(*args, **kwargs):
+        time.sleep(0.05)
+        return slow_loss(*args, **kwargs)
+
+    monkeypatch.setattr(module, "loss_terms", slow)
+    schedule.lbfgs_seconds = 0.2
+    history = schedule.optimise(module, 0, schedule.lbfgs_points(module, 0, seed=1))
+    assert len(history) < 3 * LBFGS_FIRST_CHUNK

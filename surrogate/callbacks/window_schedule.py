@@ -24,8 +24,12 @@ __all__ = ["WindowPhase", "WindowSchedule", "LBFGS_CHUNK"]
 
 log = logging.getLogger(__name__)
 
-#: L-BFGS iterations between checks of a window's time allowance
+#: L-BFGS iterations between checks of a window's time allowance (at most; with an allowance the
+#: chunks are sized to the time left, from a first chunk of LBFGS_FIRST_CHUNK, never below
+#: LBFGS_MIN_CHUNK: each chunk costs one extra evaluation at its start)
 LBFGS_CHUNK = 100
+LBFGS_FIRST_CHUNK = 10
+LBFGS_MIN_CHUNK = 5
 
 
 class WindowPhase(L.Callback):
@@ -164,7 +168,10 @@ class WindowSchedule(L.Callback):
         done = 0
         state = opt.state[next(net.parameters())]
         while done < steps:
-            chunk = opt.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, steps - done)
+            chunk = min(LBFGS_CHUNK, steps - done)
+            if allowance > 0:  # chunks sized to the time left: a 100-iteration chunk of ring21 ran 150 s of a 56 s allowance
+                chunk = min(chunk, self._chunk_for(allowance - (time.perf_counter() - began), time.perf_counter() - began, done))
+            opt.param_groups[0]["max_iter"] = chunk
             opt.step(closure)
             ran = int(state.get("n_iter", 0)) - done
             done += ran
@@ -174,6 +181,14 @@ class WindowSchedule(L.Callback):
         if history and not math.isfinite(history[-1]):
             raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")
         return history
+
+    @staticmethod
+    def _chunk_for(left: float, spent: float, done: int) -> int:
+        """L-BFGS iterations for the next chunk: what fits in the `left` seconds at the rate of the
+        `done` iterations so far (LBFGS_FIRST_CHUNK before any), between LBFGS_MIN_CHUNK and LBFGS_CHUNK."""
+        if done == 0:
+            return LBFGS_FIRST_CHUNK
+        return max(LBFGS_MIN_CHUNK, min(LBFGS_CHUNK, int(left / max(spent / done, 1e-9))))
 
     def adam(self, module: PinnModule, window: int, steps: int, seed: int) -> None:
         """Plain Adam on one window (cosine learning rate), outside the trainer's loop, within the
