@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -347,3 +349,20 @@ def test_cycle_mismatch_leaves_out_points_before_the_transient_starts(shipped_ri
             assert float(cycle_mismatch(shipped_ring5, designs, cycles)) == 0.0
         finally:
             model.hparams_net["period"] = period
+
+
+def test_distillation_stops_when_its_time_allowance_is_spent(shipped_ring5, caplog):
+    """A 1 ns allowance: one Adam step of the distillation, not the thousand asked for."""
+    import logging
+
+    from surrogate.callbacks.limit_cycle import CycleDistillation
+
+    net = shipped_ring5.model.cycle_net
+    kept = {k: v.clone() for k, v in net.state_dict().items()}
+    try:
+        with caplog.at_level(logging.INFO, logger="surrogate"):
+            mismatch = CycleDistillation.distil(shipped_ring5, 1000, seed=3, seconds=1e-9)
+    finally:
+        net.load_state_dict(kept)
+    assert math.isfinite(mismatch)
+    assert "distillation stopped after 1 of 1000 steps" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import torch
 from torch import Tensor
@@ -58,7 +59,8 @@ class CycleDistillation(WindowPhase):
     def on_window_start(self, schedule, module: PinnModule, window: int, seed: int) -> None:
         model = module.model
         if isinstance(model, LimitCycleSurrogate) and window == model.cycle_window:
-            self.distil(module, module.steps_per_window, seed)
+            self.distil(module, module.steps_per_window, seed,
+                        seconds=schedule.adam_seconds * model.cost_weight(window))
 
     def on_window_end(self, schedule, module: PinnModule, window: int, points: PointSet, final: float,
                       seed: int) -> float:
@@ -81,16 +83,21 @@ class CycleDistillation(WindowPhase):
         return retry[-1]
 
     @staticmethod
-    def distil(module: PinnModule, steps: int, seed: int) -> float:
-        """Adam on `cycle_mismatch` for `steps` steps; the final mismatch."""
+    def distil(module: PinnModule, steps: int, seed: int, seconds: float = 0.0) -> float:
+        """Adam on `cycle_mismatch` for `steps` steps or `seconds` (0: no limit); the final mismatch."""
         model: LimitCycleSurrogate = module.model
         if steps <= 0:
             return math.nan
+        began = time.perf_counter()
         sampler = module.sampler
         lr = float(module.hparams.lr)
         opt = torch.optim.Adam(model.cycle_net.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
         for k in range(steps):
+            if k and seconds > 0 and time.perf_counter() - began > seconds:
+                log.info("window %d: distillation stopped after %d of %d steps (its %.0f s allowance is spent)",
+                         model.cycle_window, k, steps, seconds)
+                break
             designs = sampler.designs(model, sampler.designs_per_batch, seed + k, model.cycle_window)
             cycles = torch.rand(len(designs) * sampler.times_per_design, 1, generator=gen, dtype=torch.float64)
             for group in opt.param_groups:
