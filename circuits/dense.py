@@ -94,6 +94,13 @@ class DenseSystem:
             q = q + self._nonlinear_terms(x, t)[0]
         return q
 
+    def flow(self, x: np.ndarray, t: float) -> np.ndarray:
+        """f(x, t) of dq/dt + f(x, t) = 0 (n,)."""
+        f = self.G @ x + self.sources(t)
+        if self.nonlinear:
+            f = f + self._nonlinear_terms(x, t)[1]
+        return f
+
     def operating_point(self, hold_values: Tensor, hold_mask: Tensor) -> Tensor | None:
         """DC solution at t = 0 by Newton with junction limiting, as `circuits.dc.operating_point` tries first
         (unknowns in hold_mask fixed to hold_values); None when it does not converge."""
@@ -138,6 +145,14 @@ class DenseSystem:
         self._refresh(x, 0.0)
         jq = self._jac[0]
         return (np.abs(jq).max(axis=0) > 0).astype(np.float64)
+
+    def charge_rows(self, x: np.ndarray, t: float) -> np.ndarray:
+        """1.0 for the equations in which some charge depends on the unknowns at x (else 0.0)."""
+        jq = self.C
+        if self.has_charges:
+            with torch.inference_mode():
+                jq = self.split.jacobians(*self._torch(x, t))[0][0].numpy()
+        return (np.abs(jq).max(axis=1) > 0).astype(np.float64)
 
     def forget_jacobian(self) -> None:
         """Evaluate the Jacobian afresh at the next Newton call (after a failure)."""

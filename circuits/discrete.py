@@ -3,8 +3,9 @@
 A step's equations use the states of the last accepted point.  The loop (1) locates each switching
 event: a step after which some state would change is retried until it ends just past the control's
 threshold crossing; there the states change (`commit`), the step is solved again with them, and the
-integrator restarts at first order (the conductance jumps); (2) settles the DC operating point: solved
-again while committing its solution changes a state (`settle`).
+integrator restarts at first order (the conductance jumps), its first step checked against a
+trapezoidal one from the derivative just after the switching (`circuits.solve`); (2) settles the DC
+operating point: solved again while committing its solution changes a state (`settle`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ first-order sensitivity (implicit-function theorem) at the cost of one extra eva
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -173,6 +175,7 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
     discrete = has_discrete(stepper.bound)
     event_tol = event_tolerance(tstep, tstop, hmin)
     h_event = None  # while a switching event is being located: the step that first crossed it
+    after_switch = None  # dq/dt just after a switching point, until the first step from it is taken
     next_stop = 0
     bar = progress_bar(progress, tstop)
     while t < tstop * (1 - 1e-12):
@@ -248,6 +251,26 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
             continue
         if event is not None:
             h_next = h
+        elif after_switch is not None:
+            # the first step from a switching point has no LTE stencil (the points before it lie
+            # across the jump), and unchecked it ran at the step before the switching, doubled on
+            # the next: backward Euler is checked against a trapezoidal step from the same point
+            # with the derivative just after the switching (their difference is Euler's error
+            # h^2/2 x''), and the trapezoidal solution is kept unless a switch changes state in it
+            co_tr = Coefficients(2.0 / h, -2.0 / h, 0.0, 1.0)
+            b_tr = method.history(co_tr, q1, q0, after_switch)
+            x_tr, ok_tr, iters = stepper.newton(None, t_new, co_tr.a, stepper.detach(b_tr), atol, rtol)
+            stats["newton_iterations"] += iters
+            ratio = stepper.difference(x_new, x_tr, atol, rtol) if ok_tr else math.inf
+            gain = ctl.safety * max(ratio, 1e-12) ** -0.5 if math.isfinite(ratio) else ctl.reject_min
+            if ctl.rejects(ratio, h, hmin):
+                stats["rejected"] += 1
+                h = h * max(gain, ctl.reject_min)
+                stepper.forget_jacobian()
+                continue
+            if ok_tr and event_fraction(stepper.bound, stepper.xs_out[-1], x_tr) is None:
+                x_new, co, b = x_tr, co_tr, b_tr
+            h_next = max(ctl.after_accept(h, gain, True), 10 * hmin)
         elif dt is None and npts >= 3:
             ratio = method.lte_factor(h, h_prev) * stepper.lte(weights[1], x_new, atol, rtol)
             gain = ctl.gain(ratio)
@@ -280,6 +303,10 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
                 breakpoints += [ts[-2], t]
                 h = ctl.after_breakpoint(max(h, h_event or h), t, max(target, t + h), tstep)
                 h_event = None
+        # for the next step's check (above), the derivative just after the switching, -f(x): the
+        # step's own derivative mixes both sides of the jump (and so short a step amplifies
+        # Newton's residual in it)
+        after_switch = stepper.rate(x_new, t) if discrete and event is not None and dt is None else None
     bar.close()
     stats.update(stepper.stats())
     t_out, x_out = stepper.outputs(ts)
@@ -395,6 +422,20 @@ class _TorchSteps:
         scale = atol + rtol * torch.maximum(x_new.abs(), self.abs_last)
         return float((x3.abs() * self.checked / scale).max())
 
+    def difference(self, x_a: Tensor, x_b: Tensor, atol: Tensor, rtol: float) -> float:
+        """Largest |x_a - x_b| / tolerance over the checked unknowns (as `lte`)."""
+        scale = atol + rtol * torch.maximum(x_a.abs(), self.abs_last)
+        return float(((x_a - x_b).abs() * self.checked / scale).max())
+
+    def rate(self, x: Tensor, t: float) -> Tensor:
+        """dq/dt at the last accepted point x: -f(x, t) in the equations with a charge there, else
+        0 (graph-carrying when needed)."""
+        with torch.no_grad():
+            _, _, jq, _ = self.bound.jacobians(x, t)
+        rows = (jq.abs().amax(dim=-1) > 0).to(x.dtype)
+        with torch.enable_grad() if self.needs_grad else torch.no_grad():
+            return -self.bound.evaluate(self.xs_out[-1], t)[1] * rows
+
     def newton(self, predictor, t: float, a: float, b: Tensor, atol: Tensor, rtol: float):
         """Solve the step from the predicted state: (x, converged, iterations)."""
         tol = self.fixed_tol if self.fixed_tol is not None else CONTROLLER.newton_tolerance(atol, rtol, self.abs_last)
@@ -478,6 +519,15 @@ class _DenseSteps:
         absX = np.abs(X)
         scale = atol + rtol * np.maximum(absX[3:], absX[2:-1])
         return (np.abs(x3) * self.checked / scale).max(axis=1)
+
+    def difference(self, x_a: np.ndarray, x_b: np.ndarray, atol: np.ndarray, rtol: float) -> float:
+        """Largest |x_a - x_b| / tolerance over the checked unknowns (as `lte`)."""
+        scale = atol + rtol * np.maximum(np.abs(x_a), self.abs_last)
+        return float((np.abs(x_a - x_b) * self.checked / scale).max())
+
+    def rate(self, x: np.ndarray, t: float) -> np.ndarray:
+        """dq/dt at the accepted point x: -f(x, t) in the equations with a charge there, else 0."""
+        return -self.system.flow(x, t) * self.system.charge_rows(x, t)
 
     def newton(self, predictor, t: float, a: float, b: np.ndarray, atol: np.ndarray, rtol: float):
         if not self.system.nonlinear:  # one exact solve: no initial guess, no tolerance
