@@ -50,7 +50,6 @@ class PinnModule(L.LightningModule):
         # the global step at which each window's Adam starts (and, last, where Adam ends): a window
         # whose Adam outruns its time allowance is cut short (`end_adam_early`) and the later ones move up
         self.adam_edges = [steps_per_window * k for k in range(model.windows + 1)]
-        self._dropped_before_resume = 0
 
     @property
     def circuit(self) -> Circuit:
@@ -67,10 +66,14 @@ class PinnModule(L.LightningModule):
         """Adam steps spent on each window."""
         return int(self.hparams.steps_per_window)
 
+    def window_at(self, step: int) -> int:
+        """The window whose Adam a global step belongs to (the last window past the edges)."""
+        return min(bisect.bisect_right(self.adam_edges, step) - 1, len(self.adam_edges) - 2)
+
     @property
     def active_window(self) -> int:
         """The window being trained at the current global step."""
-        return min(bisect.bisect_right(self.adam_edges, self.global_step) - 1, self.windows - 1)
+        return self.window_at(self.global_step)
 
     def end_adam_early(self, window: int) -> int:
         """End a window's Adam after the step just taken (called after the optimiser step, when
@@ -87,8 +90,7 @@ class PinnModule(L.LightningModule):
 
     def adam_lr_factor(self, step: int) -> float:
         """Learning-rate factor at a global step: a cosine cycle over each window's Adam steps."""
-        edges = self.adam_edges
-        k = min(bisect.bisect_right(edges, step) - 1, len(edges) - 2)
+        edges, k = self.adam_edges, self.window_at(step)
         return cosine_lr_factor(step - edges[k], edges[k + 1] - edges[k])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -96,15 +98,14 @@ class PinnModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "adam_edges" in checkpoint and len(checkpoint["adam_edges"]) == len(self.adam_edges):
-            self._dropped_before_resume = self.adam_edges[-1] - checkpoint["adam_edges"][-1]
             self.adam_edges = list(checkpoint["adam_edges"])
 
     def on_train_start(self) -> None:
-        dropped = self._dropped_before_resume
-        if dropped > 0:  # the resumed run's step limit, as the interrupted run had moved it
+        # a resumed run: its step limit moves as the interrupted run's windows were cut short
+        dropped = self.steps_per_window * (len(self.adam_edges) - 1) - self.adam_edges[-1]
+        if dropped > 0:
             loop = self.trainer.fit_loop.epoch_loop
             loop.max_steps = max(self.global_step, loop.max_steps - dropped)
-            self._dropped_before_resume = 0
 
     def window_start_states(self, designs: Tensor, window: int) -> Tensor:
         """State (D, n) of each design at the start of a window (no graph)."""

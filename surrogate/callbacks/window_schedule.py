@@ -170,7 +170,8 @@ class WindowSchedule(L.Callback):
         while done < steps:
             chunk = min(LBFGS_CHUNK, steps - done)
             if allowance > 0:  # chunks sized to the time left: a 100-iteration chunk of ring21 ran 150 s of a 56 s allowance
-                chunk = min(chunk, self._chunk_for(allowance - (time.perf_counter() - began), time.perf_counter() - began, done))
+                spent = time.perf_counter() - began
+                chunk = min(chunk, self._chunk_for(allowance - spent, spent, done))
             opt.param_groups[0]["max_iter"] = chunk
             opt.step(closure)
             ran = int(state.get("n_iter", 0)) - done
