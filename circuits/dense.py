@@ -31,15 +31,17 @@ NEWTON_MAX_ITER = 25
 class DenseSystem:
     """a q(x) + b + f(x, t) = 0 for one design, solved with numpy/LAPACK."""
 
-    def __init__(self, bound: BoundDAE, edges: list[float]):
-        """bound: one design (B = 1); edges: 0, the breakpoints and tstop (the source table's segments)."""
+    def __init__(self, bound: BoundDAE, edges: list[float], sources: SourceTable | None = None):
+        """bound: one design (B = 1); edges: 0, the breakpoints and tstop (the source table's segments);
+        sources: a table built for the same design and edges to reuse (a switch's state, folded into
+        the matrices, changes no source term)."""
         split = SplitDAE(bound)
         self.split = split
         self.edges = edges
         self.C = split.C[0].numpy().copy()
         self.G = split.G[0].numpy().copy()
         self.q0 = None if split.q0 is None else split.q0[0].numpy().copy()
-        self.sources = SourceTable(split, edges)
+        self.sources = sources if sources is not None and sources.serves(split, edges) else SourceTable(split, edges)
         self.nonlinear = bool(split.nonlinear)
         self.limiting = any(g.device.limits for g, *_ in split._groups)  # Newton limits junctions
         self.has_charges = split.has_charges

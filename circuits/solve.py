@@ -30,6 +30,7 @@ from circuits.errors import ConvergenceError
 from circuits.limiting import Limiter
 from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, checked_unknowns,
                                  method_of, predictor_degree, second_order, step_ceiling, step_weights)
+from circuits.recurrence import AffineRecurrence
 from circuits.result import TransientResult, progress_bar
 from circuits.solve_per_design import interpolate_per_design, transient_per_design
 
@@ -177,6 +178,7 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
     h_event = None  # while a switching event is being located: the step that first crossed it
     after_switch = None  # dq/dt just after a switching point, until the first step from it is taken
     next_stop = 0
+    ahead = RUN_AHEAD  # the next run-ahead block's length
     bar = progress_bar(progress, tstop)
     while t < tstop * (1 - 1e-12):
         while stops[next_stop] <= t * (1 + 1e-12) + 1e-30:
@@ -190,9 +192,12 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
         h_prev = hist_t[-1] - hist_t[-2] if npts >= 2 else None
         co = method.coefficients(h, h_prev, second_order(npts, len(ts)))
         if stepper.runs_ahead and h == hmax and npts >= 3 and not hit_stop and not method.uses_previous_step:
-            block = _run_ahead(stepper, method, co, t, h, target, q1, qdot, ts[-3:], atol, rtol, hmin)
+            block = _run_ahead(stepper, method, co, t, h, target, q1, qdot, ts[-3:], atol, rtol, hmin,
+                               ahead)
             if block is not None and discrete:  # keep the steps before the first switching event
                 block = _before_event(stepper, block)
+            # a block taken whole (no step shrank) lets the next one be twice as long
+            ahead = min(2 * ahead, RUN_AHEAD_MAX) if block is not None and len(block[0]) == ahead else RUN_AHEAD
             if block is not None:
                 times, xs, zs, h = block
                 n = xs.shape[1]
@@ -220,7 +225,7 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
             predictor = weights[0]
         x_new, ok, iters = stepper.newton(predictor, t_new, co.a, stepper.detach(b), atol, rtol)
         stats["newton_iterations"] += iters
-        event = event_fraction(stepper.bound, stepper.xs_out[-1], x_new) if discrete and ok else None
+        event = event_fraction(stepper.bound, stepper.last, x_new) if discrete and ok else None
         if event is not None and dt is None and h > 2 * event_tol:
             # a switch changed state inside the step: retry ending just before the threshold
             # crossing (linear estimate), then with a step of about event_tol over it, so that the
@@ -268,7 +273,7 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
                 h = h * max(gain, ctl.reject_min)
                 stepper.forget_jacobian()
                 continue
-            if ok_tr and event_fraction(stepper.bound, stepper.xs_out[-1], x_tr) is None:
+            if ok_tr and event_fraction(stepper.bound, stepper.last, x_tr) is None:
                 x_new, co, b = x_tr, co_tr, b_tr
             h_next = max(ctl.after_accept(h, gain, True), 10 * hmin)
         elif dt is None and npts >= 3:
@@ -314,13 +319,14 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
 
 
 RUN_AHEAD = 64  # steps solved ahead of their LTE checks at a pinned step (one linear design)
+RUN_AHEAD_MAX = 4096  # the longest block, reached by doubling while blocks are taken whole
 
 
 def _before_event(stepper, block):
     """A run-ahead block cut before its first step in which a switch changes state (that step is
     then taken, and the event located, step by step); None when it is the first."""
     times, xs, zs, h_next = block
-    previous = np.vstack([stepper.xs_out[-1][None], xs[:-1]])
+    previous = np.vstack([stepper.last[None], xs[:-1]])
     first = first_event(stepper.bound, previous, xs)
     if first is None:
         return block
@@ -330,19 +336,19 @@ def _before_event(stepper, block):
 
 
 def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, target: float, q1, qdot,
-               last_ts: list[float], atol, rtol: float, hmin: float):
+               last_ts: list[float], atol, rtol: float, hmin: float, size: int = RUN_AHEAD):
     """Steps at the step ceiling h, solved in a row before the next stop and checked together.
 
     A linear design whose step is pinned at hmax (the controller would grow it) repeats one affine
     step map (`DenseSystem.step_map`, built from the method's history and derivative); per step the
-    loop then costs one small matrix-vector product, and the LTE checks of up to RUN_AHEAD steps are
+    loop then costs one small matrix-vector product, and the LTE checks of up to `size` steps are
     computed in one go.  The steps kept are exactly those the step-by-step loop accepts at h: up to
     the first whose ratio rejects it (not taken) or asks for a smaller next step (taken, and its
     next step returned).  Returns (times, states (K, n), [q; qdot] (K, 2n), next step) or None.
     """
     ctl = CONTROLLER
     times, tt = [], t
-    while len(times) < RUN_AHEAD and tt + h < target - 1e-9 * h:
+    while len(times) < size and tt + h < target - 1e-9 * h:
         tt = tt + h
         times.append(tt)
     if len(times) < 2:
@@ -353,12 +359,7 @@ def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, ta
     n = W.shape[0] // 3
     inputs = np.hstack([stepper.system.sources.many(times), np.ones((len(times), 1))])  # [s; 1]
     drive = inputs @ W[n:, 2 * n:].T        # the sources' part of each step's [q; qdot]
-    A = W[n:, :2 * n]
-    Z = np.empty((len(times), 2 * n))
-    z = np.concatenate([q1, qdot])
-    for k in range(len(times)):
-        z = A @ z + drive[k]
-        Z[k] = z
+    Z = stepper.recurrence(W).run(np.concatenate([q1, qdot]), drive)
     before = np.vstack([np.concatenate([q1, qdot])[None], Z[:-1]])
     X = before @ W[:n, :2 * n].T + inputs @ W[:n, 2 * n:].T
     finite = np.isfinite(X).all(axis=1) & np.isfinite(Z).all(axis=1)
@@ -366,17 +367,16 @@ def _run_ahead(stepper, method: Method, co: Coefficients, t: float, h: float, ta
     if K == 0:
         return None
     ratios = method.lte_factor(h, h) * stepper.lte_many(last_ts + times[:K], X[:K], atol, rtol)
-    taken, h_next = 0, h
-    for ratio in ratios.tolist():
-        if ctl.rejects(ratio, h, hmin):
-            break
-        taken += 1
-        h_next = ctl.after_accept(h, ctl.gain(ratio), True)
-        if h_next < h:
-            break
+    # the controller's rules on all K ratios at once (`StepController.rejects`, `gain`, `after_accept`)
+    rejected = (ratios > 1.0) & (h > hmin * 10)
+    h_after = np.minimum(np.maximum(ctl.safety * np.maximum(ratios, 1e-12) ** (-1 / 3), ctl.shrink_min),
+                         ctl.grow_max) * h
+    ends = rejected | (h_after < h)  # the first such step ends the block (taken unless rejected)
+    first = int(np.argmax(ends)) if ends.any() else K
+    taken = first + 1 if first < K and not rejected[first] else first
     if taken == 0:
         return None
-    return times[:taken], X[:taken], Z[:taken], h_next
+    return times[:taken], X[:taken], Z[:taken], float(h_after[taken - 1])
 
 
 class _TorchSteps:
@@ -396,6 +396,11 @@ class _TorchSteps:
         self.recent = [x.detach()]  # the last (up to 3) accepted states, without graph
         self.abs_last = self.recent[-1].abs()
         self.xs_out = [x]
+
+    @property
+    def last(self) -> Tensor:
+        """The last accepted state."""
+        return self.xs_out[-1]
 
     @staticmethod
     def convert(v: Tensor) -> Tensor:
@@ -488,9 +493,15 @@ class _DenseSteps:
         self.recent = np.stack([x0, x0, x0, x0])
         self.runs_ahead = not system.nonlinear  # see `_run_ahead`
         self._map_key, self._map = None, None  # the step map of the last coefficients
+        self._recurrence: AffineRecurrence | None = None  # and its charge recurrence
         self.abs_last = np.abs(x0)
         self._checked = (None, None)  # (x, |x|) of the last LTE check: accept reuses |x|
-        self.xs_out = [x0]
+        self.xs_out = [x0[None]]  # accepted states in blocks (k, n)
+
+    @property
+    def last(self) -> np.ndarray:
+        """The last accepted state."""
+        return self.recent[2]
 
     @staticmethod
     def convert(v: Tensor) -> np.ndarray:
@@ -541,30 +552,37 @@ class _DenseSteps:
     def refold(self) -> None:
         """After the switches' states changed: their conductances are folded into the system's
         matrices, which are built again."""
-        self.system = DenseSystem(self.bound, self.system.edges)
+        self.system = DenseSystem(self.bound, self.system.edges, self.system.sources)
         self.system.start(self.recent[2])
-        self._map_key, self._map = None, None
+        self._map_key, self._map, self._recurrence = None, None, None
 
     def accept(self, x_new: np.ndarray, t_new: float, co: Coefficients, b: np.ndarray) -> np.ndarray:
         """Store the accepted state; return q there."""
         self.recent[:3] = self.recent[1:]  # (row 3 holds x_new after an LTE check; set it anyway)
         self.recent[2] = x_new
         self.abs_last = self._checked[1] if self._checked[0] is x_new else np.abs(x_new)
-        self.xs_out.append(x_new)
+        self.xs_out.append(x_new[None])
         return self.system.charges(x_new, t_new)
 
     def accept_many(self, xs: np.ndarray) -> None:
         """Store K accepted consecutive states (K, n) (from `_run_ahead`)."""
         self.recent[:3] = np.concatenate([self.recent[:3], xs])[-3:]
         self.abs_last = np.abs(xs[-1])
-        self.xs_out.extend(xs)
+        self.xs_out.append(xs)
 
     def step_map(self, method: Method, co: Coefficients) -> np.ndarray | None:
         """`DenseSystem.step_map`, kept while the coefficients are unchanged."""
         key = (co.a, co.c0, co.c1, co.k)
         if self._map_key != key:
-            self._map_key, self._map = key, self.system.step_map(method, co)
+            self._map_key, self._map, self._recurrence = key, self.system.step_map(method, co), None
         return self._map
+
+    def recurrence(self, W: np.ndarray) -> AffineRecurrence:
+        """The charge recurrence of the last step map W (built once per map)."""
+        if self._recurrence is None:
+            n = W.shape[0] // 3
+            self._recurrence = AffineRecurrence(W[n:, :2 * n])
+        return self._recurrence
 
     def failure(self, x_new: np.ndarray, t_new: float, t: float) -> str:
         nonfinite = self.bound.nonfinite(torch.from_numpy(x_new)[None], t_new)
@@ -575,7 +593,7 @@ class _DenseSteps:
         return {"jacobians": self.system.jacobians, "solves": self.system.iterations}
 
     def outputs(self, ts: list[float]) -> tuple[Tensor, Tensor]:
-        return torch.tensor(ts, dtype=torch.float64), torch.from_numpy(np.stack(self.xs_out))[None]
+        return torch.tensor(ts, dtype=torch.float64), torch.from_numpy(np.concatenate(self.xs_out))[None]
 
 
 def _graph_step(bound: BoundDAE, x_new: Tensor, t_new: float, a: float, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,6 +10,11 @@ the N^-4 error law.  The table keeps the grid and its midpoints, so the interpol
 about 16x below the checked one.  PULSE/PWL/DC segments are exact with one interval; a sine takes
 ~1000 points per period.  A segment that does not pass within the point budget is evaluated
 directly at every call.
+
+A source may take a value at a breakpoint itself that is neither side's limit (ngspice's PULSE with
+pw + tr + tf > per reads V1 exactly at each period start, V2 on both sides).  So every segment is
+tabulated on a grid shrunk by EDGE_INSET of its span at both ends (interpolation extrapolates over
+that sliver), and the values exactly at the breakpoints are evaluated directly once and kept.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = ["SourceTable"]
 CHECK_RTOL = 1e-10
 CHECK_FRACTIONS = (0.5, 0.2763932022500210)  # check points per interval (the second irrational-ish)
 MAX_POINTS = 1 << 18                          # table budget: rows of s(t) over all segments
+EDGE_INSET = 1e-6                             # the grid's distance from a segment's ends, per span
 
 
 def _cubic_weights(s: np.ndarray) -> np.ndarray:
@@ -57,7 +63,14 @@ class SourceTable:
         self._timed = bool(split.timed)
         self._segments: list[tuple | None] = [None] * (len(edges) - 1)
         if self._timed:
+            self._at_edges = self._direct(np.asarray(self._edges)) + self._const
             self._build()
+
+    def serves(self, split, edges: list[float]) -> bool:
+        """Whether this table is that of `split` over `edges` too (same timed groups, constant term
+        and segments)."""
+        return (list(edges) == self._edges and split.timed == self._split.timed
+                and np.array_equal(split.s_const[0].numpy(), self._const))
 
     def _direct(self, times: np.ndarray) -> np.ndarray:
         """The timed groups' source term at many times in one call: (K, n)."""
@@ -70,6 +83,7 @@ class SourceTable:
     def _build(self) -> None:
         lo = np.asarray(self._edges[:-1])
         span = np.asarray(self._edges[1:]) - lo
+        lo, span = lo + EDGE_INSET * span, span * (1 - 2 * EDGE_INSET)
         todo = np.arange(lo.shape[0])
         scale = np.zeros(self._const.shape[0])
         N = 1
@@ -108,6 +122,8 @@ class SourceTable:
         if not self._timed:
             return self._const
         k = min(max(bisect_right(self._edges, t) - 1, 0), len(self._segments) - 1)
+        if t == self._edges[k] or t == self._edges[k + 1]:
+            return self._at_edges[k if t == self._edges[k] else k + 1]
         seg = self._segments[k]
         if seg is None:
             return self._direct(np.array([t]))[0] + self._const
@@ -132,12 +148,17 @@ class SourceTable:
         if seg is None or times[-1] > self._edges[k + 1]:
             return np.stack([self(t) for t in times])
         lo, inv_h, N, values, cubic = seg
-        pos = (np.asarray(times) - lo) * inv_h
+        t = np.asarray(times)
+        pos = (t - lo) * inv_h
         j = np.clip(pos.astype(np.int64), 0, N - 1)
         if not cubic:
             u = (pos - j)[:, None]
-            return values[j] * (1 - u) + values[j + 1] * u
-        j0 = np.clip(j - 1, 0, N - 3)
-        w = _cubic_weights(pos - j0)                                  # (K, 4)
-        return np.einsum("km,kmn->kn", w, values[j0[:, None] + np.arange(4)])
+            out = values[j] * (1 - u) + values[j + 1] * u
+        else:
+            j0 = np.clip(j - 1, 0, N - 3)
+            w = _cubic_weights(pos - j0)                                  # (K, 4)
+            out = np.einsum("km,kmn->kn", w, values[j0[:, None] + np.arange(4)])
+        out[t == self._edges[k]] = self._at_edges[k]
+        out[t == self._edges[k + 1]] = self._at_edges[k + 1]
+        return out
 

@@ -105,23 +105,46 @@ MIXED = ("mixed\nV1 a 0 SIN(0 1 1G)\nR1 a 0 1k\nV2 b 0 PULSE(0 2 0.1n 10p 20p 0.
          "I1 0 c SIN(0.5m 1m 2.5G 0.2n 1e8 30)\nR3 c 0 1k\n.tran 1p 4n\n.end\n")
 
 
-@pytest.mark.parametrize("netlist", [ALIGNED_SINE, MIXED], ids=["aligned_sine", "mixed"])
-def test_source_table_reproduces_direct_evaluation(netlist):
-    """The tabulated source term matches the device evaluation at arbitrary times to 1e-10 of each
-    row's peak: sines, a damped delayed sine, a PULSE train, and a sine over exactly 4 periods (a
-    4-interval grid sees zeros at its nodes and midpoints: only an off-centre check rejects it)."""
+# ngspice's PULSE with pw > per: V1 exactly at each period start, V2 on both sides of it (the rise
+# restarts every period), so each segment's value at its end is neither side's limit
+WRAPPED_PULSE = "wrapped\nV1 a 0 PULSE(5 0 1n 10p 10p 1 2n)\nR1 a 0 1k\n.tran 1p 9n\n.end\n"
+
+
+def _source_table(netlist: str) -> tuple[SourceTable, SplitDAE, list[float], float]:
     circuit = circuit_from_config({"name": "sources", "netlist": netlist, "params": {}, "outputs": ["v(a)"]})
     bound = dae_of(circuit).bind(circuit.design_matrix(None))
     split = SplitDAE(bound)
     edges = [0.0] + [b for b in bound.breakpoints() if 0 < b < circuit.tstop] + [circuit.tstop]
-    table = SourceTable(split, edges)
-    times = np.concatenate([np.random.default_rng(0).uniform(0, circuit.tstop, 400), edges])
+    return SourceTable(split, edges), split, edges, circuit.tstop
+
+
+@pytest.mark.parametrize("netlist", [ALIGNED_SINE, MIXED, WRAPPED_PULSE], ids=["aligned_sine", "mixed", "wrapped_pulse"])
+def test_source_table_reproduces_direct_evaluation(netlist):
+    """The tabulated source term matches the device evaluation at arbitrary times to 1e-10 of each
+    row's peak: sines, a damped delayed sine, a PULSE train, a sine over exactly 4 periods (a
+    4-interval grid sees zeros at its nodes and midpoints: only an off-centre check rejects it), and
+    a PULSE whose values at its breakpoints are neither side's limit."""
+    table, split, edges, tstop = _source_table(netlist)
+    times = np.concatenate([np.random.default_rng(0).uniform(0, tstop, 400), edges])
     with torch.no_grad():
         direct = torch.cat([split.sources(torch.tensor([t], dtype=torch.float64)) for t in times]).numpy()
     tabulated = np.stack([table(float(t)) for t in times])
     peak = np.abs(direct).max(axis=0)
     err_rel = np.abs(tabulated - direct).max(axis=0) / np.where(peak > 0, peak, 1.0)
     assert err_rel.max() < 1e-10, err_rel
+    k = min(3, len(edges) - 2)  # many() on one segment, with its ends
+    inside = np.random.default_rng(1).uniform(edges[k], edges[k + 1], 50)
+    block = np.concatenate([[edges[k]], np.sort(inside), [edges[k + 1]]])
+    with torch.no_grad():
+        direct = torch.cat([split.sources(torch.tensor([t], dtype=torch.float64)) for t in block]).numpy()
+    assert np.abs(table.many(list(block)) - direct).max() <= 1e-10 * np.abs(direct).max()
+
+
+def test_source_table_tabulates_a_pulse_whose_breakpoint_values_jump():
+    """Every segment of the wrapped PULSE is tabulated (none left to direct evaluation per call):
+    the grid stays clear of the segment ends, whose own values are kept apart."""
+    table, *_ = _source_table(WRAPPED_PULSE)
+    assert all(seg is not None for seg in table._segments)
 
 
 def test_run_ahead_takes_the_steps_of_the_step_by_step_loop(monkeypatch):
