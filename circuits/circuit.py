@@ -48,6 +48,14 @@ class Circuit:
         if unknown:
             raise ConfigError(f"circuit '{self.name}': design parameter(s) {unknown} are not .param "
                               f"names of the netlist (known: {list(self.netlist.params)})")
+        self._check_not_fixed(self.space.names)
+
+    def _check_not_fixed(self, names) -> None:
+        """Parameters that chose a .if branch keep their netlist values (the branch is not re-chosen)."""
+        fixed = sorted(set(names) & self.netlist.fixed_params)
+        if fixed:
+            raise ConfigError(f"circuit '{self.name}': parameter '{fixed[0]}' decides a .if branch of the "
+                              "netlist, so it keeps its netlist value (edit the .param line instead)")
 
     def overrides(self, params: Mapping[str, float] | None) -> dict[str, float]:
         """Nominal design merged with user values; checks names and ranges."""
@@ -56,6 +64,7 @@ class Circuit:
         if unknown:
             raise ConfigError(f"circuit '{self.name}': unknown parameter(s) {unknown}; "
                               f"design parameters are {self.space.names}")
+        self._check_not_fixed(params)
         self.space.check(params, where=f"circuit '{self.name}': ")
         return {**self.space.nominal(), **params}
 

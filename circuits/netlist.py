@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from circuits.conditionals import Branches, select_branches
 from circuits.errors import NetlistError
 from circuits.expr import Expr, Value, user_functions
 
@@ -132,6 +133,7 @@ class Netlist:
     file: str
     options: dict[str, float | str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    fixed_params: set[str] = field(default_factory=set)  # decide .if branches: not overridable
 
     def element(self, name: str) -> Element:
         """Return the element called ``name`` (case-insensitive)."""
@@ -1205,14 +1207,15 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
         reader.stack.append(Path(file).resolve())
     structure = _Structure()
     lines = reader.read(text, file, base, first=2)
+    branches = Branches(params=lambda: structure.top.params, in_subckt=lambda: bool(structure.open))
     with user_functions(_user_functions(lines)):
-        for line in lines:
+        for line in select_branches(lines, branches):
             structure.add(line)
         structure.finish()
         structure.control_tran(reader.control)
         elements, params, ic = _Flattener(structure).run()
     nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file,
-                 structure.options, reader.ignored + structure.ignored)
+                 structure.options, reader.ignored + structure.ignored, branches.deciding)
     _check_elements(nl)
     uic = nl.tran is not None and nl.tran.uic
     nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"
