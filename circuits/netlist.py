@@ -179,7 +179,7 @@ _CONTROL_CHANGES = {"alter", "altermod", "alterparam", "option", "options", "opt
 # .options the reference honours (see circuits.simulation); any other option is listed as ignored
 _HONOURED_OPTIONS = {"reltol", "abstol", "vntol", "method", "maxord"}
 _DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngspice's default)
-_SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "pwl": (2, None)}
+_SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "exp": (2, 6), "pwl": (2, None)}
 _SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
 _RLC_PARAMS = {"r": {"ac"}, "c": {"ic"}, "l": {"ic"}}  # R ac=: the AC analysis' resistance only
 

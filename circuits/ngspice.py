@@ -257,7 +257,7 @@ def _source_spec(el, env) -> str:
         return f"dc {_fmt(_value(v, env) if v is not None else 0.0)}"
     if wf.dc is not None:
         parts.append(f"dc {_fmt(_value(wf.dc, env))}")
-    if kind not in ("pulse", "sin", "pwl"):
+    if kind not in ("pulse", "sin", "exp", "pwl"):
         raise ConfigError(f"{el.name}: waveform {wf.kind!r} has no ngspice equivalent here")
     args = " ".join(_fmt(_value(a, env)) for a in wf.args)
     parts.append(f"{kind}({args})")

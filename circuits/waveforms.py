@@ -1,4 +1,4 @@
-"""Independent-source waveforms (DC, PULSE, SIN, PWL) exactly as ngspice defines them, in torch.
+"""Independent-source waveforms (DC, PULSE, SIN, EXP, PWL) exactly as ngspice-39 defines them, in torch.
 
 Arguments are tensors (or floats) broadcastable against ``t``, so a batch of designs can carry its
 own amplitudes; gradients flow to every argument.
@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["pulse", "pulse_timing", "sine", "pwl", "evaluate", "breakpoints"]
+__all__ = ["pulse", "pulse_timing", "sine", "exponential", "exp_timing", "pwl", "evaluate", "breakpoints"]
 
 
 def _t(x: Tensor | float, like: Tensor) -> Tensor:
@@ -62,6 +62,25 @@ def sine(t: Tensor, vo, va, freq=None, td=0.0, theta=0.0, phase=0.0, *, tstop: f
     return vo + va * torch.exp(-local * theta) * torch.sin(2 * math.pi * freq * local + ph)
 
 
+def exp_timing(args: list, *, tstep: float) -> tuple:
+    """(td1, tau1, td2, tau2) of EXP arguments with ngspice-39's defaults (vsrcload.c): td1 and both
+    tau tstep, td2 td1 + tstep, a given 0 counting as omitted."""
+    full = list(args[2:]) + [None] * (6 - len(args))
+    td1 = _or_default(full[0], tstep)
+    return td1, _or_default(full[1], tstep), _or_default(full[2], td1 + tstep), _or_default(full[3], tstep)
+
+
+def exponential(t: Tensor, v1, v2, *timing, tstep: float) -> Tensor:
+    """ngspice EXP(v1 v2 td1 tau1 td2 tau2): v1 up to td1, then a rise towards v2 with tau1, from td2
+    on the fall back with tau2 added; defaults as `exp_timing`."""
+    td1, tau1, td2, tau2 = exp_timing([v1, v2, *timing], tstep=tstep)
+    t, v1, v2, td1, tau1, td2, tau2 = torch.broadcast_tensors(
+        *(_t(a, t) for a in (t, v1, v2, td1, tau1, td2, tau2)))
+    rise = v1 + (v2 - v1) * (1 - torch.exp(-(t - td1) / tau1))
+    fall = rise + (v1 - v2) * (1 - torch.exp(-(t - td2) / tau2))
+    return torch.where(t <= td1, v1, torch.where(t <= td2, rise, fall))
+
+
 def pwl(t: Tensor, times: list, values: list) -> Tensor:
     """ngspice PWL(t1 v1 t2 v2 ...): linear between points, held constant outside."""
     out = _t(values[0], t) * torch.ones_like(t)
@@ -83,6 +102,8 @@ def evaluate(kind: str, args: list, t: Tensor, *, tstep: float, tstop: float) ->
         return pulse(t, *args, tstep=tstep, tstop=tstop)
     if kind == "sin":
         return sine(t, *args, tstop=tstop)
+    if kind == "exp":
+        return exponential(t, *args, tstep=tstep)
     if kind == "pwl":
         return pwl(t, args[0::2], args[1::2])
     raise ValueError(f"unknown waveform {kind!r}")
@@ -115,6 +136,9 @@ def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[fl
                             while start < tstop and pr > 0:
                                 pts |= {start, start + r, start + r + w, start + r + w + f}
                                 start += pr
+    elif kind == "exp":
+        for td in exp_timing(list(args), tstep=tstep)[0::2]:
+            pts |= _scalar_set(td)
     elif kind == "sin":
         full = list(args) + [None] * (6 - len(args))
         if full[3] is not None:
