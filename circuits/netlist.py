@@ -181,6 +181,7 @@ _HONOURED_OPTIONS = {"reltol", "abstol", "vntol", "method", "maxord"}
 _DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngspice's default)
 _SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "exp": (2, 6), "pwl": (2, None)}
 _SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
+_UNSUPPORTED_KINDS = {"am", "sffm", "trnoise", "trrandom", "pat", "external"}  # ngspice's other waveforms
 _RLC_PARAMS = {"r": {"ac"}, "c": {"ic"}, "l": {"ic"}}  # R ac=: the AC analysis' resistance only
 
 
@@ -551,6 +552,9 @@ def _source(name: str, toks: list[str], loc: SourceLoc) -> Element:
     rest, dc, wave, i = toks[2:], None, None, 0
     while i < len(rest):
         word, call = rest[i], _split_call(rest[i], loc)
+        if (call[0] if call else word) in _UNSUPPORTED_KINDS:
+            raise _err(loc, f"{name}: waveform {(call[0] if call else word).upper()} is not supported "
+                            "(supported: DC, PULSE, SIN, EXP, PWL)")
         if word == "dc" or (call is None and word not in _SOURCE_KEYWORDS and dc is None and wave is None):
             i += word == "dc"
             if dc is not None or i >= len(rest) or rest[i] in _SOURCE_KEYWORDS:

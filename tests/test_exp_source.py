@@ -64,3 +64,12 @@ def test_exp_sources_match_ngspice_on_the_deck_as_written(tmp_path):
     tight = cc.run_ngspice_deck(path, options=cc.TIGHT_OPTIONS)
     ours = simulate(circuit, t=torch.tensor(tight.time.to_numpy().copy()))
     assert compare(tight, ours, columns=["v(c)"])["worst"] < 1e-3
+
+
+@pytest.mark.parametrize("source", ["V1 a 0 AM 0.5 2 1.8 1k 100k", "I1 0 a trnoise(0.05 8p 0 1.0 0.001)",
+                                    "V1 a 0 SFFM(0 1 1k 5 10k)"])
+def test_other_ngspice_waveforms_are_rejected_by_name(source):
+    from tests.netlist_helpers import assert_rejected
+
+    kind = source.split()[3].split("(")[0].upper()
+    assert_rejected(source + "\nR1 a 0 1k\n", 2, f"waveform {kind} is not supported")
