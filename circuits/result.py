@@ -12,7 +12,8 @@ from torch import Tensor
 
 from circuits.errors import ConvergenceError
 
-__all__ = ["TransientResult", "progress_bar", "step_budget", "check_breakpoints", "DEFAULT_MAX_STEPS"]
+__all__ = ["TransientResult", "progress_bar", "step_budget", "check_breakpoints", "check_step_ceiling",
+           "DEFAULT_MAX_STEPS"]
 
 
 @dataclass
@@ -33,7 +34,9 @@ class TransientResult:
 
 
 class _NoBar:
-    def update(self, _: float) -> None:
+    watching = False  # nothing to show and no budget: the loops skip their updates
+
+    def update(self, _: float, steps: int = 1) -> None:
         pass
 
     def close(self) -> None:
@@ -72,13 +75,28 @@ def step_budget(max_steps: int | None = DEFAULT_MAX_STEPS, progress: bool = True
 MAX_BREAKPOINTS = 10 * DEFAULT_MAX_STEPS
 
 
+def _budget() -> int:
+    """The step budget in force: the enclosing `step_budget`'s, else MAX_BREAKPOINTS."""
+    watch = _WATCH.get()
+    return watch.max_steps if watch is not None and watch.max_steps is not None else MAX_BREAKPOINTS
+
+
 def check_breakpoints(count: float, tstop: float, what: str) -> None:
     """ConvergenceError before a source's ``count`` corners are listed if they alone exceed the budget."""
-    watch = _WATCH.get()
-    limit = watch.max_steps if watch is not None and watch.max_steps is not None else MAX_BREAKPOINTS
+    limit = _budget()
     if count > limit:
-        raise ConvergenceError(f"{what} has {count:.3g} corners in the {tstop:.4g} s window, each a solver step, "
-                               f"beyond the step budget solver.max_steps={limit}: shorten the .tran window")
+        raise ConvergenceError(f"{what}: {count:.3g} corners in the {tstop:.4g} s window, each a solver step, "
+                               f"beyond the step budget solver.max_steps={limit}: shorten the .tran window "
+                               "or raise solver.max_steps")
+
+
+def check_step_ceiling(hmax: float, tstop: float) -> None:
+    """ConvergenceError before the first step if the step ceiling alone needs more steps than the budget."""
+    limit = _budget()
+    if tstop / hmax > limit * (1 + 1e-9):  # (a window of exactly max_steps ceilings, up to rounding)
+        raise ConvergenceError(f"the step ceiling {hmax:.3g} s needs {tstop / hmax:.3g} steps for the {tstop:.4g} s "
+                               f"window, beyond the step budget solver.max_steps={limit}: shorten the .tran window, "
+                               "raise its tstep (or tmax) or raise solver.max_steps")
 
 
 def progress_bar(enabled: bool, tstop: float):
@@ -91,7 +109,9 @@ def progress_bar(enabled: bool, tstop: float):
 
 
 class _Bar:
-    """update(h) once per accepted step (or block of steps): advances the bar, spends the budget."""
+    """update(h, steps) once per accepted step or block of steps: advances the bar, spends the budget."""
+
+    watching = True
 
     def __init__(self, tstop: float, enabled: bool, watch: _Watch | None):
         from tqdm.auto import tqdm
@@ -105,10 +125,10 @@ class _Bar:
                         delay=0.0 if enabled else PROGRESS_AFTER_S, mininterval=0.1 if tty else 10.0,
                         bar_format="{desc}: {percentage:3.0f}% of the window|{bar}| [{elapsed}<{remaining}]")
 
-    def update(self, h: float) -> None:
+    def update(self, h: float, steps: int = 1) -> None:
         self.bar.update(h)
         self.t += h
-        self.steps += 1
+        self.steps += steps
         if self.max_steps is not None and self.steps > self.max_steps:
             self.bar.close()
             raise ConvergenceError(f"transient stopped after solver.max_steps={self.max_steps} steps at "

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from circuits.circuit import Circuit
 from circuits.dae import CURRENT_ATOL, NODE_ATOL, CircuitDAE, assemble
-from circuits.errors import ConfigError
+from circuits.errors import ConfigError, ConvergenceError
 from circuits.solve import TransientResult, interpolate, transient
 
 __all__ = ["simulate", "simulate_frames", "simulate_batch", "simulate_tensor", "dae_of"]
@@ -62,7 +62,12 @@ def simulate_tensor(circuit: Circuit, designs: Tensor | Sequence[Mapping[str, fl
     solver.setdefault("uic", circuit.uic)
     for key, value in netlist_solver_options(circuit).items():
         solver.setdefault(key, value)
-    return transient(bound, circuit.tstop, **solver)
+    try:
+        return transient(bound, circuit.tstop, **solver)
+    except ConvergenceError as exc:  # the solver knows no file: name the deck that did not run
+        if str(exc).startswith(circuit.netlist.file):
+            raise
+        raise ConvergenceError(f"{circuit.netlist.file}: {exc}") from exc
 
 
 def _output_times(circuit: Circuit, t, dtype: torch.dtype) -> Tensor:

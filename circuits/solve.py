@@ -31,7 +31,7 @@ from circuits.limiting import Limiter
 from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Coefficients, Method, checked_unknowns,
                                  method_of, predictor_degree, second_order, step_ceiling, step_weights)
 from circuits.recurrence import AffineRecurrence
-from circuits.result import TransientResult, progress_bar
+from circuits.result import TransientResult, check_breakpoints, check_step_ceiling, progress_bar
 from circuits.solve_per_design import interpolate_per_design, transient_per_design
 
 __all__ = ["TransientResult", "operating_point", "initial_condition", "transient", "interpolate",
@@ -118,6 +118,10 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
                          "(or run under torch.no_grad() / detach the designs)")
     if steps == "per_design" and dt is not None:
         raise ValueError("fixed dt needs steps='shared'")
+    # over the step budget before any work: the step ceiling alone, or one step per source corner
+    check_step_ceiling(dt or step_ceiling(bound, tstop, hmax), tstop)
+    breakpoints = [] if dt is not None else [b for b in bound.breakpoints() if 0 < b < tstop]
+    check_breakpoints(len(breakpoints), tstop, "the sources")
     dense = bound.batch == 1 and not needs_grad and dt is None
     system = None
     if steps == "per_design" and not dense:
@@ -125,7 +129,6 @@ def transient(bound: BoundDAE, tstop: float, *, method: str = "trap", rtol: floa
             raise ValueError("circuits with switches (S, W) need steps='shared' for a batch of designs")
         return transient_per_design(bound, tstop, method=integrator, rtol=rtol, atol_scale=atol_scale,
                                     hmax=hmax, uic=uic, x0=x0, progress=progress)
-    breakpoints = [] if dt is not None else [b for b in bound.breakpoints() if 0 < b < tstop]
     if dense:
         def start() -> Tensor:
             nonlocal system  # built anew: the switches' states are folded into its matrices
@@ -202,7 +205,7 @@ def _shared_steps(stepper, method: Method, tstop: float, *, rtol: float, atol, d
                 times, xs, zs, h = block
                 n = xs.shape[1]
                 stepper.accept_many(xs)
-                bar.update(times[-1] - t)
+                bar.update(times[-1] - t, len(times))
                 t = times[-1]
                 ts += times
                 hist_t += times

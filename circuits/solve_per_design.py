@@ -227,7 +227,7 @@ def transient_per_design(bound: BoundDAE, tstop: float, *, method: Method, rtol:
             pos = counts[g]
             counts[g] = pos + 1
             accepted.append((g, pos, t_new[idx], x_new[idx]))
-            if progress:
+            if bar.watching:  # (a sync per iteration: only with a bar or a step budget)
                 t_min = float(t.min())
                 bar.update(t_min - t_shown)
                 t_shown = t_min

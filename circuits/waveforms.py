@@ -83,6 +83,8 @@ def exponential(t: Tensor, v1, v2, *timing, tstep: float) -> Tensor:
 
 def pwl(t: Tensor, times: list, values: list) -> Tensor:
     """ngspice PWL(t1 v1 t2 v2 ...): linear between points, held constant outside."""
+    if not any(isinstance(x, Tensor) for x in (*times, *values)) and list(times) == sorted(times):
+        return _pwl_constant(t, times, values)
     out = _t(values[0], t) * torch.ones_like(t)
     for k in range(1, len(times)):
         t0, t1 = _t(times[k - 1], t), _t(times[k], t)
@@ -92,6 +94,19 @@ def pwl(t: Tensor, times: list, values: list) -> Tensor:
         seg = v0 + (v1 - v0) * frac
         out = torch.where(t > t0, seg, out)
     return out
+
+
+def _pwl_constant(t: Tensor, times: list[float], values: list[float]) -> Tensor:
+    """`pwl` of plain increasing numbers in O(T log N): the segment whose start is the last time point
+    before t (a long PWL's one-op-per-point loop cost minutes on a 20,000-point source)."""
+    tk = torch.as_tensor(times, dtype=t.dtype, device=t.device)
+    vk = torch.as_tensor(values, dtype=t.dtype, device=t.device)
+    if tk.numel() == 1:
+        return vk[0] * torch.ones_like(t)
+    k = torch.searchsorted(tk, t.detach().contiguous(), right=False).clamp(1, tk.numel() - 1)
+    t0, t1, v0, v1 = tk[k - 1], tk[k], vk[k - 1], vk[k]
+    frac = torch.clamp((t - t0) / torch.clamp(t1 - t0, min=1e-300), 0.0, 1.0)
+    return torch.where(t > tk[0], v0 + (v1 - v0) * frac, vk[0])
 
 
 def evaluate(kind: str, args: list, t: Tensor, *, tstep: float, tstop: float) -> Tensor:

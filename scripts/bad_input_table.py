@@ -189,6 +189,13 @@ def render(before: list[dict | None], after: list[dict | None], sides: dict, lab
     return text + "\n".join(rows) + "\n"
 
 
+def later_sections(doc: Path) -> str:
+    """The sections after the table (## headings, e.g. scripts/fuzz_netlists.py's), kept when it is rewritten."""
+    old = doc.read_text() if doc.exists() else ""
+    at = old.find("\n## ")
+    return old[at:] if at >= 0 else ""
+
+
 def main() -> None:
     """Run both sides and write the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -212,7 +219,7 @@ def main() -> None:
         after, fx_after = run_side(work / "after", ROOT, args.timeout, args.memory_gb)
         sides = {"before": (work / "before", fx_before), "after": (work / "after", fx_after),
                  "roots": [before_root, ROOT]}
-        args.out.write_text(render(before, after, sides, label, args.timeout))
+        args.out.write_text(render(before, after, sides, label, args.timeout) + later_sections(args.out))
         (work / "before.json").write_text(json.dumps(before, indent=1))
         (work / "after.json").write_text(json.dumps(after, indent=1))
     finally:

@@ -35,6 +35,9 @@ def make_fixtures(tmp: Path) -> dict[str, str]:
     write("bad_value.cir", "title\nR1 a 0 abc\nV1 a 0 1\n.tran 1n 10n\n.end\n")
     write("neg_tran.cir", "title\nR1 a 0 1k\nC1 a 0 1p\nV1 a 0 1\n.tran 1n -10n\n.end\n")
     write("long_pulse.cir", "long\nV1 in 0 PULSE(0 1 0 10p 10p 4n 10n)\nR1 in out 1k\nC1 out 0 1p\n.tran 1p 1e3\n.end\n")
+    write("long_dc.cir", "long\nV1 in 0 DC 1\nR1 in out 1k\nC1 out 0 1p\n.tran 1p 1e3\n.end\n")
+    square = " ".join(f"{k}n {k % 2}" for k in range(20_000))
+    write("pwl20k.cir", f"pwl\nV1 in 0 PWL({square})\nR1 in out 1k\nC1 out 0 1p\n.tran 1n 20u\n.end\n")
     write("rc.cir", "rc\n.param r=1k\nV1 in 0 PULSE(0 1 0.2n 10p 10p 4n 10n)\nR1 in out {r}\nC1 out 0 1p\n.tran 1p 6n\n.end\n")
     folder = tmp / "a_directory"
     folder.mkdir(exist_ok=True)
@@ -99,7 +102,8 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str], str | int]]:
         (["solver.rtol=abc"], "error: solver.rtol=abc"), (["solver.rtol=-1"], "error: solver.rtol=-1"),
         (["solver.rtol=0"], "error: solver.rtol=0"), (["solver.rtol=2"], "error: solver.rtol=2"),
         (["solver.max_steps=0"], "error: solver.max_steps=0"), (["solver.max_steps=abc"], "error: solver.max_steps"),
-        (["solver.max_steps=10"], "error: solver.max_steps=10"),
+        (["solver.max_steps=10"], "error: circuit=rc[netlist]: the step ceiling 1.2e-10 s needs 50 steps"),
+        (["solver.max_steps=55"], "error: circuit=rc[netlist]: transient stopped after solver.max_steps=55"),
         (["ngspice=maybe"], "error: ngspice=maybe"), (["ngspice=1"], "error: ngspice=1"),
         (["seed=abc"], "error: seed"), (["foo=1"], "error: foo"), (["circuit=nosuch"], "error: choices: amp"),
         (["circuit="], "error: circuit"), (["circuit=ring", "circuit.stages=abc"], "error: circuit.stages=abc"),
@@ -110,7 +114,9 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str], str | int]]:
         ([f"netlist={f['garbage.cir']}"], "error: garbage.cir"), ([f"netlist={f['bad_value.cir']}"], "error: bad_value.cir"),
         ([f"netlist={f['neg_tran.cir']}"], "error: neg_tran.cir"), (["netlist=/no/such.cir"], "error: netlist=/no/such.cir"),
         ([f"netlist={f['dir']}"], "error: is a directory"), ([f"netlist={f['latin1.cir']}"], 0),
-        ([f"netlist={f['long_pulse.cir']}"], "error: solver.max_steps"),
+        ([f"netlist={f['long_pulse.cir']}"], "error: long_pulse.cir: the step ceiling 1e-12 s needs 1e+15 steps"),
+        ([f"netlist={f['long_dc.cir']}"], "error: long_dc.cir: the step ceiling 1e-12 s needs 1e+15 steps"),
+        ([f"netlist={f['pwl20k.cir']}", "solver.max_steps=10000"], "error: pwl20k.cir: the step ceiling 1e-09 s"),
         (["hydra.run.dir=/proc/neurospice_out"], "error: /proc/neurospice_out"),
         ([f"hydra.run.dir={f['bad_element.cir']}"], "error: bad_element.cir"),
         (["hydra.run.dir=/dev/null/x"], "error: /dev/null"),
