@@ -89,7 +89,10 @@ def main() -> None:
                                 f"1e999, unknown cards, bad nodes, unbalanced brackets, truncated lines, non-UTF-8 "
                                 f"bytes), each through `load_circuit` and `simulate` with a {args.max_steps}-step "
                                 f"budget and a {args.seconds:g} s limit. Run {datetime.date.today()} at commit "
-                                f"{commit}: `OMP_NUM_THREADS=1 {command}`.\n\n{text}\n")
+                                f"{commit}: `OMP_NUM_THREADS=1 {command}`. `step budget`: it loaded and ran "
+                                f"that far; `time limit`: still running (mostly a large deck's operating point); "
+                                f"`crash` (any other exception) or `bad message` (not one line naming the deck) "
+                                f"would be bugs.\n\n{text}\n")
     sys.exit(1 if any(o.kind in FAILURES for _, o in results) else 0)
 
 

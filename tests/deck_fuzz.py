@@ -135,6 +135,8 @@ def _user_kind(exc: NeuroSpiceError, path: Path) -> str:
     text = str(exc)
     if not text.strip() or "\n" in text or path.name not in text:
         return "bad message"
+    if isinstance(exc, ConvergenceError) and "solver.max_steps" in text:
+        return "step budget"
     for kind, cls in (("netlist error", NetlistError), ("config error", ConfigError),
                       ("convergence error", ConvergenceError)):
         if isinstance(exc, cls):
@@ -142,7 +144,7 @@ def _user_kind(exc: NeuroSpiceError, path: Path) -> str:
     return "other user error"
 
 
-def run_mutant(mutant: Mutant, folder: Path, max_steps: int = 50, seconds: float = 5.0) -> Outcome:
+def run_mutant(mutant: Mutant, folder: Path, max_steps: int = 200, seconds: float = 5.0) -> Outcome:
     """Write the mutant to ``folder``, load it and simulate at most ``max_steps`` steps within ``seconds``."""
     path = folder / f"{mutant.seed}.cir"
     path.write_bytes(mutant.data)
