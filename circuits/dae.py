@@ -286,12 +286,23 @@ class BoundDAE:
         """Union over the batch of all source corner times in (0, tstop)."""
         from circuits import waveforms
 
+        return self._source_times(waveforms.breakpoints)
+
+    def phase_points(self) -> list[float]:
+        """Union of the quarter-period points of undamped SIN sources in (0, tstop) (no corners:
+        candidate window edges for a periodic drive)."""
+        from circuits import waveforms
+
+        return self._source_times(waveforms.phase_points)
+
+    def _source_times(self, finder) -> list[float]:
+        """Sorted union of `finder(kind, args, tstep=, tstop=)` over every independent source's waveforms."""
         pts: set[float] = set()
         tran = self.dae.circuit
         for g, ctx in zip(self.dae.groups, self.ctxs):
             if g.device.letter in ("v", "i"):
                 for kind, args in ctx[0]:
-                    pts.update(waveforms.breakpoints(kind, args, tstep=tran.tstep, tstop=tran.tstop))
+                    pts.update(finder(kind, args, tstep=tran.tstep, tstop=tran.tstop))
         return sorted(pts)
 
 

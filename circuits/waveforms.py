@@ -11,7 +11,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["pulse", "pulse_timing", "sine", "exponential", "exp_timing", "pwl", "evaluate", "breakpoints"]
+__all__ = ["pulse", "pulse_timing", "sine", "exponential", "exp_timing", "pwl", "evaluate", "breakpoints",
+           "phase_points"]
 
 
 def _t(x: Tensor | float, like: Tensor) -> Tensor:
@@ -159,3 +160,26 @@ def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[fl
         if full[3] is not None:
             pts |= _scalar_set(full[3])
     return sorted(p for p in pts if 0.0 < p < tstop)
+
+
+#: more quarter-period points than this (a fast SIN over a long run) are not worth window edges
+MAX_PHASE_POINTS = 1000
+
+
+def phase_points(kind: str, args: list, *, tstep: float, tstop: float) -> list[float]:
+    """Times in (0, tstop) where an undamped SIN is at a peak, a trough or its offset (every quarter
+    period after td); none for other waveforms, or where the design changes the SIN's timing."""
+    if kind != "sin":
+        return []
+    full = list(args) + [None] * (6 - len(args))
+    va, freq, td, theta, phase = full[1], full[2], full[3] or 0.0, full[4] or 0.0, full[5] or 0.0
+    sets = [_scalar_set(a) for a in (_or_default(freq, 1.0 / tstop), td, theta, phase)]
+    if any(len(values) != 1 for values in sets) or _scalar_set(va) == {0.0}:
+        return []
+    freq, td, theta, phase = (next(iter(values)) for values in sets)
+    if theta != 0.0 or freq <= 0.0 or 4 * (tstop - td) * freq > MAX_PHASE_POINTS:
+        return []
+    quarter = 0.25 / freq
+    first = math.floor(phase / 90.0) + 1  # 2πf(t − td) + ph = kπ/2 for integer k, t > td
+    pts = (td + (k * 90.0 - phase) / 360.0 / freq for k in range(first, first + int((tstop - td) / quarter) + 2))
+    return [p for p in pts if max(td, 0.0) < p < tstop]

@@ -125,12 +125,15 @@ def _reference_with_steps(circuit: Circuit, P: Tensor, points: int = 2001) -> tu
 
 def activity_edges(t: Tensor, y: Tensor, swings_per_window: float = SWINGS_PER_WINDOW,
                    corners: list[float] | None = None, max_windows: int = MAX_WINDOWS,
+                   phases: list[float] | None = None,
                    steps: Tensor | None = None, steps_per_window: float = STEPS_PER_WINDOW) -> list[float]:
     """Inner window edges (s) for waveforms y (B, T, n) on grid t (T,): a new window as soon as some
     design's output has travelled `swings_per_window` of its own peak-to-peak swing since the last
     edge, or (given the reference solver's cumulative step counts `steps` (T, B)) some design's
     solver took `steps_per_window` steps; moved back to a source corner when one lies in the last
-    quarter of the window; windows hold more where that would give more than `max_windows`."""
+    quarter of the window, else to the nearest of `phases` (a periodic drive's quarter periods)
+    within a quarter of the window either side; windows hold more where that would give more than
+    `max_windows`."""
     swing = (y.amax(dim=1) - y.amin(dim=1)).clamp(min=1e-12)  # (B, n)
     step = y.diff(dim=1).abs() / swing.unsqueeze(1)  # (B, T-1, n)
     travel = torch.cumsum(step.transpose(1, 2).reshape(-1, step.shape[1]).T, dim=0) / swings_per_window
@@ -139,13 +142,13 @@ def activity_edges(t: Tensor, y: Tensor, swings_per_window: float = SWINGS_PER_W
         cum = torch.cat([cum, (steps - steps[:1]) / steps_per_window], dim=1)
     per = 1.0
     while True:
-        edges = _edges_every(t, cum, per, sorted(corners or []))
+        edges = _edges_every(t, cum, per, sorted(corners or []), sorted(phases or []))
         if len(edges) < max_windows:
             return edges
         per *= 1.05 * (len(edges) + 1) / max_windows
 
 
-def _edges_every(t: Tensor, cum: Tensor, per: float, corners: list[float]) -> list[float]:
+def _edges_every(t: Tensor, cum: Tensor, per: float, corners: list[float], phases: list[float]) -> list[float]:
     """`activity_edges` for one travel `per` window: cum (T, curves) is each curve's travel so far."""
     edges: list[float] = []
     i0 = 0
@@ -158,9 +161,11 @@ def _edges_every(t: Tensor, cum: Tensor, per: float, corners: list[float]) -> li
         if float((cum[-1] - cum[i]).amax()) < 0.25 * per:  # the rest is quiet: no short last window
             return edges
         edge, last = float(t[i]), float(t[i0])
-        near = [c for c in corners if edge - 0.25 * (edge - last) <= c < edge]
-        if near:
-            edge = near[-1]
+        reach = 0.25 * (edge - last)
+        near = [c for c in corners if edge - reach <= c < edge]
+        in_phase = [c for c in phases if abs(c - edge) <= reach]
+        if near or in_phase:
+            edge = near[-1] if near else min(in_phase, key=lambda c: abs(c - edge))
             i = int(torch.searchsorted(t, torch.tensor(edge, dtype=t.dtype)))
         if i <= i0:
             return edges
@@ -244,12 +249,15 @@ def plan(circuit: Circuit, fixed_params: bool = False, max_windows: int = MAX_WI
     P = nominal if fixed_params or space.dim == 0 else torch.cat([nominal, space.sample_sobol(
         PLANNING_DESIGNS - 1, seed=24_681, margin=0.0)])
     t, y, steps = _reference_with_steps(circuit, P)
-    corners = dae_of(circuit).bind(None).breakpoints()
-    edges = activity_edges(t, y, corners=corners, max_windows=max_windows, steps=steps)
+    bound = dae_of(circuit).bind(None)
+    # a periodic drive's quarter-period points as candidate edges too: windows a whole number of
+    # half periods apart then see the same input, so a later one can start from an earlier one's net
+    edges = activity_edges(t, y, corners=bound.breakpoints(), max_windows=max_windows, steps=steps,
+                           phases=bound.phase_points())
     reasons.append(f"{len(edges) + 1} window(s): an edge each time an output of {P.shape[0]} reference design(s) "
                    f"has travelled {SWINGS_PER_WINDOW:g} swing(s) or its solver took {STEPS_PER_WINDOW} steps "
                    f"(at most {max_windows} windows), "
-                   f"snapped to source corners")
+                   f"snapped to source corners and quarter periods of SIN sources")
     model = ({"_target_": "surrogate.models.WindowedSurrogate", "window_edges": edges, "state_input": True,
               "row_scale": row_scale} if edges else {"_target_": "surrogate.models.PlainSurrogate", "row_scale": row_scale})
     return Recipe(oscillator=False, model=model, training={"start_cover": 4 if edges else 0}, reasons=reasons)

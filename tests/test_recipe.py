@@ -56,6 +56,32 @@ def test_quiet_stretches_stay_one_window_and_each_swing_gets_one():
     assert 2.1 in edges
 
 
+def test_a_sine_drives_edges_onto_its_quarter_periods_and_other_waveforms_give_none():
+    """Quarter-period points of SIN(vo va f td θ φ): the source is at a peak, a trough or its offset
+    there; none for a damped SIN, one whose frequency is a design parameter, or a PULSE."""
+    from circuits.waveforms import phase_points, sine
+
+    args = [0.8, 0.1, 1e9, 0.1e-9, 0.0, 45.0]
+    pts = phase_points("sin", args, tstep=1e-12, tstop=2e-9)
+    assert pts[0] == pytest.approx(0.225e-9) and len(pts) == 8
+    assert all(b - a == pytest.approx(0.25e-9) for a, b in zip(pts, pts[1:]))
+    values = sine(torch.tensor(pts, dtype=torch.float64), *args, tstop=2e-9)
+    offsets = (values - 0.8).abs()
+    assert torch.all((offsets < 1e-12) | ((offsets - 0.1).abs() < 1e-12))
+    assert phase_points("sin", [0.8, 0.1, 1e9, 0.0, 1e8], tstep=1e-12, tstop=2e-9) == []
+    assert phase_points("sin", [0.8, 0.1, torch.tensor([1e9, 2e9])], tstep=1e-12, tstop=2e-9) == []
+    assert phase_points("pulse", [0, 1, 0, 1e-10, 1e-10, 1e-9, 2e-9], tstep=1e-12, tstop=4e-9) == []
+
+
+def test_amps_windows_are_whole_half_periods_of_its_sine_input():
+    """amp (SIN 1 GHz): the activity edges move to quarter periods (within a quarter window), so
+    windows a period apart see the same input and a later one can start from an earlier one's net."""
+    edges = plan(load_circuit("amp")).model["window_edges"]
+    assert len(edges) >= 4
+    assert all(abs(e / 0.25e-9 - round(e / 0.25e-9)) < 1e-6 for e in edges)
+    assert all(b - a == pytest.approx(0.5e-9) for a, b in zip(edges[1:-1], edges[2:-1]))
+
+
 def test_the_recipe_plans_windows_for_driven_circuits_and_no_limit_cycle():
     rc = plan(load_circuit("rc"))
     assert not rc.oscillator and rc.model["_target_"] != "surrogate.models.LimitCycleSurrogate"

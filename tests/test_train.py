@@ -139,8 +139,8 @@ def test_a_window_whose_adam_outruns_its_allowance_hands_over_to_the_next(tmp_pa
         metrics = run_train(cfg, tmp_path)
     assert metrics["steps"] == 3  # one Adam step per window, not 60
     text = caplog.text
-    for k in range(3):
-        assert f"window {k}: Adam stopped 19 steps early" in text
+    for k in range(3):  # a later window whose warm start beats Adam's earlier results skips Adam instead
+        assert f"window {k}: Adam stopped 19 steps early" in text or (k > 0 and f"window {k}: Adam skipped" in text)
         assert f"window {k}: L-BFGS residual" in text
     assert len(metrics["window_residuals"]) == 3
 
@@ -182,3 +182,94 @@ def test_lbfgs_chunks_fit_the_windows_time_allowance(monkeypatch):
     schedule.lbfgs_seconds = 0.2
     history = schedule.optimise(module, 0, schedule.lbfgs_points(module, 0, seed=1))
     assert len(history) < 3 * LBFGS_FIRST_CHUNK
+
+
+def test_master_weights_keep_float64_for_lbfgs_while_the_network_evaluates_in_float32():
+    """L-BFGS steps float64 master weights; the network evaluates them rounded to float32 until
+    `promote` (after a stop in float32), then exactly; it ends in float32 with the final weights.
+    (The rc analytic test above stops at residual 3.4e-3 without the promotion: float32 sums over
+    the points drown the small gradient near a stall; with it, 8e-5.)"""
+    from surrogate.callbacks.window_schedule import MasterWeights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).float()
+    weights = MasterWeights(net)
+    assert all(m.dtype == torch.float64 for m in weights.master) and weights.reduced
+    with torch.no_grad():
+        for m in weights.master:
+            m.add_(1e-9)  # below float32's resolution near 0.1-1: invisible to the network until promoted
+    weights.load()
+    assert all(torch.equal(p, m.float()) for p, m in zip(net.parameters(), weights.master))
+    x = torch.randn(5, 3)
+    net(x).pow(2).sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    weights.store_grads()
+    assert all(m.grad.dtype == torch.float64 and torch.equal(m.grad, g.double()) for m, g in zip(weights.master, grads))
+    assert all(p.grad is None for p in net.parameters())
+    weights.promote()
+    weights.load()
+    assert not weights.reduced
+    assert all(torch.equal(p, m) for p, m in zip(net.parameters(), weights.master))
+    weights.finish()
+    assert all(p.dtype == torch.float32 and torch.equal(p, m.float()) for p, m in zip(net.parameters(), weights.master))
+
+
+def test_a_window_starts_from_the_earlier_window_whose_weights_fit_it_best(caplog):
+    """Window 2 of 3 gets the weights of whichever earlier window has the lowest residual on its
+    probe points (here window 0's, by construction), not just its predecessor's."""
+    import logging
+
+    from tests.surrogate_helpers import build_run
+
+    module, schedule, _ = build_run(["circuit=rc", "model=windowed", "model.windows=3", "model.width=8", "model.depth=1",
+                                     "surrogate.val_designs=2", "surrogate.val_points=11"])
+    nets = module.model.nets
+    with torch.no_grad():
+        for k, net in enumerate(nets):
+            for p in net.parameters():
+                p.fill_(0.1 * (k + 1))
+    # a stand-in residual: how far window 2's first weight is from window 0's value
+    schedule._probe_residual = lambda module, window, probe: abs(float(next(nets[2].parameters()).flatten()[0]) - 0.1)
+    with caplog.at_level(logging.INFO, logger="surrogate"):
+        schedule._start_from_best_earlier(module, 2, probe=None)
+    assert all(torch.equal(a, b) for a, b in zip(nets[2].parameters(), nets[0].parameters()))
+    assert "window 2: starts from window 0's weights" in caplog.text
+
+
+def test_a_window_whose_warm_start_beats_adam_skips_adam_with_its_first_step_undone(tmp_path, caplog):
+    """When a window's start residual is below the median of what Adam reached on earlier windows,
+    its Adam ends after the step in flight, that step is undone (L-BFGS starts from the warm start),
+    and the run takes one Adam step for it instead of its share."""
+    import logging
+
+    from surrogate.callbacks.window_schedule import WindowSchedule
+
+    overrides = ["circuit=rc", "recipe=manual", "surrogate.fixed_params=true", "trainer.max_steps=60",
+                 "trainer.enable_progress_bar=false", "model.width=8", "model.depth=1", "model=windowed", "model.windows=3",
+                 "model.state_input=false", "surrogate.designs_per_batch=2", "surrogate.times_per_design=16",
+                 "surrogate.lbfgs_steps=3", "surrogate.val_designs=2", "surrogate.val_points=21",
+                 "trainer.check_val_every_n_epoch=100"]
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    at_skip, at_lbfgs = {}, {}
+    skip, finish = WindowSchedule._skip_adam_if_warm, WindowSchedule.finish_window
+
+    def spy_skip(self, module, window, probe):
+        self.adam_reached = [1.0] * len(self.adam_reached)  # any start beats that
+        skip(self, module, window, probe)
+        at_skip[window] = [p.detach().clone() for p in module.model.nets[window].parameters()]
+
+    def spy_finish(self, module, window):
+        at_lbfgs[window] = [p.detach().clone() for p in module.model.nets[window].parameters()]
+        return finish(self, module, window)
+
+    WindowSchedule._skip_adam_if_warm, WindowSchedule.finish_window = spy_skip, spy_finish
+    try:
+        with caplog.at_level(logging.INFO, logger="surrogate"):
+            metrics = run_train(cfg, tmp_path)
+    finally:
+        WindowSchedule._skip_adam_if_warm, WindowSchedule.finish_window = skip, finish
+    assert metrics["steps"] == 20 + 1 + 1  # window 0's 20 Adam steps, then one (undone) step each
+    for k in (1, 2):
+        assert f"window {k}: Adam skipped" in caplog.text
+        assert all(torch.equal(a, b) for a, b in zip(at_skip[k], at_lbfgs[k]))

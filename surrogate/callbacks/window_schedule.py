@@ -1,5 +1,6 @@
 """The window schedule: windows trained one after the other, each by Adam (the trainer's loop) and
-then float64 L-BFGS on a fixed point set, the next window starting from its weights.
+then L-BFGS on a fixed point set (float64 weights, the network evaluated in its own precision), the
+next window starting from the weights of the earlier window that fits it best.
 
 Other phases hook into it as `WindowPhase` callbacks: when a window starts (the limit cycle's
 distillation), after each L-BFGS (rate projection) and when a window ends (stall and collapse
@@ -32,6 +33,51 @@ LBFGS_FIRST_CHUNK = 10
 LBFGS_MIN_CHUNK = 5
 
 
+class MasterWeights:
+    """Float64 master copies of a network's parameters for L-BFGS, the network evaluated in its own
+    precision until L-BFGS stops, then in float64 (`promote`).
+
+    L-BFGS on float32 weights made no progress: its curvature pairs and line search need float64.
+    A float32 network evaluates 1.6x faster than a float64 one, and far from convergence its
+    gradients serve as well (amp's window 0: residual 1.25e-6 in 150 s against 1.86e-6 all in
+    float64), but near a stall the float32 sums over the points drown the small total gradient and
+    the line search fails (rc, 16x2 network: stopped at 3.4e-3 where float64 goes on to 5e-4)."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+        self.dtype = next(net.parameters()).dtype
+        self.params = list(net.parameters())
+        self.master = [p.detach().to(torch.float64).clone().requires_grad_(p.requires_grad) for p in self.params]
+
+    @property
+    def reduced(self) -> bool:
+        """Whether the network still evaluates in a lower precision than float64."""
+        return self.params[0].dtype != torch.float64
+
+    def promote(self) -> None:
+        """Evaluate the network in float64 from now on."""
+        self.net.to(torch.float64)
+        self.params = list(self.net.parameters())
+
+    def load(self) -> None:
+        """The network's parameters := the master weights (rounded to its precision)."""
+        with torch.no_grad():
+            for p, m in zip(self.params, self.master):
+                p.copy_(m)
+
+    def store_grads(self) -> None:
+        """The master weights' gradients := the network's (in float64)."""
+        for p, m in zip(self.params, self.master):
+            m.grad = None if p.grad is None else p.grad.to(torch.float64)
+            p.grad = None
+
+    def finish(self) -> None:
+        """The network back in its own precision, holding the master weights."""
+        self.net.to(self.dtype)
+        self.params = list(self.net.parameters())
+        self.load()
+
+
 class WindowPhase(L.Callback):
     """A training phase that acts on one window at a time (the `WindowSchedule` calls these hooks)."""
 
@@ -52,7 +98,9 @@ class WindowPhase(L.Callback):
 class WindowSchedule(L.Callback):
     """Adam steps on window k (the trainer's loop, cut short past `adam_seconds`), then L-BFGS of up
     to `lbfgs_steps` iterations within `lbfgs_seconds` on a fixed set (both time limits scaled by the
-    model's `cost_weight`; 0: no limit); window k + 1 then starts from window k's weights."""
+    model's `cost_weight`; 0: no limit).  Window k + 1 then starts from the weights of whichever
+    earlier window fits it best, and skips Adam when that start is already as good as what Adam
+    reached on the earlier windows."""
 
     def __init__(self, lbfgs_steps: int = 0, lbfgs_seconds: float = 0.0, adam_seconds: float = 0.0):
         self.lbfgs_steps, self.lbfgs_seconds = int(lbfgs_steps), float(lbfgs_seconds)
@@ -61,25 +109,31 @@ class WindowSchedule(L.Callback):
         self.trained_window = 0
         self.lbfgs_history: list[float] = []
         self.window_residuals: list[float] = []  # final L-BFGS residual of each finished window
+        self.adam_reached: list[float] = []  # each finished window's residual when its L-BFGS began
         self.phases: list[WindowPhase] = []
+        self._undo_adam: dict[str, torch.Tensor] | None = None  # weights to restore after a skipped Adam's step
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.phases = [cb for cb in trainer.callbacks if isinstance(cb, WindowPhase)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"trained_window": self.trained_window, "window_residuals": list(self.window_residuals)}
+        return {"trained_window": self.trained_window, "window_residuals": list(self.window_residuals),
+                "adam_reached": list(self.adam_reached)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.trained_window = int(state_dict.get("trained_window", 0))
         self.window_residuals = list(state_dict.get("window_residuals", []))
+        self.adam_reached = list(state_dict.get("adam_reached", []))
 
     def on_train_batch_start(self, trainer, module: PinnModule, batch, batch_idx) -> None:
         k = module.active_window
-        if k != self.trained_window:  # entering a new window: finish the last, start from its net
+        if k != self.trained_window:  # entering a new window: finish the last, start from the best earlier net
             if k > 0:
                 self.finish_window(module, k - 1)
-                self._start_from_previous(module, k)
+                probe = module.sampler.adam_batch(module.model, k, seed=int(module.hparams.seed) * 31 + 6_007 + k)
+                self._start_from_best_earlier(module, k, probe)
                 self.start_window(module, k, seed=int(module.hparams.seed) * 31 + 4_999 + k)
+                self._skip_adam_if_warm(module, k, probe)
             self.trained_window = k
             self._adam_began = None
         if self._adam_began is None:
@@ -87,6 +141,11 @@ class WindowSchedule(L.Callback):
 
     def on_train_batch_end(self, trainer, module: PinnModule, outputs, batch, batch_idx) -> None:
         k = module.active_window
+        if self._undo_adam is not None:  # this window's one Adam step is undone and its Adam ended
+            module.model.nets[k].load_state_dict(self._undo_adam)
+            self._undo_adam = None
+            module.end_adam_early(k)
+            return
         allowance = self.adam_seconds * module.model.cost_weight(k)
         if allowance > 0 and self._adam_began is not None and time.perf_counter() - self._adam_began > allowance:
             dropped = module.end_adam_early(k)
@@ -114,7 +173,10 @@ class WindowSchedule(L.Callback):
         # start states fixed during L-BFGS: the DC point is solved once
         seed = int(module.hparams.seed) * 31 + 977 + window
         points = self.lbfgs_points(module, window, seed)
-        final = self.optimise(module, window, points)[-1]
+        history = self.optimise(module, window, points)
+        if window == len(self.adam_reached):
+            self.adam_reached.append(history[0])
+        final = history[-1]
         for phase in self.phases:
             final = phase.on_window_end(self, module, window, points, final, seed)
         self.record(window, final)
@@ -133,17 +195,13 @@ class WindowSchedule(L.Callback):
         return module.sampler.lbfgs_points(module.model, window, seed, residuals=residuals)
 
     def optimise(self, module: PinnModule, window: int, points: PointSet, steps: int | None = None) -> list[float]:
-        """Float64 L-BFGS of one window's network on fixed points, then the phases' `after_lbfgs`;
-        the residual history.  Runs in chunks of LBFGS_CHUNK iterations until `steps`, the window's
-        time allowance or convergence."""
+        """L-BFGS of one window's network on fixed points, then the phases' `after_lbfgs`; the
+        residual history.  Runs in chunks of LBFGS_CHUNK iterations until `steps`, the window's time
+        allowance or convergence."""
         steps = self.lbfgs_steps if steps is None else steps
-        net = module.model.nets[window]
-        dtype = next(net.parameters()).dtype
-        net.to(torch.float64)  # L-BFGS made no progress in float32
         history = self._lbfgs(module, window, points, steps)
         for phase in self.phases:
             history = phase.after_lbfgs(self, module, window, points, history)
-        net.to(dtype)
         log.info("window %d: L-BFGS residual %.3g -> %.3g (%d evaluations)", window, history[0],
                  history[-1], len(history))
         self.lbfgs_history += history
@@ -152,33 +210,42 @@ class WindowSchedule(L.Callback):
     def _lbfgs(self, module: PinnModule, window: int, points: PointSet, steps: int) -> list[float]:
         net = module.model.nets[window]
         t, designs, starts = points
-        opt = torch.optim.LBFGS(net.parameters(), lr=1.0, max_iter=min(steps, LBFGS_CHUNK), history_size=50,
+        weights = MasterWeights(net)
+        opt = torch.optim.LBFGS(weights.master, lr=1.0, max_iter=min(steps, LBFGS_CHUNK), history_size=50,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
         history: list[float] = []
 
         def closure():
             opt.zero_grad()
+            weights.load()
             loss = module.loss_terms(t, designs, window, starts)["residual"]
             loss.backward()
+            weights.store_grads()
             history.append(float(loss.detach()))
             return loss
 
         allowance = self.lbfgs_seconds * module.model.cost_weight(window)
         began = time.perf_counter()
         done = 0
-        state = opt.state[next(net.parameters())]
-        while done < steps:
-            chunk = min(LBFGS_CHUNK, steps - done)
-            if allowance > 0:  # chunks sized to the time left: a 100-iteration chunk of ring21 ran 150 s of a 56 s allowance
-                spent = time.perf_counter() - began
-                chunk = min(chunk, self._chunk_for(allowance - spent, spent, done))
-            opt.param_groups[0]["max_iter"] = chunk
-            opt.step(closure)
-            ran = int(state.get("n_iter", 0)) - done
-            done += ran
-            converged = ran < chunk or not math.isfinite(history[-1])  # L-BFGS stopped on its tolerances
-            if converged or (allowance > 0 and time.perf_counter() - began > allowance):
-                break
+        state = opt.state[weights.master[0]]
+        try:
+            while done < steps:
+                chunk = min(LBFGS_CHUNK, steps - done)
+                if allowance > 0:  # chunks sized to the time left: a 100-iteration chunk of ring21 ran 150 s of a 56 s allowance
+                    spent = time.perf_counter() - began
+                    chunk = min(chunk, self._chunk_for(allowance - spent, spent, done))
+                opt.param_groups[0]["max_iter"] = chunk
+                opt.step(closure)
+                ran = int(state.get("n_iter", 0)) - done
+                done += ran
+                converged = ran < chunk or not math.isfinite(history[-1])  # L-BFGS stopped on its tolerances
+                if converged and weights.reduced and math.isfinite(history[-1]):
+                    weights.promote()  # a stop in float32 may be float32's; float64 goes on from there
+                    continue
+                if converged or (allowance > 0 and time.perf_counter() - began > allowance):
+                    break
+        finally:
+            weights.finish()  # the network ends at L-BFGS's last accepted point
         if history and not math.isfinite(history[-1]):
             raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")
         return history
@@ -222,12 +289,48 @@ class WindowSchedule(L.Callback):
             self.adam(module, window, adam_steps, seed=seed)
         return self.optimise(module, window, points)
 
-    @staticmethod
-    def _start_from_previous(module: PinnModule, window: int) -> None:
-        """Copy the previous window's weights into this window's network (each keeps its corner buffer)."""
+    def _start_from_best_earlier(self, module: PinnModule, window: int, probe: tuple) -> None:
+        """Copy into this window's network the weights of the earlier compatible window with the
+        lowest residual on `probe` (times, designs) of this window: the previous one for a settling
+        waveform, the one a period earlier under a periodic drive (amp: 1e-4 against 1e-2 from the
+        previous half period's)."""
         model = module.model
-        if not model.compatible(window, window - 1):  # the limit-cycle window has its own architecture
+        candidates = [j for j in range(window - 1, -1, -1) if model.compatible(window, j)]
+        if not candidates:  # the limit-cycle window has its own architecture
             return
+        net = model.nets[window]
+        best, best_residual = candidates[0], math.inf
+        for j in candidates:
+            self._copy_weights(model.nets[j], net)
+            residual = self._probe_residual(module, window, probe)
+            if residual < best_residual:  # NaN never wins
+                best, best_residual = j, residual
+        self._copy_weights(model.nets[best], net)
+        if best != window - 1:
+            log.info("window %d: starts from window %d's weights (residual %.3g)", window, best, best_residual)
+
+    def _skip_adam_if_warm(self, module: PinnModule, window: int, probe: tuple) -> None:
+        """Skip Adam (undo its first step, end it there) when the window's start residual is already
+        below the median of what Adam reached on the earlier windows: from such a start Adam's first
+        steps only shake the network out of a basin L-BFGS can use."""
+        if not self.adam_reached:
+            return
+        residual = self._probe_residual(module, window, probe)
+        typical = sorted(self.adam_reached)[len(self.adam_reached) // 2]
+        if residual < typical:
+            self._undo_adam = {k: v.detach().clone() for k, v in module.model.nets[window].state_dict().items()}
+            log.info("window %d: Adam skipped, its start residual %.3g is below the %.3g Adam reached on "
+                     "earlier windows (median)", window, residual, typical)
+
+    @staticmethod
+    def _probe_residual(module: PinnModule, window: int, probe: tuple) -> float:
+        """The window's residual on the probe points under its current network."""
         with torch.no_grad():
-            for dst, src in zip(model.nets[window].parameters(), model.nets[window - 1].parameters()):
-                dst.copy_(src)
+            return float(module.loss_terms(probe[0], probe[1], window)["residual"])
+
+    @staticmethod
+    def _copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+        """dst's parameters := src's (each network keeps its own buffers, e.g. its corner times)."""
+        with torch.no_grad():
+            for d, s in zip(dst.parameters(), src.parameters()):
+                d.copy_(s)
