@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -182,7 +182,14 @@ _DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngs
 _SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "exp": (2, 6), "pwl": (2, None)}
 _SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
 _UNSUPPORTED_KINDS = {"am", "sffm", "trnoise", "trrandom", "pat", "external"}  # ngspice's other waveforms
-_RLC_PARAMS = {"r": {"ac"}, "c": {"ic"}, "l": {"ic"}}  # R ac=: the AC analysis' resistance only
+_RLC_PARAMS = {"c": {"ic"}, "l": {"ic"}}
+# R instance parameters (res.c): ac= is the AC analysis' resistance only; the temperature coefficients
+# act through temp - tnom, 0 at 27 C; noisy and bv_max are noise and safe-operating-area settings
+_R_PARAMS = {"ac", "m", "scale", "tc1", "tc2", "tce", "noisy", "bv_max"}
+_R_INERT_WHY = {"ac": "AC analysis only", "tc1": "no effect at 27 C", "tc2": "no effect at 27 C",
+                "tce": "no effect at 27 C", "noisy": "noise analysis only", "bv_max": "a warning limit only"}
+_R_INERT = tuple(_R_INERT_WHY)
+_R_ALIASES = {"tc": "tc1", "noise": "noisy", "r": "value", "resistance": "value"}
 
 
 @dataclass
@@ -481,8 +488,53 @@ def _two_terminal_value(name: str, args: list[str], loc: SourceLoc, n_nodes: int
     return [_node(a, loc) for a in args[:n_nodes]], _expr(args[n_nodes], loc)
 
 
+def _resistor(name: str, toks: list[str], loc: SourceLoc) -> Element:
+    """R: ``name n1 n2 [value] [model] [k=v ...]`` as ngspice-39's INP2R reads it (``r=`` or
+    ``resistance=`` for the value, ``tc=a b`` for ``tc1=a tc2=b``).  A single word after the nodes
+    that names a `.model` is the model: `_Flattener.place` decides once every model is known."""
+    pos, kv = _split_args(_tc_pair(toks), loc)
+    for alias, canonical in _R_ALIASES.items():
+        if alias in kv:
+            if canonical in kv:
+                raise _err(loc, f"{name}: both '{alias}' and '{canonical}' given")
+            kv = {(canonical if k == alias else k): e for k, e in kv.items()}
+    if len(pos) < 2:
+        raise _err(loc, f"{name}: expected 2 nodes and a value")
+    nodes, rest = [_node(a, loc) for a in pos[:2]], pos[2:]
+    if len(rest) > 2:
+        raise _err(loc, f"{name}: unexpected '{rest[2]}'")
+    value = kv.pop("value", None)
+    if value is not None and rest and (len(rest) == 2 or _looks_numeric(rest[0])):
+        raise _err(loc, f"{name}: value given twice")
+    model = None
+    if len(rest) == 2 or (len(rest) == 1 and value is not None):
+        model = rest[-1]
+        if _looks_numeric(model):
+            raise _err(loc, f"{name}: unexpected '{model}'")
+        if _BAD_NAME_CHARS & set(model):
+            raise _err(loc, f"{name}: bad model name '{model}'")
+    if len(rest) == 2 or (rest and value is None):
+        value = _expr(rest[0], loc)
+    if value is None and model is None:
+        raise _err(loc, f"{name}: missing value")
+    for k in ("temp", "dtemp"):
+        if k in kv:
+            raise _err(loc, f"{name}: parameter '{k}' is not supported: instance temperatures are not "
+                            "supported (27 C only)")
+    return Element("r", name, nodes, loc, value=value, model=model, params=kv)
+
+
+def _tc_pair(toks: list[str]) -> list[str]:
+    """INP2R's ``tc = a b`` -> ``tc = a tc2 = b`` (the first such pair only)."""
+    for k in range(len(toks) - 3):
+        if (toks[k] in ("tc", "tc1") and toks[k + 1] == "=" and _looks_numeric(toks[k + 2])
+                and _looks_numeric(toks[k + 3]) and (k + 4 >= len(toks) or toks[k + 4] != "=")):
+            return [*toks[:k + 3], "tc2", "=", *toks[k + 3:]]
+    return toks
+
+
 def _rlc(name: str, toks: list[str], loc: SourceLoc) -> Element:
-    """R, C, L: ``name n1 n2 value [ic=v]``."""
+    """C, L: ``name n1 n2 value [ic=v]``."""
     pos, kv = _split_args(toks, loc)
     nodes, value = _two_terminal_value(name, pos, loc, 2)
     _check_keys(kv, _RLC_PARAMS[name[0]], name, loc)
@@ -692,7 +744,7 @@ def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
 
 
 _ELEMENT_PARSERS = {
-    "r": _rlc, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
+    "r": _resistor, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
     "b": _behavioral, "k": _coupling, "f": _current_controlled, "h": _current_controlled, "d": _modeled, "m": _modeled, "q": _modeled, "n": _modeled, "x": _instance,
     "s": _switch, "w": _switch,
 }
@@ -925,6 +977,14 @@ class _Structure:
             raise _err(loc, f"{what} {word or '(missing)'}: only {_DEFAULT_TEMP:g} C is supported "
                             "(the device models have no temperature dependence)")
 
+    @staticmethod
+    def check_scale(word: str, loc: SourceLoc) -> None:
+        """``.options scale=``: only 1 (ngspice multiplies R, C, diode and MOSFET geometry by it)."""
+        e = _expr(word, loc) if word else None
+        if e is None or not e.is_constant or e.value() != 1:
+            raise _err(loc, f".options scale={word or '(missing)'} is not supported: device "
+                            "geometry scaling (only scale=1)")
+
     def add_options(self, toks: list[str], loc: SourceLoc) -> None:
         """``.options k=v flag ...``: keep the ones the reference honours, check temperatures,
         list the rest as ignored."""
@@ -938,6 +998,8 @@ class _Structure:
             i += 3 if has_value else 1
             if key in ("temp", "tnom"):
                 self.check_temperature(key, word, loc)
+            elif key == "scale":
+                self.check_scale(word, loc)
             elif key in _HONOURED_OPTIONS and has_value:
                 if key == "method":
                     if word not in ("trap", "trapezoidal", "gear"):
@@ -1110,6 +1172,9 @@ class _Flattener:
         def ren(e: Expr) -> Expr:
             return self.rename(e, scope, el.loc)
 
+        if el.kind == "r" and el.model is None and el.value is not None and el.value.text in self.s.models:
+            el = replace(el, value=None, model=el.value.text)  # INP2R: a word naming a model is the model
+
         wave = el.waveform and Waveform(el.waveform.kind, [ren(a) for a in el.waveform.args],
                                         el.waveform.dc and ren(el.waveform.dc))
         behavior = el.behavior and (el.behavior[0], self.rename(el.behavior[1], scope, el.loc, True))
@@ -1176,6 +1241,8 @@ def _check_elements(nl: Netlist) -> None:
     for el in nl.elements:
         if el.model is not None:
             _check_device_use(el, nl.models)
+        elif el.kind == "r":  # (a resistor's parameters are known once its word is known not a model)
+            _check_keys(el.params, _R_PARAMS, el.name, el.loc)
         for c in el.controls:
             if c not in by_name:
                 raise _err(el.loc, f"{el.name}: unknown element '{c}'")
@@ -1224,8 +1291,8 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
     uic = nl.tran is not None and nl.tran.uic
     nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"
                    for el in elements if "ic" in el.params and el.kind in "cl" and not uic]
-    nl.ignored += [f"{el.name} ac= (AC analysis only) (line {el.loc.line})"
-                   for el in elements if "ac" in el.params and el.kind == "r"]
+    nl.ignored += [f"{el.name} {k}= ({_R_INERT_WHY[k]}) (line {el.loc.line})"
+                   for el in elements if el.kind == "r" for k in _R_INERT if k in el.params]
     if nl.ignored:
         _LOG.info("%s: ignored (no effect on the transient): %s", file, ", ".join(nl.ignored))
     return nl

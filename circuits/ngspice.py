@@ -398,8 +398,9 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
             value = _instance_text(el, netlist, env) if el.model else _fmt(_value(el.value, env))
             body.append(f"{ename} {' '.join(nodes + [refs])} {value}".replace("  ", " "))
         elif k in ("r", "c", "l"):
-            extra = _param_text(el.params, env)
-            body.append(f"{head} {_fmt(_value(el.value, env))}" + (f" {extra}" if extra else ""))
+            value = [] if el.value is None else [_fmt(_value(el.value, env))]
+            words = [*value, _instance_text(el, netlist, env)] if el.model else [*value, _param_text(el.params, env)]
+            body.append(" ".join([head, *words]).rstrip())
         elif k in ("e", "g"):
             body.append(f"{head} {_fmt(_value(el.value, env))}")
         elif k in ("v", "i"):

@@ -62,7 +62,8 @@ def test_mosfet_saturation_current_matches_ngspice_op():
 def test_linear_two_terminal_jacobians(letter):
     dev = device_for_letter(letter)
     v = torch.randn(2, 3, 2, dtype=torch.float64)
-    p = {"value": torch.full((2, 3), 2.0, dtype=torch.float64), "ic": torch.zeros(2, 3, dtype=torch.float64)}
+    p = {"value": torch.full((2, 3), 2.0, dtype=torch.float64), "ic": torch.zeros(2, 3, dtype=torch.float64),
+         "m": torch.ones(2, 3, dtype=torch.float64), "scale": torch.ones(2, 3, dtype=torch.float64)}
     _, jf, jq = dev.local_jacobian(v, v.new_zeros(2, 3, 0), 0.0, p)
     g = 0.5 if letter == "r" else 2.0
     expected = torch.tensor([[g, -g], [-g, g]], dtype=torch.float64).expand(2, 3, 2, 2)

@@ -9,16 +9,29 @@ import torch
 from circuits.devices.base import Device, DeviceEval, register, two_terminal
 
 
+ZERO_RESISTANCE = 1e-3  # resparam.c: a resistance of 0 "causes ngspice to hang", so it is 1 mOhm
+
+
+def written_resistance(value: torch.Tensor) -> torch.Tensor:
+    """An instance's resistance value as ngspice stores it (0 becomes `ZERO_RESISTANCE`)."""
+    return torch.where(value == 0, torch.full_like(value, ZERO_RESISTANCE), value)
+
+
 @register
 class Resistor(Device):
-    """R n+ n- value: i = (v+ - v-) / R."""
+    """R n+ n- value [m=] [scale=]: i = m (v+ - v-) / (R scale), as ngspice-39's restemp.c."""
 
     letter = "r"
     linear = True
-    instance_params = {"value": 1.0}
+    instance_params = {"value": 1.0, "m": 1.0, "scale": 1.0}
+
+    def resistance(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The resistance before m and scale: the value, 0 read as 1 mOhm (resparam.c)."""
+        return written_resistance(p["value"])
 
     def evaluate(self, v, s, t, p, ctx=None):
-        return DeviceEval(i=two_terminal((v[..., 0] - v[..., 1]) / p["value"]))
+        g = p["m"] / (self.resistance(p) * p["scale"])
+        return DeviceEval(i=two_terminal((v[..., 0] - v[..., 1]) * g))
 
 
 @register
