@@ -42,7 +42,7 @@ def _newton(system, x: Tensor, tol: Tensor, max_iter: int = NEWTON_MAX_ITER, ste
         x = x - dx / torch.where(size > step_limit, size / step_limit, torch.ones_like(size))
         if not torch.isfinite(x).all():
             return x, False, it
-        if not limiter.active and bool((dx.abs() <= tol + 1e-9 * x.abs()).all()):
+        if not limiter.active and bool((dx.abs() <= tol + 1e-9 * x.abs()).all()) and limiter.settle():
             return x, True, it
     return x, False, max_iter
 

@@ -136,7 +136,7 @@ class DenseSystem:
             x = x - (dx / size * cap if size > cap else dx)
             if not np.isfinite(x).all():
                 return None
-            if not limiter.active and (np.abs(dx) <= tol + 1e-9 * np.abs(x)).all():
+            if not limiter.active and (np.abs(dx) <= tol + 1e-9 * np.abs(x)).all() and limiter.settle():
                 return torch.from_numpy(x)[None]
         return None
 

@@ -5,6 +5,12 @@ iterate's own local unknowns u but at ``u_lim = device.limit(u, u_old)``, where 
 was linearised in the previous iteration; its rows are ngspice's companion model at u_lim,
 ``F(u_lim) + dF/du (u - u_lim)`` (charges likewise).  An iteration that limited anything does not
 count as converged.  One `Limiter` holds that memory for one Newton solve.
+
+A solve that starts from the devices' starting voltages (``start``) also reproduces ngspice's
+``off`` (niiter.c's MODEINITJCT then MODEINITFIX): instances whose parameter ``off`` is set stay
+linearised at their `Device.off_point` (junction voltages 0) and do not count as limited until
+the Newton converges; `Limiter.settle` then releases them and the solve goes on (MODEINITFLOAT),
+limiting them from that point.
 """
 
 from __future__ import annotations
@@ -32,6 +38,17 @@ class Limiter:
         self.used: dict[int, tuple[Tensor, bool]] = {}  # group -> (linearisation point, limited)
         self.active = False  # some instance was limited since the last `begin`
         self._frozen = False
+        self.holding_off = start  # off instances held at their off point (MODEINITJCT/INITFIX)
+        self.held = False  # some instance was held off
+
+    def settle(self) -> bool:
+        """The Newton converged: True to stop, False when off instances were held until now (they
+        are released and the Newton must go on, as ngspice's MODEINITFIX -> MODEINITFLOAT)."""
+        if self.holding_off and self.held:
+            self.holding_off = False
+            return False
+        self.holding_off = False
+        return True
 
     def begin(self) -> None:
         """A new Newton iteration: forget whether the previous one limited."""
@@ -52,14 +69,22 @@ class Limiter:
         old, was_limited = self.used.get(k, (None, False))
         if self._frozen and old is not None and old.shape == u.shape:
             return old if was_limited else None
+        off = p.get("off") if self.holding_off else None
+        held = None
+        if off is not None and bool((off != 0).any()):
+            held = (off != 0).unsqueeze(-1).expand_as(u)
+            self.held = True
         if old is None or old.shape != u.shape:
             u_lim = device.limit_start(u, p, ctx) if self.start else u
-        else:
-            u_lim = device.limit(u, old, p, ctx)
-        limited = u_lim is not u and not torch.equal(u_lim, u)
-        self.used[k] = (u_lim if limited else u, limited)
-        self.active = self.active or limited
-        return u_lim if limited else None
+        else:  # held instances are not limited (their own old point is u), so never count as limited
+            u_lim = device.limit(u, old if held is None else torch.where(held, u, old), p, ctx)
+        counted = u_lim is not u and not torch.equal(u_lim, u)
+        if held is not None:
+            u_lim = torch.where(held, device.off_point(u, p, ctx), u_lim)
+        moved = u_lim is not u and not torch.equal(u_lim, u)
+        self.used[k] = (u_lim if moved else u, moved)
+        self.active = self.active or counted
+        return u_lim if moved else None
 
 
 def limited_rows(device: Device, v: Tensor, s: Tensor, t: Tensor, p: dict, ctx, u_lim: Tensor

@@ -678,11 +678,13 @@ def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
     """D, M, Q, N: ``name nodes... model [area] [k=v ...]`` (node counts checked here and later).
 
     Q takes 3 or 4 nodes (the substrate defaults to ground): ``q c b e [s] model [area]``."""
+    toks, off = _flag(toks, "off")
     pos, kv = _split_args(toks, loc)
     kind = name[0]
-    if "off" in pos:
-        raise _err(loc, f"{name}: 'off' is not supported (the operating point is solved with every "
-                        "device on)")
+    if off:  # ngspice's flag: the device starts off in the DC operating point's Newton
+        if "off" in kv:
+            raise _err(loc, f"{name}: 'off' given twice")
+        kv = {**kv, "off": Expr.const(1.0)}
     if kind == "q" and 4 <= len(pos) <= 6:
         # the model is the word after the nodes that is followed by at most an area value
         n_nodes = 4 if len(pos) == 6 or (len(pos) == 5 and not _looks_numeric(pos[4])) else 3
@@ -700,6 +702,14 @@ def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
     if _BAD_NAME_CHARS & set(model):
         raise _err(loc, f"{name}: bad model name '{model}'")
     return Element(kind, name, [_node(t, loc) for t in pos[:-1]], loc, model=model, params=kv)
+
+
+def _flag(toks: list[str], word: str) -> tuple[list[str], bool]:
+    """Remove a bare flag word (not a node, not part of ``k=v``) from a card's tokens, anywhere
+    after the first node as ngspice's device parser accepts it."""
+    keep = [t for k, t in enumerate(toks) if not (
+        k > 0 and t == word and toks[k - 1] != "=" and (k + 1 >= len(toks) or toks[k + 1] != "="))]
+    return keep, len(keep) < len(toks)
 
 
 def _switch(name: str, toks: list[str], loc: SourceLoc) -> Element:

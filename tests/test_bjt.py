@@ -55,7 +55,6 @@ def test_unsupported_model_parameters_are_rejected(card: str, what: str) -> None
 
 
 @pytest.mark.parametrize("card,what", [
-    ("Q1 c b e qn off", "'off' is not supported"),
     ("Q1 c b e qn areab=2", "'areab' is not supported"),
     ("Q1 c b qn", "expected 3 or 4 nodes and a model name"),
 ])

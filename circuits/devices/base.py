@@ -113,6 +113,12 @@ class Device:
         junction voltages); default u."""
         return u
 
+    def off_point(self, u: Tensor, p: dict[str, Tensor], ctx=None) -> Tensor:
+        """The linearisation point of an instance marked ``off``: every junction voltage 0, as
+        ngspice's loads set them in MODEINITJCT and MODEINITFIX (families with ``off`` in
+        instance_params implement this)."""
+        raise NotImplementedError(f"{type(self).__name__} has no 'off'")
+
     def variant(self, params) -> "Device":
         """The device that implements a `.model` card with these parameters (name -> Expr): a family
         whose levels are separate models (MOSFET level 1, 2, 3) returns that level's device."""

@@ -49,7 +49,8 @@ class Bjt(Device):
                     "cje": 0.0, "vje": 0.75, "mje": 0.33, "tf": 0.0, "xtf": 0.0, "vtf": 0.0, "itf": 0.0,
                     "cjc": 0.0, "vjc": 0.75, "mjc": 0.33, "xcjc": 1.0, "tr": 0.0,
                     "cjs": 0.0, "vjs": 0.75, "mjs": 0.0, "fc": 0.5}
-    instance_params = {"area": 1.0, "m": 1.0}
+    instance_params = {"area": 1.0, "m": 1.0, "off": 0.0}
+    flags = ("off",)  # written as a bare word in ngspice decks
     aliases = {"va": "vaf", "ik": "ikf", "c2": "ise", "vb": "var", "c4": "isc", "pe": "vje", "me": "mje",
                "pc": "vjc", "mc": "mjc", "ccs": "cjs", "csub": "cjs", "ps": "vjs", "ms": "mjs", "nk": "nkf",
                "tref": "tnom"}
@@ -151,6 +152,12 @@ class Bjt(Device):
         d = self.derived(p)
         vbe, _ = self._junctions(u, p, d)
         return self._at_junctions(u, d["vcrit"].expand_as(vbe), torch.zeros_like(vbe), p, d)
+
+    def off_point(self, u, p, ctx=None):
+        """bjtload.c's OFF in MODEINITJCT and MODEINITFIX: vbe = vbc = 0."""
+        d = self.derived(p)
+        zero = torch.zeros_like(u[..., 0])
+        return self._at_junctions(u, zero, zero, p, d)
 
     def evaluate(self, v, s, t, p, ctx=None):
         d = self.derived(p)

@@ -38,7 +38,8 @@ class Diode(Device):
                     "cjo": 0.0, "vj": 1.0, "mj": 0.5, "fc": 0.5, "tt": 0.0, "area": 1.0}
     # the instance area defaults to the model's (one parameter, instance value first); the model's
     # grading coefficient "m" is stored as its ngspice alias "mj" so that "m" is the multiplier
-    instance_params = {"area": 1.0, "m": 1.0}
+    instance_params = {"area": 1.0, "m": 1.0, "off": 0.0}
+    flags = ("off",)  # written as a bare word in ngspice decks
     aliases = {"m": "mj", "cj0": "cjo", "cj": "cjo", "pb": "vj", "js": "is", "ib": "ibv"}
     levels = (1,)
     inert_params = {**{k: None for k in ("xti", "eg", "tcv", "trs", "trs1", "trs2", "tm1", "tm2", "tnom",
@@ -80,6 +81,10 @@ class Diode(Device):
         """dioload.c's MODEINITJCT: vd = vcrit."""
         vd, _, vcrit = self._junction(u, p)
         return self._at_junction(vcrit.expand_as(vd))
+
+    def off_point(self, u, p, ctx=None):
+        """dioload.c's OFF in MODEINITJCT and MODEINITFIX: vd = 0."""
+        return self._at_junction(torch.zeros_like(u[..., 0]))
 
     def evaluate(self, v, s, t, p, ctx=None):
         i = s[..., 0]

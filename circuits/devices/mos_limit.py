@@ -8,7 +8,7 @@ from torch import Tensor
 
 from circuits.devices.junction import THERMAL_VOLTAGE, critical_voltage, fetlim, limvds, pnjlim
 
-__all__ = ["limit_mosfet", "start_mosfet"]
+__all__ = ["limit_mosfet", "start_mosfet", "off_mosfet"]
 
 
 def _normalised(u: Tensor, tp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,3 +64,9 @@ def start_mosfet(u: Tensor, p: dict, d: dict) -> Tensor:
     tp = p["polarity"]
     vgs = _normalised(u, tp)[0]
     return _at(u, tp, (tp * d["vto"]).expand_as(vgs), torch.zeros_like(vgs), torch.full_like(vgs, -1.0))
+
+
+def off_mosfet(u: Tensor, p: dict) -> Tensor:
+    """The loads' OFF (MODEINITJCT and MODEINITFIX): vbs = vgs = vds = 0."""
+    zero = torch.zeros_like(u[..., 0])
+    return _at(u, p["polarity"], zero, zero, zero)

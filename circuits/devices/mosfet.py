@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from circuits.devices.base import Device, DeviceEval, register
-from circuits.devices.mos_limit import limit_mosfet, start_mosfet
+from circuits.devices.mos_limit import limit_mosfet, off_mosfet, start_mosfet
 from circuits.devices.junction import _EXP_LIMIT, GMIN, THERMAL_VOLTAGE, depletion_charge, limited_exp
 from circuits.errors import ConfigError
 
@@ -111,7 +111,8 @@ class Mos1(Device):
                     "tox": _NAN, "uo": 600.0, "nsub": _NAN, "nss": 0.0, "tpg": 1.0}
     # nrd/nrs only matter with RSH, which must be 0
     instance_params = {"w": 1e-4, "l": 1e-4, "m": 1.0, "ad": 0.0, "as": 0.0, "pd": 0.0, "ps": 0.0,
-                       "nrd": 1.0, "nrs": 1.0}
+                       "nrd": 1.0, "nrs": 1.0, "off": 0.0}
+    flags = ("off",)  # written as a bare word in ngspice decks
     aliases = {"vt0": "vto", "u0": "uo"}
     inert_params = {"rd": 0.0, "rs": 0.0, "rsh": 0.0, "tnom": 27.0,
                     **{k: None for k in ("kf", "af", "nlev", "gdsnoi")}}
@@ -138,6 +139,10 @@ class Mos1(Device):
     def limit_start(self, u, p, ctx=None):
         """MODEINITJCT: vbs = -1, vgs = vto, vds = 0."""
         return start_mosfet(u, p, self.derived(p))
+
+    def off_point(self, u, p, ctx=None):
+        """mos1load.c's OFF in MODEINITJCT and MODEINITFIX: vbs = vgs = vds = 0."""
+        return off_mosfet(u, p)
 
     def states_for(self, element, model=None) -> tuple[str, ...]:
         """Meyer's derivative states when the model gives TOX (a nonzero oxide capacitance)."""
