@@ -72,11 +72,14 @@ def second_order(npts: Scalar, total: Scalar) -> Scalar:
 
 def predictor_degree(npts: Scalar, total: Scalar) -> Scalar:
     """Degree of Newton's initial guess, extrapolated from the last points: 0 (the last point) on the
-    first step after a reset and the second after the start, 1 on the third, else 2.  It never
-    extrapolates from the start point across the first step (see `second_order`)."""
+    first step after a reset and the second after the start, 1 on the third and the second after a
+    reset, else 2.  It never extrapolates from the start point across the first step (see
+    `second_order`), nor across a source corner: a quadratic through a point before the corner
+    can put a source-driven node volts away (a bistable circuit's Newton then lands in the other
+    state)."""
     if isinstance(total, Tensor):
-        return torch.where((npts < 2) | (total < 3), 0, torch.where(total < 4, 1, 2))
-    return 0 if npts < 2 or total < 3 else (1 if total < 4 else 2)
+        return torch.where((npts < 2) | (total < 3), 0, torch.where((total < 4) | (npts < 3), 1, 2))
+    return 0 if npts < 2 or total < 3 else (1 if total < 4 or npts < 3 else 2)
 
 
 def checked_unknowns(in_charge, n_nodes: int):

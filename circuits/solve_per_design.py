@@ -272,7 +272,7 @@ def _step_weights(th: Tensor, t_new: Tensor, w: Tensor, total: Tensor, npts: Ten
     last point."""
     guess, third = step_weights(*th.unbind(1), t_new)
     guess, third = torch.stack(guess, dim=1), torch.stack(third, dim=1)
-    if bool(((total < 4) | (npts < 2)).any()):
+    if bool(((total < 4) | (npts < 3)).any()):
         degree = predictor_degree(npts, total)[:, None]
         lin = torch.stack([torch.zeros_like(w), -w, 1 + w], dim=1)
         guess = torch.where(degree == 2, guess, torch.where(degree == 1, lin, _LAST.to(th.dtype)))

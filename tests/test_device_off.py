@@ -79,6 +79,19 @@ def test_off_selects_ngspices_latch_state(tmp_path, deck, flags, high, low):
     assert worst <= 1e-3, worst
 
 
+def test_latch_keeps_its_state_after_a_source_corner(tmp_path):
+    """A write that agrees with the state (q low, pulled low through an access transistor): after
+    the word line's falling corner the latch stays as in ngspice (a quadratic predictor through the
+    point before the corner put v(wl) at 5.9 V and Newton into the other state)."""
+    deck = CMOS_LATCH.format(q1="", q2="off").replace(
+        "Cq q 0 10f", "Vwl wl 0 PULSE(0 3.3 40n 1n 1n 20n 1)\nMa q wl 0 0 nch w=4u l=1u\nCq q 0 10f")
+    path = tmp_path / "deck.cir"
+    path.write_text(deck)
+    worst, at0 = _worst_volts(path)
+    assert at0["v(qb)"] > at0["v(q)"] + 1.0
+    assert worst <= 1e-3, worst
+
+
 def test_diode_off_matches_ngspice(tmp_path):
     path = tmp_path / "deck.cir"
     path.write_text(DIODE_CLIPPER.format(q1="off"))
