@@ -131,9 +131,10 @@ class WindowSchedule(L.Callback):
             if k > 0:
                 self.finish_window(module, k - 1)
                 probe = module.sampler.adam_batch(module.model, k, seed=int(module.hparams.seed) * 31 + 6_007 + k)
-                self._start_from_best_earlier(module, k, probe)
+                warm = self._start_from_best_earlier(module, k, probe)
                 self.start_window(module, k, seed=int(module.hparams.seed) * 31 + 4_999 + k)
-                self._skip_adam_if_warm(module, k, probe)
+                if warm:
+                    self._skip_adam_if_warm(module, k, probe)
             self.trained_window = k
             self._adam_began = None
         if self._adam_began is None:
@@ -289,34 +290,42 @@ class WindowSchedule(L.Callback):
             self.adam(module, window, adam_steps, seed=seed)
         return self.optimise(module, window, points)
 
-    def _start_from_best_earlier(self, module: PinnModule, window: int, probe: tuple) -> None:
-        """Copy into this window's network the weights of the earlier compatible window with the
-        lowest residual on `probe` (times, designs) of this window: the previous one for a settling
-        waveform, the one a period earlier under a periodic drive (amp: 1e-4 against 1e-2 from the
-        previous half period's)."""
+    def _start_from_best_earlier(self, module: PinnModule, window: int, probe: tuple) -> bool:
+        """Start this window from its predecessor's weights, or from an earlier compatible window's
+        whose residual on `probe` (times, designs) of this window is lower still and below what Adam
+        reached on the earlier windows (the median): under a periodic drive, the window a period
+        earlier (amp: 1e-4 against 1e-2 from the previous half period's).  Whether it has a
+        compatible predecessor at all (the limit-cycle window has its own architecture)."""
         model = module.model
         candidates = [j for j in range(window - 1, -1, -1) if model.compatible(window, j)]
-        if not candidates:  # the limit-cycle window has its own architecture
-            return
+        if not candidates:
+            return False
         net = model.nets[window]
-        best, best_residual = candidates[0], math.inf
+        residuals = {}
         for j in candidates:
             self._copy_weights(model.nets[j], net)
-            residual = self._probe_residual(module, window, probe)
-            if residual < best_residual:  # NaN never wins
-                best, best_residual = j, residual
+            residuals[j] = self._probe_residual(module, window, probe)
+        best = min(candidates, key=lambda j: residuals[j] if math.isfinite(residuals[j]) else math.inf)
+        # a start no better than what Adam reaches is not worth leaving the predecessor for
+        # (ring5's start-up windows: 2.6e14 from window 0, more from window 1)
+        if best != window - 1 and not residuals[best] < self._adam_median():
+            best = window - 1
         self._copy_weights(model.nets[best], net)
         if best != window - 1:
-            log.info("window %d: starts from window %d's weights (residual %.3g)", window, best, best_residual)
+            log.info("window %d: starts from window %d's weights (residual %.3g)", window, best, residuals[best])
+        return True
+
+    def _adam_median(self) -> float:
+        """The median residual Adam reached on the finished windows (NaN before any)."""
+        if not self.adam_reached:
+            return math.nan
+        return sorted(self.adam_reached)[len(self.adam_reached) // 2]
 
     def _skip_adam_if_warm(self, module: PinnModule, window: int, probe: tuple) -> None:
-        """Skip Adam (undo its first step, end it there) when the window's start residual is already
-        below the median of what Adam reached on the earlier windows: from such a start Adam's first
-        steps only shake the network out of a basin L-BFGS can use."""
-        if not self.adam_reached:
-            return
-        residual = self._probe_residual(module, window, probe)
-        typical = sorted(self.adam_reached)[len(self.adam_reached) // 2]
+        """Skip Adam (undo its first step, end it there) when the window's warm start residual is
+        already below the median of what Adam reached on the earlier windows: from such a start
+        Adam's first steps only shake the network out of a basin L-BFGS can use."""
+        residual, typical = self._probe_residual(module, window, probe), self._adam_median()
         if residual < typical:
             self._undo_adam = {k: v.detach().clone() for k, v in module.model.nets[window].state_dict().items()}
             log.info("window %d: Adam skipped, its start residual %.3g is below the %.3g Adam reached on "
