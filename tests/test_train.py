@@ -238,6 +238,8 @@ def test_a_window_starts_from_the_earlier_window_whose_weights_fit_it_best(caplo
     schedule.adam_reached = [0.005, 0.005]  # Adam did better than any start: stay with the predecessor
     assert schedule._start_from_best_earlier(module, 2, probe=None)
     assert all(torch.equal(a, b) for a, b in zip(nets[2].parameters(), nets[1].parameters()))
+    schedule.adam_reached = [4.7e-6, 0.34]  # with two windows, a start must beat the better one (feram)
+    assert schedule._adam_median() == 4.7e-6
     fill()
     schedule.adam_reached = [1.0, 1.0]
     with caplog.at_level(logging.INFO, logger="surrogate"):
