@@ -6,6 +6,7 @@ torch: no Lightning, no Hydra.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,10 +15,11 @@ from torch import Tensor
 
 from circuits.circuit import circuit_from_config
 from circuits.errors import NeuroSpiceError
+from surrogate.fast_form import FastForm, net_fingerprint
 from surrogate.models import MODEL_KINDS, Surrogate, SurrogateError
 from surrogate.physics import Layout
 
-__all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate"]
+__all__ = ["Surrogate", "SurrogateError", "load_surrogate", "save_surrogate", "write_fast_form"]
 
 FORMAT_VERSION = 4  # 4: model kind; 3: per-design time scale; 2: time windows (ModuleList); 1 (one net) still loads
 
@@ -60,7 +62,21 @@ def save_surrogate(model: Surrogate, path: str | Path, metrics: Mapping[str, Any
             "layout": {k: getattr(lay, k) for k in ("pinned", "differential", "learned", "x_scale", "row_scale")},
             "state_dict": model.nets.state_dict(), "metrics": _plain(dict(metrics or {})),
             "time_coef": getattr(model, "time_coef", torch.zeros(0, dtype=torch.float64))}
+    if model.fast_form is not None:  # optional key: readers without fast forms ignore it
+        blob["fast_form"] = model.fast_form.to_blob()
     with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def write_fast_form(path: str | Path, form: FastForm | None, out: str | Path | None = None) -> None:
+    """Add (or with None remove) a fast form in a surrogate file, everything else kept; atomic write to out or path."""
+    from circuits.io import atomic_path
+
+    blob = _read_blob(Path(path))
+    blob.pop("fast_form", None)
+    if form is not None:
+        blob["fast_form"] = form.to_blob()
+    with atomic_path(out or path) as tmp:
         torch.save(blob, tmp)
 
 
@@ -135,5 +151,22 @@ def load_surrogate(path: str | Path) -> Surrogate:
         raise SurrogateError(f"{path}: damaged surrogate file (its network does not match its weights: "
                              f"{detail[:200]})") from None
     model.metrics = blob.get("metrics", {})
+    model.fast_form = _fast_form(blob, model, path)
     model.eval()
     return model
+
+
+def _fast_form(blob: dict[str, Any], model: Surrogate, path: Path) -> FastForm | None:
+    """The file's fast form, if it has one made from exactly these network weights."""
+    raw = blob.get("fast_form")
+    if raw is None:
+        return None
+    try:
+        form = FastForm.from_blob(raw)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise SurrogateError(f"{path}: damaged surrogate file (fast form: {exc})") from None
+    if form.fingerprint != net_fingerprint(model.nets):
+        warnings.warn(f"{path}: fast form ignored (made from other network weights); "
+                      "rebuild it with scripts/fast_form.py", stacklevel=3)
+        return None
+    return form

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from circuits.circuit import Circuit
 from circuits.errors import NeuroSpiceError
+from surrogate.fast_form import FastForm
 from surrogate.nets import PinnNet
 from surrogate.physics import CircuitPhysics, Layout
 
@@ -61,6 +62,8 @@ class Surrogate(nn.Module):
             "corner_features": bool(corner_features), "dtype": dtype, "row_scale": row_scale,
             "state_input": bool(state_input), "corner_inputs": int(corner_inputs)}
         self.metrics: dict[str, Any] = {}
+        #: separable stand-in used by predict_batch when present (`surrogate.fast_form`); None: the PINN
+        self.fast_form: FastForm | None = None
         self._corners = self.physics.bind(None).breakpoints() if corner_features else []
         self.register_buffer("learned_idx", torch.nonzero(lay.learned).flatten())
         # state_input: each window's network also sees its start state (the differential unknowns,
@@ -267,14 +270,19 @@ class Surrogate(nn.Module):
             return torch.linspace(0.0, self.circuit.tstop, 501, dtype=torch.float64)
         return torch.as_tensor(t, dtype=torch.float64)
 
-    def predict_batch(self, t: Tensor | None, P: Tensor, outputs: Sequence[str] | None = None) -> Tensor:
-        """(B, T, n_out) for B designs (B, P) on a shared time grid t (T,); differentiable in P."""
+    def predict_batch(self, t: Tensor | None, P: Tensor, outputs: Sequence[str] | None = None,
+                      exact: bool = False) -> Tensor:
+        """(B, T, n_out) for B designs (B, P) on a shared time grid t (T,); differentiable in P.
+
+        Uses the fast form when the model has one covering `outputs`; exact=True: the PINN itself."""
         t = self._grid(t)
+        if not exact and self.fast_form is not None and self.fast_form.covers(outputs):
+            return self.fast_form(t, P, self.circuit.space, outputs)
         B, T = P.shape[0], t.shape[0]
         if not torch.is_grad_enabled() and B > 1 and B * T > INFERENCE_CHUNK:
             # chunks of designs keep the activations in cache (one 500k-point pass: 1.4x slower)
             per = max(1, INFERENCE_CHUNK // T)
-            return torch.cat([self.predict_batch(t, chunk, outputs) for chunk in P.split(per)])
+            return torch.cat([self.predict_batch(t, chunk, outputs, exact=True) for chunk in P.split(per)])
         chain = self.window_starts(P).transpose(0, 1)  # (B, K, n)
         w, speed, win = self.warp_grid(t, P)  # (B, T) each
         n = chain.shape[2]
