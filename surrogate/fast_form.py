@@ -19,6 +19,8 @@ from circuits.params import ParamSpace
 
 __all__ = ["FastForm", "chebyshev_matrix", "legendre_powers", "net_fingerprint"]
 
+CHUNK = 8192  # designs per pass without autograd
+
 
 def legendre_powers(dim: int, degree: int) -> Tensor:
     """Multi-indices (M, dim) of total degree <= degree, the constant first."""
@@ -29,8 +31,8 @@ def legendre_powers(dim: int, degree: int) -> Tensor:
 
 def legendre_features(u: Tensor, powers: Tensor) -> Tensor:
     """(B, M) products of Legendre polynomials P_k(2u - 1), one column per multi-index of `powers`."""
-    B, dim = u.shape
-    if dim == 0:
+    B, dim = u.shape[0], powers.shape[1]
+    if dim == 0:  # a one-design (fixed-parameter) form: the constant only
         return torch.ones(B, powers.shape[0], dtype=u.dtype)
     degree = int(powers.max()) if powers.numel() else 0
     x = (2 * u - 1).T.contiguous()  # (dim, B): each gather below copies whole contiguous rows
@@ -100,6 +102,8 @@ class FastForm:
     def __call__(self, t: Tensor, P: Tensor, space: ParamSpace, outputs: Sequence[str] | None = None) -> Tensor:
         """(B, T, n_out) at times t (T,) for designs P (B, P), float64; float32 arithmetic without grad."""
         exact = torch.is_grad_enabled() and P.requires_grad
+        if not exact and P.shape[0] > CHUNK:  # bounded intermediates (features, products) for huge batches
+            return torch.cat([self(t, chunk, space, outputs) for chunk in P.split(CHUNK)])
         dtype = torch.float64 if exact else torch.float32
         modes = self.modes if exact else self._f32[1]
         if outputs is not None and list(outputs) != self.outputs:

@@ -126,3 +126,50 @@ def test_file_round_trip_and_stale_form(rc, tmp_path):
 def test_limit_cycle_model_refused():
     with pytest.raises(SurrogateError, match="limit-cycle"):
         build_fast_form(load_surrogate(PRETRAINED / "ring5.pt"), designs=64, log=lambda line: None)
+
+
+def test_fixed_parameter_model_gets_a_constant_map():
+    model = load_surrogate(PRETRAINED / "rc.pt")
+    model.metrics["fixed_params"] = True  # trained at the nominal design only: one snapshot, no p-dependence
+    form = build_fast_form(model, log=lambda line: None)
+    assert form.metrics["designs"] == 1 and form.powers.shape == (1, 0)
+    model.fast_form = form
+    P = model.circuit.space.nominal_vector().unsqueeze(0)
+    t = torch.linspace(0, model.circuit.tstop, 501, dtype=torch.float64)
+    with torch.no_grad():
+        err = nrmse_table(model.predict_batch(t, P), model.predict_batch(t, P, exact=True))
+    assert float(err.max()) <= TOL
+
+
+def test_large_batches_are_chunked_consistently(rc):
+    from surrogate import fast_form
+
+    P = _unseen(rc, 40, 23)
+    t = torch.linspace(0, rc.circuit.tstop, 64, dtype=torch.float64)
+    with torch.no_grad():
+        whole = rc.predict_batch(t, P)
+        old, fast_form.CHUNK = fast_form.CHUNK, 7
+        try:
+            torch.testing.assert_close(rc.predict_batch(t, P), whole)
+        finally:
+            fast_form.CHUNK = old
+
+
+def test_script_writes_a_form_only_when_it_meets_the_tolerance(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    path = tmp_path / "rc.pt"
+    shutil.copy(PRETRAINED / "rc.pt", path)
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(root / "scripts" / "fast_form.py"), str(path),
+                               "--designs", "512", *extra], capture_output=True, text=True, cwd=root)
+
+    missed = run("--tol", "1e-9")
+    assert missed.returncode == 3 and "NOT WRITTEN" in missed.stdout
+    assert load_surrogate(path).fast_form is None
+    done = run("--tol", "3e-3")
+    assert done.returncode == 0, done.stderr
+    assert load_surrogate(path).fast_form.metrics["nrmse_vs_pinn_worst"] <= 3e-3
