@@ -150,7 +150,9 @@ def test_large_batches_are_chunked_consistently(rc):
         whole = rc.predict_batch(t, P)
         old, fast_form.CHUNK = fast_form.CHUNK, 7
         try:
-            torch.testing.assert_close(rc.predict_batch(t, P), whole)
+            # float32 arithmetic: another batch size may block the matrix product differently,
+            # so the chunks agree to float32 rounding (2.4e-7 seen with 2 threads), not bit for bit
+            torch.testing.assert_close(rc.predict_batch(t, P), whole, rtol=1e-6, atol=1e-6)
         finally:
             fast_form.CHUNK = old
 
