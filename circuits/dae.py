@@ -9,7 +9,7 @@ designs; currents and charges are scattered into KCL rows with ``index_add``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -295,7 +295,7 @@ class BoundDAE:
 
         return self._source_times(waveforms.phase_points)
 
-    def _source_times(self, finder) -> list[float]:
+    def _source_times(self, finder: Callable[..., list[float]]) -> list[float]:
         """Sorted union of `finder(kind, args, tstep=, tstop=)` over every independent source's waveforms."""
         pts: set[float] = set()
         tran = self.dae.circuit

@@ -172,7 +172,8 @@ def phase_points(kind: str, args: list, *, tstep: float, tstop: float) -> list[f
     if kind != "sin":
         return []
     full = list(args) + [None] * (6 - len(args))
-    va, freq, td, theta, phase = full[1], full[2], full[3] or 0.0, full[4] or 0.0, full[5] or 0.0
+    va, freq = full[1], full[2]
+    td, theta, phase = (0.0 if a is None else a for a in full[3:6])  # a design's tensor has no truth value
     sets = [_scalar_set(a) for a in (_or_default(freq, 1.0 / tstop), td, theta, phase)]
     if any(len(values) != 1 for values in sets) or _scalar_set(va) == {0.0}:
         return []

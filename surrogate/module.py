@@ -111,14 +111,18 @@ class PinnModule(L.LightningModule):
         """State (D, n) of each design at the start of a window (no graph)."""
         return self.sampler.window_start_states(self.model, designs, window)
 
+    def per_point(self, t: Tensor, designs: Tensor, window: int) -> tuple[Tensor, Tensor]:
+        """(design (D·T, P), window start state (D·T, n)) of each point for D designs × T times."""
+        T = t.shape[0] // designs.shape[0]
+        starts = self.window_start_states(designs, window).repeat_interleave(T, dim=0)
+        return designs.repeat_interleave(T, dim=0), starts
+
     def loss_terms(self, t: Tensor, designs: Tensor, window: int = 0,
                    starts: Tensor | None = None) -> dict[str, Tensor]:
         """Residual loss (and its causal weighting) for D designs × T times in one window; `starts`
         (D·T, n): each point's window start state (computed when not given)."""
-        T = t.shape[0] // designs.shape[0]
         if starts is None:
-            starts = self.window_start_states(designs, window).repeat_interleave(T, dim=0)
-            designs = designs.repeat_interleave(T, dim=0)
+            designs, starts = self.per_point(t, designs, window)
         r2 = self.point_residuals(t, designs, starts, window)
         terms = {"residual": r2.mean()}
         eps = self.hparams.causal_eps

@@ -70,6 +70,7 @@ def test_a_sine_drives_edges_onto_its_quarter_periods_and_other_waveforms_give_n
     assert torch.all((offsets < 1e-12) | ((offsets - 0.1).abs() < 1e-12))
     assert phase_points("sin", [0.8, 0.1, 1e9, 0.0, 1e8], tstep=1e-12, tstop=2e-9) == []
     assert phase_points("sin", [0.8, 0.1, torch.tensor([1e9, 2e9])], tstep=1e-12, tstop=2e-9) == []
+    assert phase_points("sin", [0.8, 0.1, 1e9, torch.tensor([0.0, 1e-10])], tstep=1e-12, tstop=2e-9) == []
     assert phase_points("pulse", [0, 1, 0, 1e-10, 1e-10, 1e-9, 2e-9], tstep=1e-12, tstop=4e-9) == []
 
 

@@ -41,7 +41,7 @@ class MasterWeights:
     A float32 network evaluates 1.6x faster than a float64 one, and far from convergence its
     gradients serve as well (amp's window 0: residual 1.25e-6 in 150 s against 1.86e-6 all in
     float64), but near a stall the float32 sums over the points drown the small total gradient and
-    the line search fails (rc, 16x2 network: stopped at 3.4e-3 where float64 goes on to 5e-4)."""
+    the line search fails (rc analytic test, 16x2 network: stopped at 3.4e-3; promoted, 8.4e-5)."""
 
     def __init__(self, net: torch.nn.Module):
         self.net = net
@@ -130,7 +130,8 @@ class WindowSchedule(L.Callback):
         if k != self.trained_window:  # entering a new window: finish the last, start from the best earlier net
             if k > 0:
                 self.finish_window(module, k - 1)
-                probe = module.sampler.adam_batch(module.model, k, seed=int(module.hparams.seed) * 31 + 6_007 + k)
+                t, designs = module.sampler.adam_batch(module.model, k, seed=int(module.hparams.seed) * 31 + 6_007 + k)
+                probe = (t, *module.per_point(t, designs, k))  # start states solved once for every candidate
                 warm = self._start_from_best_earlier(module, k, probe)
                 self.start_window(module, k, seed=int(module.hparams.seed) * 31 + 4_999 + k)
                 if warm:
@@ -290,9 +291,9 @@ class WindowSchedule(L.Callback):
             self.adam(module, window, adam_steps, seed=seed)
         return self.optimise(module, window, points)
 
-    def _start_from_best_earlier(self, module: PinnModule, window: int, probe: tuple) -> bool:
+    def _start_from_best_earlier(self, module: PinnModule, window: int, probe: PointSet) -> bool:
         """Start this window from its predecessor's weights, or from an earlier compatible window's
-        whose residual on `probe` (times, designs) of this window is lower still and below what Adam
+        whose residual on `probe` (times, designs, start states) of this window is lower still and below what Adam
         reached on the earlier windows (the median): under a periodic drive, the window a period
         earlier (amp: 1e-4 against 1e-2 from the previous half period's).  Whether it has a
         compatible predecessor at all (the limit-cycle window has its own architecture)."""
@@ -308,10 +309,11 @@ class WindowSchedule(L.Callback):
         best = min(candidates, key=lambda j: residuals[j] if math.isfinite(residuals[j]) else math.inf)
         # a start no better than what Adam reaches is not worth leaving the predecessor for
         # (ring5's start-up windows: 2.6e14 from window 0, more from window 1)
-        if best != window - 1 and not residuals[best] < self._adam_median():
-            best = window - 1
+        nearest = candidates[0]  # the predecessor
+        if best != nearest and not residuals[best] < self._adam_median():
+            best = nearest
         self._copy_weights(model.nets[best], net)
-        if best != window - 1:
+        if best != nearest:
             log.info("window %d: starts from window %d's weights (residual %.3g)", window, best, residuals[best])
         return True
 
@@ -323,7 +325,7 @@ class WindowSchedule(L.Callback):
             return math.nan
         return sorted(self.adam_reached)[(len(self.adam_reached) - 1) // 2]
 
-    def _skip_adam_if_warm(self, module: PinnModule, window: int, probe: tuple) -> None:
+    def _skip_adam_if_warm(self, module: PinnModule, window: int, probe: PointSet) -> None:
         """Skip Adam (undo its first step, end it there) when the window's warm start residual is
         already below the median of what Adam reached on the earlier windows: from such a start
         Adam's first steps only shake the network out of a basin L-BFGS can use."""
@@ -334,10 +336,11 @@ class WindowSchedule(L.Callback):
                      "earlier windows (median)", window, residual, typical)
 
     @staticmethod
-    def _probe_residual(module: PinnModule, window: int, probe: tuple) -> float:
+    def _probe_residual(module: PinnModule, window: int, probe: PointSet) -> float:
         """The window's residual on the probe points under its current network."""
+        t, designs, starts = probe
         with torch.no_grad():
-            return float(module.loss_terms(probe[0], probe[1], window)["residual"])
+            return float(module.loss_terms(t, designs, window, starts)["residual"])
 
     @staticmethod
     def _copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
