@@ -51,11 +51,13 @@ class Circuit:
         self._check_not_fixed(self.space.names)
 
     def _check_not_fixed(self, names) -> None:
-        """Parameters that chose a .if branch keep their netlist values (the branch is not re-chosen)."""
+        """Parameters that chose a .if branch or size a URC line's lumps keep their netlist values (the
+        netlist's structure is built once)."""
         fixed = sorted(set(names) & self.netlist.fixed_params)
         if fixed:
-            raise ConfigError(f"circuit '{self.name}': parameter '{fixed[0]}' decides a .if branch of the "
-                              "netlist, so it keeps its netlist value (edit the .param line instead)")
+            raise ConfigError(f"circuit '{self.name}': parameter '{fixed[0]}' decides a .if branch or a URC "
+                              "line's lumps in the netlist, so it keeps its netlist value (edit the .param line "
+                              "instead)")
 
     def overrides(self, params: Mapping[str, float] | None) -> dict[str, float]:
         """Nominal design merged with user values; checks names and ranges."""

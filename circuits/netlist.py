@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from circuits.conditionals import Branches, select_branches
+from circuits.devices.urc import expand_urc_lines
 from circuits.errors import NetlistError
 from circuits.expr import Expr, Value, user_functions
 
@@ -133,7 +134,7 @@ class Netlist:
     file: str
     options: dict[str, float | str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
-    fixed_params: set[str] = field(default_factory=set)  # decide .if branches: not overridable
+    fixed_params: set[str] = field(default_factory=set)  # decide .if branches or URC lumps: not overridable
 
     def element(self, name: str) -> Element:
         """Return the element called ``name`` (case-insensitive)."""
@@ -675,7 +676,7 @@ def _looks_numeric(word: str) -> bool:
 
 
 def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
-    """D, M, Q, N: ``name nodes... model [area] [k=v ...]`` (node counts checked here and later).
+    """D, M, Q, N, U: ``name nodes... model [area] [k=v ...]`` (node counts checked here and later).
 
     Q takes 3 or 4 nodes (the substrate defaults to ground): ``q c b e [s] model [area]``."""
     toks, off = _flag(toks, "off")
@@ -694,7 +695,7 @@ def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
             pos.insert(3, "0")
     if kind == "d" and len(pos) == 4:
         pos, kv = _area_from_position(name, pos, kv, loc)
-    need = {"d": 2, "m": 4, "q": 4}.get(kind)
+    need = {"d": 2, "m": 4, "q": 4, "u": 3}.get(kind)
     if len(pos) < 2 or (need is not None and len(pos) != need + 1):
         count = "3 or 4 nodes" if kind == "q" else f"{need} nodes" if need else "nodes"
         raise _err(loc, f"{name}: expected {count} and a model name")
@@ -756,7 +757,7 @@ def _instance(name: str, toks: list[str], loc: SourceLoc) -> _Instance:
 _ELEMENT_PARSERS = {
     "r": _resistor, "c": _rlc, "l": _rlc, "v": _source, "i": _source, "e": _controlled, "g": _controlled,
     "b": _behavioral, "k": _coupling, "f": _current_controlled, "h": _current_controlled, "d": _modeled, "m": _modeled, "q": _modeled, "n": _modeled, "x": _instance,
-    "s": _switch, "w": _switch,
+    "s": _switch, "u": _modeled, "w": _switch,
 }
 
 
@@ -1298,6 +1299,7 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
     nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file,
                  structure.options, reader.ignored + structure.ignored, branches.deciding)
     _check_elements(nl)
+    expand_urc_lines(nl)  # U lines become ngspice's lumped R and C sections
     uic = nl.tran is not None and nl.tran.uic
     nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"
                    for el in elements if "ic" in el.params and el.kind in "cl" and not uic]
