@@ -19,3 +19,21 @@ def assert_rejected(body: str, line: int, what: str, tail: str = "") -> None:
     """`body` is rejected with a NetlistError at <string>:line that contains `what`."""
     with pytest.raises(NetlistError, match=rf"<string>:{line}: .*{re.escape(what)}"):
         parse_body(body, tail)
+
+
+# ngspice itself stops ("timestep too small") on Meyer's capacitances at the default reltol 1e-7
+MEYER_NGSPICE_OPTIONS = {"reltol": 1e-6, "abstol": 1e-14, "vntol": 1e-8, "chgtol": 1e-17}
+
+
+def nrmse_vs_ngspice(deck, outputs: list[str], options: dict | None = None, **simulate_kwargs) -> dict:
+    """NRMSE per output (and "worst") of the reference transient of `deck` against ngspice's, on
+    ngspice's time points (options: ngspice's .options; simulate_kwargs: e.g. rtol)."""
+    import torch
+
+    from circuits import load_circuit, run_ngspice, simulate
+    from circuits.measure import compare
+
+    circuit = load_circuit(deck, outputs=outputs)
+    ng = run_ngspice(circuit, **({"options": options} if options else {}))
+    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()), **simulate_kwargs)
+    return compare(ng, ref)

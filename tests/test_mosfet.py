@@ -6,16 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from circuits import load_circuit, run_ngspice, simulate
-from circuits.measure import compare
+from circuits import load_circuit
 from circuits.ngspice import ngspice_available
-from tests.netlist_helpers import assert_rejected, parse_body
+from tests.netlist_helpers import MEYER_NGSPICE_OPTIONS, assert_rejected, nrmse_vs_ngspice, parse_body
 
 DATA = Path(__file__).parent / "data"
-# ngspice itself stops ("timestep too small") on Meyer's capacitances at the default reltol 1e-7
-_NGSPICE_OPTIONS = {"reltol": 1e-6, "abstol": 1e-14, "vntol": 1e-8, "chgtol": 1e-17}
 
 
 def _parse(body: str):
@@ -35,10 +31,16 @@ def test_meyer_states_only_with_tox() -> None:
 @pytest.mark.parametrize("card,what", [
     (".model m1 nmos(rd=10)", "'rd' is not supported: series resistances"),
     (".model m1 nmos(tnom=50)", "'tnom' is not supported"),
-    (".model m1 nmos(level=4)", "MOSFET level 4 (m1) is not supported; supported: 1, 2, 3"),
+    (".model m1 nmos(level=4)", "MOSFET level 4 (m1) is not supported; supported: 1, 2, 3, 6"),
     (".model m1 nmos(level=3 lambda=0.1)", "unknown parameter 'lambda'"),
     (".model m1 nmos(level=1 vmax=1e5)", "unknown parameter 'vmax'"),
     (".model m1 nmos(level=2 kappa=0.2)", "unknown parameter 'kappa'"),
+    # level 6 (mos6) has KC/NC/KV/NV instead of KP and no noise parameters
+    (".model m1 nmos(level=6 kp=2e-5)", "unknown parameter 'kp'"),
+    (".model m1 nmos(level=6 kf=1e-25)", "unknown parameter 'kf'"),
+    (".model m1 nmos(level=6 rs=5)", "'rs' is not supported: series resistances"),
+    (".model m1 nmos(level=6 tnom=50)", "'tnom' is not supported"),
+    (".model m1 nmos(level=1 kc=5e-5)", "unknown parameter 'kc'"),
 ])
 def test_unsupported_model_parameters_are_rejected(card: str, what: str) -> None:
     assert_rejected(card + "\nM1 d g 0 0 m1\nR1 d g 1\n", 2, what)
@@ -56,10 +58,7 @@ def test_inert_parameters_accepted() -> None:
 def test_mos1_complete_matches_ngspice() -> None:
     """CMOS inverter chain, PULSE-driven: NSUB/NSS/TPG-derived VTO GAMMA PHI, KP from UO, JS with
     AD/AS, CJ/CJSW with AD/AS/PD/PS, CBD/CBS, overlap and Meyer capacitances, m=2 (measured 5.9e-5)."""
-    circuit = load_circuit(DATA / "mos1_full.cir", outputs=["v(n1)", "v(n2)", "v(out)"])
-    ng = run_ngspice(circuit, options=_NGSPICE_OPTIONS)
-    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()), rtol=1e-6)
-    nrmse = compare(ng, ref)
+    nrmse = nrmse_vs_ngspice(DATA / "mos1_full.cir", ["v(n1)", "v(n2)", "v(out)"], MEYER_NGSPICE_OPTIONS, rtol=1e-6)
     assert nrmse["worst"] <= 1e-3, nrmse
 
 
@@ -80,10 +79,7 @@ def test_levels_2_and_3_are_their_own_devices() -> None:
 def test_mos2_mos3_drain_current_sweeps_match_ngspice() -> None:
     """I-V sweeps (drain ramped -0.3..5 V, NMOS and PMOS, forward and reverse mode) at several gate
     and bulk biases, every level-2/3 drain-current parameter in some model (measured 8.9e-8)."""
-    circuit = load_circuit(DATA / "mos23_iv.cir", outputs=["i(vd2)", "i(vp2)", "i(vd3)", "i(vp3)"])
-    ng = run_ngspice(circuit)
-    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()))
-    nrmse = compare(ng, ref)
+    nrmse = nrmse_vs_ngspice(DATA / "mos23_iv.cir", ["i(vd2)", "i(vp2)", "i(vd3)", "i(vp3)"])
     assert nrmse["worst"] <= 1e-5, nrmse
 
 
@@ -93,8 +89,6 @@ def test_mos2_mos3_drain_current_sweeps_match_ngspice() -> None:
 def test_mos2_mos3_inverter_chains_match_ngspice() -> None:
     """CMOS inverter chains at level 2 and 3 with junction, overlap and Meyer capacitances
     (measured 4.2e-4)."""
-    circuit = load_circuit(DATA / "mos23_inv.cir", outputs=["v(a1)", "v(a2)", "v(b1)", "v(b2)"])
-    ng = run_ngspice(circuit, options=_NGSPICE_OPTIONS)
-    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()), rtol=1e-6)
-    nrmse = compare(ng, ref)
+    nrmse = nrmse_vs_ngspice(DATA / "mos23_inv.cir", ["v(a1)", "v(a2)", "v(b1)", "v(b2)"], MEYER_NGSPICE_OPTIONS,
+                             rtol=1e-6)
     assert nrmse["worst"] <= 1e-3, nrmse

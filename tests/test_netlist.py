@@ -345,7 +345,7 @@ def test_include_errors(tmp_path: Path) -> None:
     # models
     ("R1 a 0 1\n.model m1 bjt is=1\n", 3, "unknown model type 'bjt'"),
     ("R1 a 0 1\n.model m1 nmos level=1 foo=1\n", 3, "unknown parameter 'foo' for model type 'nmos'"),
-    ("R1 a 0 1\n.model m1 nmos level=4\n", 3, r"^deck.sp:3: MOSFET level 4 \(m1\) is not supported; supported: 1, 2, 3$"),
+    ("R1 a 0 1\n.model m1 nmos level=4\n", 3, r"^deck.sp:3: MOSFET level 4 \(m1\) is not supported; supported: 1, 2, 3, 6$"),
     ("R1 a 0 1\n.model m1 nmos level={q}\n.param q=1\n", 3, r"MOSFET level \{q\} \(m1\) is not supported"),
     ("R1 a 0 1\n.model m1 nmos vto={zz}\n", 3, "undefined parameter 'zz'"),
     ("R1 a 0 1\n.model m1\n", 3, "needs a name and a type"),

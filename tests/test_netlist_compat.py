@@ -177,7 +177,7 @@ def test_a_tran_card_wins_over_the_control_block():
     ("R1 a 0 1\n.options method=gear maxord=1\n", r"^d.cir:3: \.options maxord=1 is not supported"),
     ("R1 a 0 1\n.options method=euler\n", r"^d.cir:3: option method=euler"),
     ("R1 a 0 1\n.model n1 nmos level=14 version=4.5.0 toxe=1n\n",
-     r"^d.cir:3: MOSFET level 14 \(n1\) is not supported; supported: 1, 2, 3$"),
+     r"^d.cir:3: MOSFET level 14 \(n1\) is not supported; supported: 1, 2, 3, 6$"),
     ("R1 a 0 1\n.model n1 nmos vt0=1 vto=1\n", r"both 'vt0' and 'vto'"),
 ])
 def test_unsupported_settings_are_one_line_errors(body, match):

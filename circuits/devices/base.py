@@ -121,7 +121,7 @@ class Device:
 
     def variant(self, params) -> "Device":
         """The device that implements a `.model` card with these parameters (name -> Expr): a family
-        whose levels are separate models (MOSFET level 1, 2, 3) returns that level's device."""
+        whose levels are separate models (MOSFET level 1, 2, 3, 6) returns that level's device."""
         return self
 
     def time_dependent(self, ctx) -> bool:

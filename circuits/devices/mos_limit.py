@@ -1,5 +1,5 @@
-"""MOSFET Newton limiting as mos1load.c (also mos2load.c, mos3load.c) does it: fetlim on the gate
-voltage of the conducting side, limvds on vds, pnjlim on the forward-biased bulk junction."""
+"""MOSFET Newton limiting as mos1load.c (also mos2load.c, mos3load.c, mos6load.c) does it: fetlim on
+the gate voltage of the conducting side, limvds on vds, pnjlim on the forward-biased bulk junction."""
 
 from __future__ import annotations
 
@@ -24,13 +24,17 @@ def _at(u: Tensor, tp: Tensor, vgs: Tensor, vds: Tensor, vbs: Tensor) -> Tensor:
     return torch.cat([point, u[..., 4:]], -1) if u.shape[-1] > 4 else point
 
 
-def _von(vbs: Tensor, d: dict) -> Tensor:
-    """Threshold at bulk bias vbs (type-normalised), as the loads compute von for the next limiting."""
+def _von(vbs: Tensor, vds: Tensor, d: dict) -> Tensor:
+    """Threshold at bulk bias vbs and |vds| (type-normalised, the mode's orientation), as the loads
+    compute von for the next limiting (mos6 also lowers it by GAMMA1 vbs and SIGMA vds)."""
     sq = d["sqphi"]
     sarg = torch.where(vbs <= 0, torch.sqrt(torch.clamp(d["phi"] - vbs, min=0.0)),
                        torch.clamp(sq - vbs / (sq + sq), min=0.0))
     base = d["von0"] if "von0" in d else d["vbi"]
-    return base + d["gamma"] * sarg
+    von = base + d["gamma"] * sarg
+    if "sigma" in d:
+        von = von - d["gamma1"] * vbs - d["sigma"] * vds
+    return von
 
 
 def limit_mosfet(u: Tensor, u_old: Tensor, p: dict, d: dict) -> Tensor:
@@ -40,7 +44,7 @@ def limit_mosfet(u: Tensor, u_old: Tensor, p: dict, d: dict) -> Tensor:
     vgs0, vds0, vbs0 = _normalised(u_old, tp)
     vgd, vgd0 = vgs - vds, vgs0 - vds0
     forward = vds0 >= 0
-    von = _von(torch.where(forward, vbs0, vbs0 - vds0), d)
+    von = _von(torch.where(forward, vbs0, vbs0 - vds0), vds0.abs(), d)
     # where a limiter keeps its input, the unknowns' own differences are kept (not re-derived sums)
     vgs_f = fetlim(vgs, vgs0, von)
     vds_f = limvds(torch.where(vgs_f == vgs, vds, vgs_f - vgd), vds0)
@@ -49,9 +53,10 @@ def limit_mosfet(u: Tensor, u_old: Tensor, p: dict, d: dict) -> Tensor:
     vgs_r = torch.where((vgd_r == vgd) & (vds_r == vds), vgs, vgd_r + vds_r)
     vgs_l, vds_l = torch.where(forward, vgs_f, vgs_r), torch.where(forward, vds_f, vds_r)
     vt = THERMAL_VOLTAGE
-    vbs_s = pnjlim(vbs, vbs0, vt, critical_voltage(d["iss"], vt))
+    # vcrit from the saturation currents (mos6: without m, "iss_vcrit"/"isd_vcrit")
+    vbs_s = pnjlim(vbs, vbs0, vt, critical_voltage(d.get("iss_vcrit", d["iss"]), vt))
     vbd = vbs - vds
-    vbd_l = pnjlim(vbd, vbs0 - vds0, vt, critical_voltage(d["isd"], vt))
+    vbd_l = pnjlim(vbd, vbs0 - vds0, vt, critical_voltage(d.get("isd_vcrit", d["isd"]), vt))
     vbs_d = torch.where((vbd_l == vbd) & (vds_l == vds), vbs, vbd_l + vds_l)
     vbs_l = torch.where(vds_l >= 0, vbs_s, vbs_d)
     if torch.equal(vgs_l, vgs) and torch.equal(vds_l, vds) and torch.equal(vbs_l, vbs):

@@ -101,7 +101,7 @@ class Mos1(Device):
     family = "MOSFET"
     model_types = ("nmos", "pmos")
     terminals = 4
-    levels = (1, 2, 3)
+    levels = (1, 2, 3, 6)
     batched_differences = True
     limits = True
     model_params = {"level": 1.0, "vto": _NAN, "kp": _NAN, "gamma": _NAN, "phi": _NAN, "lambda": 0.0,
@@ -123,14 +123,15 @@ class Mos1(Device):
                        **{k: "instance temperatures are not supported (27 C only)" for k in ("temp", "dtemp")}}
 
     def variant(self, params) -> Device:
-        """The device of the card's ``level=`` (ngspice's mos1, mos2 or mos3)."""
+        """The device of the card's ``level=`` (ngspice's mos1, mos2, mos3 or mos6)."""
         level = params.get("level")
         n = 1 if level is None else int(level.value())
         if n == 1:
             return self
         from circuits.devices.mos2 import MOS2
         from circuits.devices.mos3 import MOS3
-        return {2: MOS2, 3: MOS3}[n]
+        from circuits.devices.mos6 import MOS6
+        return {2: MOS2, 3: MOS3, 6: MOS6}[n]
 
     def limit(self, u, u_old, p, ctx=None):
         """fetlim, limvds and pnjlim as mos1load.c (`circuits.devices.mos_limit`)."""
@@ -183,14 +184,15 @@ class Mos1(Device):
     @staticmethod
     def _model_defaults(p: dict, ni: float = 1.45e16) -> dict:
         """KP, PHI, GAMMA, VTO and the oxide capacitance per area, as mos1temp.c defaults them
-        (ni: the intrinsic density in m^-3 that NSUB must exceed; mos3 scales it to 27 C)."""
+        (ni: the intrinsic density in m^-3 that NSUB must exceed; mos3 scales it to 27 C).  A level
+        without KP (mos6) gets kp None."""
         tp = p["polarity"]
         tox = p["tox"]
         cox = torch.where(_given(tox) & (_or(tox, 1.0) != 0), _EPS_OX / _or(tox, 1.0), torch.zeros_like(tox))
         with_tox = cox != 0
         safe_cox = torch.where(with_tox, cox, torch.ones_like(cox))
-        kp = torch.where(_given(p["kp"]), p["kp"],
-                         torch.where(with_tox, p["uo"] * cox * 1e-4, torch.full_like(cox, 2e-5)))
+        kp = None if "kp" not in p else torch.where(
+            _given(p["kp"]), p["kp"], torch.where(with_tox, p["uo"] * cox * 1e-4, torch.full_like(cox, 2e-5)))
         nsub = _or(p["nsub"], 0.0)
         from_nsub = with_tox & _given(p["nsub"])
         if bool((from_nsub & (nsub * 1e6 <= ni)).any()):
@@ -283,16 +285,19 @@ class Mos1(Device):
     @staticmethod
     def junction_currents(vbs: Tensor, vbd: Tensor, d: dict, derivatives: bool = False):
         """Type-normalised bulk-source and bulk-drain diode currents (with gmin), mos1load.c's form;
-        with derivatives also their conductances."""
+        with derivatives also their conductances.  d["gmin"], where given, replaces ngspice's gmin
+        (mos6 scales it with m)."""
         vt = THERMAL_VOLTAGE
+        gmin = d.get("gmin", GMIN)
         out = []
         for vj, isat in ((vbs, d["iss"]), (vbd, d["isd"])):
             reverse = vj <= -3 * vt
             # linear beyond 40 vt (> 1e3 A at IS = 1e-14): ngspice's pnjlim keeps its Newton there, this keeps ours finite
             ev = limited_exp(vj / vt)
-            cur = torch.where(reverse, GMIN * vj - isat, isat * (ev - 1) + GMIN * vj)
+            cur = torch.where(reverse, gmin * vj - isat, isat * (ev - 1) + gmin * vj)
             slope = torch.exp(torch.clamp(vj / vt, max=_EXP_LIMIT))
-            g = torch.where(reverse, torch.full_like(vj, GMIN), isat * slope / vt + GMIN) if derivatives else None
+            g = (torch.where(reverse, gmin * torch.ones_like(vj), isat * slope / vt + gmin)
+                 if derivatives else None)
             out.append((cur, g))
         return out
 
