@@ -680,8 +680,11 @@ def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
 
     Q takes 3 or 4 nodes (the substrate defaults to ground): ``q c b e [s] model [area]``."""
     toks, off = _flag(toks, "off")
+    toks, thermal = _flag(toks, "thermal") if name[0] == "m" else (toks, False)
     pos, kv = _split_args(toks, loc)
     kind = name[0]
+    if thermal:  # VDMOS's self-heating switch: the device rejects it with its reason
+        kv = {**kv, "thermal": Expr.const(1.0)}
     if off:  # ngspice's flag: the device starts off in the DC operating point's Newton
         if "off" in kv:
             raise _err(loc, f"{name}: 'off' given twice")
@@ -696,7 +699,8 @@ def _modeled(name: str, toks: list[str], loc: SourceLoc) -> Element:
     if kind == "d" and len(pos) == 4:
         pos, kv = _area_from_position(name, pos, kv, loc)
     need = {"d": 2, "m": 4, "q": 4, "u": 3}.get(kind)
-    if len(pos) < 2 or (need is not None and len(pos) != need + 1):
+    vdmos_nodes = kind == "m" and len(pos) in (4, 6)  # VDMOS: 3 nodes (5 with thermal ones), checked with the model
+    if len(pos) < 2 or (need is not None and len(pos) != need + 1 and not vdmos_nodes):
         count = "3 or 4 nodes" if kind == "q" else f"{need} nodes" if need else "nodes"
         raise _err(loc, f"{name}: expected {count} and a model name")
     model = pos[-1]
@@ -828,7 +832,9 @@ def _parse_model(toks: list[str], loc: SourceLoc) -> Model:
     elif len(rest) == 1 and (group := _split_call(rest[0], loc)) and group[0] == "":
         rest = group[1]
     _check_level(name, mtype, rest, loc)
+    rest, flags = _model_words(mtype, rest)
     pos, params = _split_args(rest, loc)
+    params.update(flags)
     if pos or _BAD_NAME_CHARS & set(name):
         raise _err(loc, f".model {name}: expected 'name type k=v ...'")
     dev = _device(mtype)
@@ -840,6 +846,27 @@ def _parse_model(toks: list[str], loc: SourceLoc) -> Model:
             params = {(canonical if k == alias else k): v for k, v in params.items()}
     _check_model_params(name, mtype, params, loc)
     return Model(name, mtype, params, loc)
+
+
+def _model_words(mtype: str, toks: list[str]) -> tuple[list[str], dict[str, Expr]]:
+    """A device's bare flag words on its `.model` card (VDMOS's ``pchan``) as parameters set to 1, and
+    the datasheet annotations ngspice drops from the card (VDMOS's ``ron= vds= qg= mfg=``) removed."""
+    dev = _device(mtype)
+    flags, notes = getattr(dev, "model_flags", ()), getattr(dev, "model_annotations", ())
+    out: list[str] = []
+    found: dict[str, Expr] = {}
+    i = 0
+    while i < len(toks):
+        assigned = i + 2 < len(toks) and toks[i + 1] == "="
+        if toks[i] in notes and assigned:
+            i += 3
+            continue
+        if toks[i] in flags and not assigned:
+            found[toks[i]] = Expr.const(1.0)
+        else:
+            out.append(toks[i])
+        i += 1
+    return out, found
 
 
 def _check_level(name: str, mtype: str, toks: list[str], loc: SourceLoc) -> None:
@@ -1270,6 +1297,9 @@ def _check_device_use(el: Element, models: dict[str, Model]) -> None:
     if dev.letter.lower() != el.kind:
         raise _err(el.loc, f"{el.name}: model '{model.name}' (type {model.type}) is not a "
                            f"'{el.kind}' device model")
+    if el.kind == "m" and len(el.nodes) != dev.terminals:
+        why = getattr(dev, "rejected_nodes", {}).get(len(el.nodes))
+        raise _err(el.loc, f"{el.name}: {why}" if why else f"{el.name}: expected {dev.terminals} nodes and a model name")
     if el.kind == "n" and dev.terminals is not None and len(el.nodes) != dev.terminals:
         raise _err(el.loc, f"{el.name}: model type '{model.type}' needs {dev.terminals} nodes, "
                            f"got {len(el.nodes)}")

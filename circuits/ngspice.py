@@ -274,10 +274,25 @@ def _instance_text(el, netlist, env) -> str:
     from circuits.devices.base import device_for_model_type
 
     dev = device_for_model_type(netlist.models[el.model].type)
-    flags = getattr(dev, "flags", ())
-    words = [k for k in flags if k in el.params and _value(el.params[k], env)]
-    extra = _param_text({k: v for k, v in el.params.items() if k not in flags}, env)
-    return " ".join([el.model, *words] + ([extra] if extra else []))
+    return " ".join([el.model, *_flagged_text(el.params, getattr(dev, "flags", ()), {}, env)])
+
+
+def _flagged_text(params: Mapping[str, Any], flags: Sequence[str], names: Mapping[str, str], env) -> list[str]:
+    """The flags that are set as bare words, then ``k=v`` of the other parameters (under ngspice's
+    `names` for them), as a list of words ([] when there are none)."""
+    words = [k for k in flags if k in params and _value(params[k], env)]
+    extra = _param_text({names.get(k, k): v for k, v in params.items() if k not in flags}, env)
+    return words + ([extra] if extra else [])
+
+
+def _model_card(name: str, model, env) -> str:
+    """``.model name type [flags] k=v ...``: the device's model flags (VDMOS's ``pchan``) as bare words,
+    the parameters under ngspice's names for the type (VDMOS's grading coefficient ``m``)."""
+    from circuits.devices.base import device_for_model_type
+
+    dev = device_for_model_type(model.type)
+    words = _flagged_text(model.params, getattr(dev, "model_flags", ()), getattr(dev, "ngspice_names", {}), env)
+    return " ".join([".model", name, model.type, *words])
 
 
 def _parse_output(out: str) -> tuple[str, list[str]]:
@@ -424,7 +439,7 @@ def build_deck(netlist, values: Mapping[str, float], *, tstep: float, tstop: flo
     used = {e.model for e in netlist.elements if e.kind != "n" and e.model}
     for mname, model in netlist.models.items():
         if mname in used:
-            models.append(f".model {mname} {model.type} {_param_text(model.params, env)}".rstrip())
+            models.append(_model_card(mname, model, env))
     missing = used - set(netlist.models)
     if missing:
         raise ConfigError(f"unknown model(s): {', '.join(sorted(missing))}")

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from circuits.devices.junction import THERMAL_VOLTAGE, critical_voltage, fetlim, limvds, pnjlim
 
-__all__ = ["limit_mosfet", "start_mosfet", "off_mosfet"]
+__all__ = ["limit_channel", "limit_mosfet", "start_mosfet", "off_mosfet"]
 
 
 def _normalised(u: Tensor, tp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -37,21 +37,28 @@ def _von(vbs: Tensor, vds: Tensor, d: dict) -> Tensor:
     return von
 
 
-def limit_mosfet(u: Tensor, u_old: Tensor, p: dict, d: dict) -> Tensor:
-    """The limited local unknowns for iterate u after a linearisation at u_old."""
-    tp = p["polarity"]
-    vgs, vds, vbs = _normalised(u, tp)
-    vgs0, vds0, vbs0 = _normalised(u_old, tp)
+def limit_channel(vgs: Tensor, vds: Tensor, vgs0: Tensor, vds0: Tensor, von: Tensor) -> tuple[Tensor, Tensor]:
+    """The loads' gate and drain limiting of type-normalised (vgs, vds) after a linearisation at
+    (vgs0, vds0): fetlim on the gate voltage of the conducting side, then limvds."""
     vgd, vgd0 = vgs - vds, vgs0 - vds0
-    forward = vds0 >= 0
-    von = _von(torch.where(forward, vbs0, vbs0 - vds0), vds0.abs(), d)
     # where a limiter keeps its input, the unknowns' own differences are kept (not re-derived sums)
     vgs_f = fetlim(vgs, vgs0, von)
     vds_f = limvds(torch.where(vgs_f == vgs, vds, vgs_f - vgd), vds0)
     vgd_r = fetlim(vgd, vgd0, von)
     vds_r = -limvds(-torch.where(vgd_r == vgd, vds, vgs - vgd_r), -vds0)
     vgs_r = torch.where((vgd_r == vgd) & (vds_r == vds), vgs, vgd_r + vds_r)
-    vgs_l, vds_l = torch.where(forward, vgs_f, vgs_r), torch.where(forward, vds_f, vds_r)
+    forward = vds0 >= 0
+    return torch.where(forward, vgs_f, vgs_r), torch.where(forward, vds_f, vds_r)
+
+
+def limit_mosfet(u: Tensor, u_old: Tensor, p: dict, d: dict) -> Tensor:
+    """The limited local unknowns for iterate u after a linearisation at u_old."""
+    tp = p["polarity"]
+    vgs, vds, vbs = _normalised(u, tp)
+    vgs0, vds0, vbs0 = _normalised(u_old, tp)
+    forward = vds0 >= 0
+    von = _von(torch.where(forward, vbs0, vbs0 - vds0), vds0.abs(), d)
+    vgs_l, vds_l = limit_channel(vgs, vds, vgs0, vds0, von)
     vt = THERMAL_VOLTAGE
     # vcrit from the saturation currents (mos6: without m, "iss_vcrit"/"isd_vcrit")
     vbs_s = pnjlim(vbs, vbs0, vt, critical_voltage(d.get("iss_vcrit", d["iss"]), vt))
