@@ -15,10 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from circuits.alter import Alter, apply_alters, parse_alter
 from circuits.conditionals import Branches, select_branches
 from circuits.devices.urc import expand_urc_lines
 from circuits.errors import NetlistError
 from circuits.expr import Expr, Value, user_functions
+from circuits.waveforms import ARITY, UNUSED_ARGS, check_args
 
 if TYPE_CHECKING:
     from circuits.devices.base import Device
@@ -174,22 +176,26 @@ _BAD_NAME_CHARS = set("=(){}',;\"")
 _IGNORED_CARDS = {".print", ".plot", ".probe", ".save", ".op", ".width", ".four", ".meas", ".measure",
                   ".ac", ".dc", ".noise", ".disto", ".tf", ".sens", ".pz", ".title", ".csparam"}
 _OPTION_CARDS = {".options", ".option", ".opt"}
-# .control commands that change the circuit or the simulator for the runs after them
-_CONTROL_CHANGES = {"alter", "altermod", "alterparam", "option", "options", "opt", "mc_source",
+# .control commands that change the circuit or the simulator for the runs after them (``alter``
+# is applied: circuits.alter)
+_CONTROL_CHANGES = {"altermod", "alterparam", "option", "options", "opt", "mc_source",
                     "reset", "remcirc", "source", "circbyline"}
 # .options the reference honours (see circuits.simulation); any other option is listed as ignored
 _HONOURED_OPTIONS = {"reltol", "abstol", "vntol", "method", "maxord"}
 _DEFAULT_TEMP = 27.0  # C: the only temperature the device models implement (ngspice's default)
-_SOURCE_KINDS = {"pulse": (2, 7), "sin": (2, 6), "exp": (2, 6), "pwl": (2, None)}
+_SOURCE_KINDS = {k: arity for k, arity in ARITY.items() if k != "dc"}  # the time-dependent waveforms
 _SOURCE_KEYWORDS = {"dc", "ac", *_SOURCE_KINDS}
-_UNSUPPORTED_KINDS = {"am", "sffm", "trnoise", "trrandom", "pat", "external"}  # ngspice's other waveforms
-_RLC_PARAMS = {"c": {"ic"}, "l": {"ic"}}
+_UNSUPPORTED_KINDS = {"trnoise", "trrandom", "pat", "external"}  # ngspice's other waveforms
+# C and L instance parameters (cap.c, ind.c): tc1 and tc2 act through temp - tnom, 0 at 27 C;
+# bv_max is a warning limit only
+_RLC_PARAMS = {"c": {"ic", "m", "scale", "tc1", "tc2", "bv_max"}, "l": {"ic", "m", "scale", "tc1", "tc2"}}
 # R instance parameters (res.c): ac= is the AC analysis' resistance only; the temperature coefficients
 # act through temp - tnom, 0 at 27 C; noisy and bv_max are noise and safe-operating-area settings
 _R_PARAMS = {"ac", "m", "scale", "tc1", "tc2", "tce", "noisy", "bv_max"}
 _R_INERT_WHY = {"ac": "AC analysis only", "tc1": "no effect at 27 C", "tc2": "no effect at 27 C",
                 "tce": "no effect at 27 C", "noisy": "noise analysis only", "bv_max": "a warning limit only"}
 _R_INERT = tuple(_R_INERT_WHY)
+_ONE = Expr.const(1.0)
 _R_ALIASES = {"tc": "tc1", "noise": "noisy", "r": "value", "resistance": "value"}
 
 
@@ -583,17 +589,11 @@ def _current_controlled(name: str, toks: list[str], loc: SourceLoc) -> Element:
 
 
 def _waveform_args(kind: str, words: list[str], loc: SourceLoc) -> list[Expr]:
-    """Check the arity of a PULSE/SIN/PWL argument list and parse it."""
-    lo, hi = _SOURCE_KINDS[kind]
+    """Parse a waveform's argument list and check it (`circuits.waveforms.check_args`)."""
     args = [_expr(w, loc) for w in words]
-    if len(args) < lo or (hi is not None and len(args) > hi) or (kind == "pwl" and len(args) % 2):
-        need = "an even number (>= 2) of" if kind == "pwl" else f"{lo} to {hi}"
-        raise _err(loc, f"{kind.upper()} needs {need} values, got {len(args)}")
-    if kind == "pwl":
-        times = [a.value() if a.is_constant else None for a in args[::2]]
-        for t0, t1 in zip(times, times[1:]):
-            if t0 is not None and t1 is not None and t1 < t0:
-                raise _err(loc, "PWL times must be non-decreasing")
+    why = check_args(kind, [a.value() if a.is_constant else None for a in args])
+    if why:
+        raise _err(loc, why)
     return args
 
 
@@ -607,7 +607,7 @@ def _source(name: str, toks: list[str], loc: SourceLoc) -> Element:
         word, call = rest[i], _split_call(rest[i], loc)
         if (call[0] if call else word) in _UNSUPPORTED_KINDS:
             raise _err(loc, f"{name}: waveform {(call[0] if call else word).upper()} is not supported "
-                            "(supported: DC, PULSE, SIN, EXP, PWL)")
+                            f"(supported: {', '.join(k.upper() for k in ARITY)})")
         if word == "dc" or (call is None and word not in _SOURCE_KEYWORDS and dc is None and wave is None):
             i += word == "dc"
             if dc is not None or i >= len(rest) or rest[i] in _SOURCE_KEYWORDS:
@@ -953,6 +953,7 @@ class _Structure:
         self.option_locs: dict[str, SourceLoc] = {}
         self.globals: set[str] = set()
         self.ignored: list[str] = []
+        self.alters: list[Alter] = []  # .control alters before the analysis
 
     def ignore(self, what: str, loc: SourceLoc) -> None:
         """Record something read that does not affect a transient."""
@@ -1054,15 +1055,18 @@ class _Structure:
 
     def control_tran(self, lines: list[_Line]) -> None:
         """A ``.control`` block: its first ``tran`` line is the analysis when there is no .tran card
-        (ngspice batch semantics); every other line is listed as ignored.  A command that changes the
-        circuit or the simulator before the analysis runs (``alter``, ``option`` ...) is rejected."""
+        (ngspice batch semantics); the ``alter`` lines before the analysis are kept for
+        `circuits.alter`; every other line is listed as ignored.  Another command that changes the
+        circuit or the simulator before the analysis runs (``altermod``, ``option`` ...) is rejected."""
         ran = False  # the analysis has run (its tran, or a run of the deck's .tran)
         for line in lines:
             word = line.text.split(None, 1)[0]
             if not ran and word in _CONTROL_CHANGES:
                 raise _err(line.loc, f".control '{word}' before the analysis changes the circuit or the "
                                      "simulator: not supported (move the change into the netlist)")
-            if word == "tran" and self.tran is None:
+            if not ran and word == "alter":
+                self.alters.append(parse_alter(line.text, line.loc))
+            elif word == "tran" and self.tran is None:
                 self.tran = _parse_tran(_tokenize(line.text, line.loc)[1:], line.loc)
             else:
                 self.ignore(f".control '{word}'", line.loc)
@@ -1284,8 +1288,20 @@ def _check_elements(nl: Netlist) -> None:
         for c in el.controls:
             if c not in by_name:
                 raise _err(el.loc, f"{el.name}: unknown element '{c}'")
-        if el.kind == "k":  # the coupling needs both inductances
-            el.params = {**el.params, "l1": by_name[el.controls[0]].value, "l2": by_name[el.controls[1]].value}
+        if el.kind == "k":  # the coupling needs both inductances (and their scale=)
+            l1, l2 = (by_name[c] for c in el.controls)
+            el.params = {**el.params, "l1": l1.value, "l2": l2.value, "s1": l1.params.get("scale", _ONE),
+                         "s2": l2.params.get("scale", _ONE)}
+
+
+def _element_device(el: Element, models: dict[str, Model]) -> Device | None:
+    """The registered device family of a flat element (its model's, or its letter's)."""
+    import circuits.devices  # noqa: F401  (fills the registry)
+    from circuits.devices.base import device_for_letter
+
+    if el.model is not None:
+        return _device(models[el.model].type) if el.model in models else None
+    return device_for_letter(el.kind)
 
 
 def _check_device_use(el: Element, models: dict[str, Model]) -> None:
@@ -1326,6 +1342,7 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
         structure.finish()
         structure.control_tran(reader.control)
         elements, params, ic = _Flattener(structure).run()
+        elements = apply_alters(structure.alters, elements, lambda el: _element_device(el, structure.models))
     nl = Netlist(title, elements, structure.models, params, ic, structure.tran, file,
                  structure.options, reader.ignored + structure.ignored, branches.deciding)
     _check_elements(nl)
@@ -1334,7 +1351,11 @@ def parse_netlist(text: str, file: str = "<string>", base_dir: Path | None = Non
     nl.ignored += [f"{el.name} ic= without uic, as ngspice does (line {el.loc.line})"
                    for el in elements if "ic" in el.params and el.kind in "cl" and not uic]
     nl.ignored += [f"{el.name} {k}= ({_R_INERT_WHY[k]}) (line {el.loc.line})"
-                   for el in elements if el.kind == "r" for k in _R_INERT if k in el.params]
+                   for el in elements if el.kind in "rcl" for k in _R_INERT if k in el.params]
+    nl.ignored += [f"{el.name} {el.waveform.kind.upper()} value {UNUSED_ARGS[el.waveform.kind][0] + 1} "
+                   f"({UNUSED_ARGS[el.waveform.kind][1]}) (line {el.loc.line})"
+                   for el in elements if el.waveform and el.waveform.kind in UNUSED_ARGS
+                   and len(el.waveform.args) > UNUSED_ARGS[el.waveform.kind][0]]
     if nl.ignored:
         _LOG.info("%s: ignored (no effect on the transient): %s", file, ", ".join(nl.ignored))
     return nl

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from circuits import waveforms
 from circuits.errors import ConfigError, NgspiceError
 
 __all__ = [
@@ -257,7 +258,7 @@ def _source_spec(el, env) -> str:
         return f"dc {_fmt(_value(v, env) if v is not None else 0.0)}"
     if wf.dc is not None:
         parts.append(f"dc {_fmt(_value(wf.dc, env))}")
-    if kind not in ("pulse", "sin", "exp", "pwl"):
+    if kind not in waveforms.ARITY:
         raise ConfigError(f"{el.name}: waveform {wf.kind!r} has no ngspice equivalent here")
     args = " ".join(_fmt(_value(a, env)) for a in wf.args)
     parts.append(f"{kind}({args})")

@@ -1,4 +1,5 @@
-"""Independent-source waveforms (DC, PULSE, SIN, EXP, PWL) exactly as ngspice-39 defines them, in torch.
+"""Independent-source waveforms (DC, PULSE, SIN, EXP, PWL, AM, SFFM) exactly as ngspice-39 defines them,
+in torch.
 
 Arguments are tensors (or floats) broadcastable against ``t``, so a batch of designs can carry its
 own amplitudes; gradients flow to every argument.
@@ -11,8 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["pulse", "pulse_timing", "sine", "exponential", "exp_timing", "pwl", "evaluate", "breakpoints",
-           "phase_points"]
+__all__ = ["pulse", "pulse_timing", "sine", "exponential", "exp_timing", "pwl", "am", "sffm", "ARITY",
+           "UNUSED_ARGS", "check_args", "evaluate", "breakpoints", "phase_points"]
 
 
 def _t(x: Tensor | float, like: Tensor) -> Tensor:
@@ -110,25 +111,91 @@ def _pwl_constant(t: Tensor, times: list[float], values: list[float]) -> Tensor:
     return torch.where(t > tk[0], v0 + (v1 - v0) * frac, vk[0])
 
 
+def _full(args: list, n: int) -> list:
+    """The arguments padded with None (omitted) to n."""
+    return list(args) + [None] * (n - len(args))
+
+
+def am(t: Tensor, va, vo, mf=None, fc=None, td=None, phasec=None, phases=None, *unused, tstop: float) -> Tensor:
+    """ngspice-39's AM(va vo mf fc td phasec phases) (vsrcload.c, isrcload.c): 0 up to td, then
+    va (vo + sin(2π mf τ + φs)) sin(2π fc τ + φs) with τ = t - td.  mf omitted or 0 means 1/tstop;
+    fc omitted is 0; phases in degrees.  ngspice-39 reads phasec but uses phases for both sines
+    (as here); later ngspice versions changed the argument list (see `UNUSED_ARGS`).
+
+    Plain numbers stay Python scalars in the torch ops (a source evaluated at one time point per
+    call, as a fast modulated source is, costs the ops alone); tensors broadcast against t."""
+    mf = _or_default(mf, 1.0 / tstop)
+    fc, td, phases = (0.0 if a is None else a for a in (fc, td, phases))
+    ph = phases * (math.pi / 180.0)
+    local = t - td
+    value = va * (vo + torch.sin(local * (2 * math.pi * mf) + ph)) * torch.sin(local * (2 * math.pi * fc) + ph)
+    return torch.where(local <= 0, 0.0, value)
+
+
+def sffm(t: Tensor, vo, va, fc=None, mdi=None, fs=None, phasec=None, phases=None, *unused,
+         tstop: float) -> Tensor:
+    """ngspice-39's SFFM(vo va fc mdi fs phasec phases) (vsrcload.c, isrcload.c):
+    vo + va sin(2π fc t + φc + mdi sin(2π fs t + φs)) from t = 0 (no delay); fc and fs omitted or 0
+    mean 1/tstop, mdi omitted is 0; phases in degrees (numbers and tensors as in `am`)."""
+    fc, fs = _or_default(fc, 1.0 / tstop), _or_default(fs, 1.0 / tstop)
+    mdi, phasec, phases = (0.0 if a is None else a for a in (mdi, phasec, phases))
+    deg = math.pi / 180.0
+    return vo + va * torch.sin(t * (2 * math.pi * fc) + phasec * deg
+                               + mdi * torch.sin(t * (2 * math.pi * fs) + phases * deg))
+
+
+#: how many values each waveform takes (min, max; None: any even number).  ngspice reads any number
+#: of values and ignores those past the last it uses; AM and SFFM accept one more than ngspice-39
+#: uses (ngspice 43+ reads 8, with other meanings: see `UNUSED_ARGS`)
+ARITY: dict[str, tuple[int, int | None]] = {"dc": (1, 1), "pulse": (2, 7), "sin": (2, 6), "exp": (2, 6),
+                                            "pwl": (2, None), "am": (2, 8), "sffm": (2, 8)}
+#: kind -> (index of the first value ngspice-39 reads but does not use, why)
+UNUSED_ARGS: dict[str, tuple[int, str]] = {
+    "am": (7, "ngspice-39's AM uses 7 values (va vo mf fc td phasec phases); ngspice 43+ reads 8, "
+              "with other meanings and defaults"),
+    "sffm": (7, "ngspice-39's SFFM uses 7 values (vo va fc mdi fs phasec phases); ngspice 43+ reads 8, "
+                "with other meanings and defaults"),
+}
+_EVALUATORS = {
+    "dc": lambda t, args, tstep, tstop: _t(args[0], t) * torch.ones_like(t),
+    "pulse": lambda t, args, tstep, tstop: pulse(t, *args, tstep=tstep, tstop=tstop),
+    "sin": lambda t, args, tstep, tstop: sine(t, *args, tstop=tstop),
+    "exp": lambda t, args, tstep, tstop: exponential(t, *args, tstep=tstep),
+    "pwl": lambda t, args, tstep, tstop: pwl(t, args[0::2], args[1::2]),
+    "am": lambda t, args, tstep, tstop: am(t, *args, tstop=tstop),
+    "sffm": lambda t, args, tstep, tstop: sffm(t, *args, tstop=tstop),
+}
+
+
+def check_args(kind: str, args: list) -> str | None:
+    """Why a waveform cannot take these arguments (None if it can): their number, and a PWL's times
+    (None where not a known number) going backwards."""
+    lo, hi = ARITY[kind]
+    if len(args) < lo or (hi is not None and len(args) > hi) or (kind == "pwl" and len(args) % 2):
+        need = "an even number (>= 2) of" if kind == "pwl" else f"{lo} to {hi}"
+        return f"{kind.upper()} needs {need} values, got {len(args)}"
+    if kind == "pwl":
+        times = args[::2]
+        if any(t0 is not None and t1 is not None and t1 < t0 for t0, t1 in zip(times, times[1:])):
+            return "PWL times must be non-decreasing"
+    return None
+
+
 def evaluate(kind: str, args: list, t: Tensor, *, tstep: float, tstop: float) -> Tensor:
     """Evaluate a waveform of the given kind with already-evaluated arguments at times t."""
-    if kind == "dc":
-        return _t(args[0], t) * torch.ones_like(t)
-    if kind == "pulse":
-        return pulse(t, *args, tstep=tstep, tstop=tstop)
-    if kind == "sin":
-        return sine(t, *args, tstop=tstop)
-    if kind == "exp":
-        return exponential(t, *args, tstep=tstep)
-    if kind == "pwl":
-        return pwl(t, args[0::2], args[1::2])
-    raise ValueError(f"unknown waveform {kind!r}")
+    if kind not in _EVALUATORS:
+        raise ValueError(f"unknown waveform {kind!r}")
+    return _EVALUATORS[kind](t, args, tstep, tstop)
 
 
 def _scalar_set(x) -> set[float]:
     if isinstance(x, Tensor):
         return {float(v) for v in x.detach().reshape(-1).unique()}
     return {float(x)}
+
+
+#: the delay's position in waveforms that start at a delay: SIN's slope jumps there, AM's value
+_DELAY_INDEX = {"sin": 3, "am": 4}
 
 
 def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[float]:
@@ -155,10 +222,10 @@ def breakpoints(kind: str, args: list, *, tstep: float, tstop: float) -> list[fl
     elif kind == "exp":
         for td in exp_timing(list(args), tstep=tstep)[0::2]:
             pts |= _scalar_set(td)
-    elif kind == "sin":
-        full = list(args) + [None] * (6 - len(args))
-        if full[3] is not None:
-            pts |= _scalar_set(full[3])
+    elif kind in _DELAY_INDEX:
+        delay = _full(args, 8)[_DELAY_INDEX[kind]]
+        if delay is not None:
+            pts |= _scalar_set(delay)
     return sorted(p for p in pts if 0.0 < p < tstop)
 
 
@@ -171,7 +238,7 @@ def phase_points(kind: str, args: list, *, tstep: float, tstop: float) -> list[f
     period after td); none for other waveforms, or where the design changes the SIN's timing."""
     if kind != "sin":
         return []
-    full = list(args) + [None] * (6 - len(args))
+    full = _full(args, 6)
     va, freq = full[1], full[2]
     td, theta, phase = (0.0 if a is None else a for a in full[3:6])  # a design's tensor has no truth value
     sets = [_scalar_set(a) for a in (_or_default(freq, 1.0 / tstop), td, theta, phase)]

@@ -114,24 +114,33 @@ _CONTROL_START = re.compile(r"^\s*\.control\b", re.IGNORECASE)
 _CONTROL_END = re.compile(r"^\s*\.endc\b", re.IGNORECASE)
 _END = re.compile(r"^\s*\.end\s*$", re.IGNORECASE)
 _TRAN_CARD = re.compile(r"^\s*\.tran\b", re.IGNORECASE)
-_TRAN_CMD = re.compile(r"^\s*tran\s+(.*)$", re.IGNORECASE)
+_RUN_CMD = re.compile(r"^\s*(tran|run)\b\s*(.*)$", re.IGNORECASE)
+_ALTER_CMD = re.compile(r"^\s*alter\s", re.IGNORECASE)
 
 
 def ngspice_text(text: str, raw_path: Path) -> str:
     """The deck with its `.control` blocks and `.end` replaced by ours: run, then write `raw_path`.
 
     The first `tran` command of a removed control block becomes a `.tran` card if the deck has none
-    (ngspice batch semantics: the control block's transient is the deck's analysis).
+    (ngspice batch semantics: the control block's transient is the deck's analysis).  The `alter`
+    commands before the first `tran` or `run` are kept, in order, before our `tran` (they change
+    the circuit of that analysis, as NeuroSPICE applies them: circuits.alter).
     """
     kept: list[str] = []
+    alters: list[str] = []
     control_tran: str | None = None
+    ran = False  # a control block has reached its first tran or run
     in_control = False
     for line in text.splitlines():
         if in_control:
             if _CONTROL_END.match(line):
                 in_control = False
-            elif control_tran is None and (m := _TRAN_CMD.match(line)):
-                control_tran = m.group(1).split(";")[0].split("$ ")[0].strip()
+            elif not ran and _ALTER_CMD.match(line):
+                alters.append(line.strip())
+            elif m := _RUN_CMD.match(line):
+                if control_tran is None and m.group(1).lower() == "tran" and m.group(2).strip():
+                    control_tran = m.group(2).split(";")[0].split("$ ")[0].strip()
+                ran = True
             continue
         if _CONTROL_START.match(line):
             in_control = True
@@ -146,7 +155,7 @@ def ngspice_text(text: str, raw_path: Path) -> str:
         tran = control_tran
     # `tran` rather than `run`: only the transient, not the deck's other analyses (.op, .ac, .pss ...)
     # remzerovec: vectors that stayed empty (e.g. from `.option savecurrents`) make `write` fail
-    kept += [".control", "save all", f"tran {tran}", "remzerovec", f"write {raw_path}", ".endc", ".end"]
+    kept += [".control", "save all", *alters, f"tran {tran}", "remzerovec", f"write {raw_path}", ".endc", ".end"]
     return "\n".join(kept) + "\n"
 
 

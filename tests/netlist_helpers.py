@@ -37,3 +37,19 @@ def nrmse_vs_ngspice(deck, outputs: list[str], options: dict | None = None, **si
     ng = run_ngspice(circuit, **({"options": options} if options else {}))
     ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()), **simulate_kwargs)
     return compare(ng, ref)
+
+
+def nrmse_vs_ngspice_as_written(path, columns: list[str] | None = None, tight: bool = False) -> dict:
+    """NRMSE per column (and "worst") of the reference transient of the deck file `path` against
+    ngspice running that file as written (scripts/compat_corpus.py: its `.control` alters before the
+    analysis kept), on ngspice's time points; tight: ngspice at TIGHT_OPTIONS.  columns: every node
+    voltage ngspice wrote by default."""
+    import torch
+
+    from circuits import load_circuit, simulate
+    from circuits.measure import compare
+    from tests.test_corpus import cc
+
+    ng = cc.run_ngspice_deck(path, options=cc.TIGHT_OPTIONS if tight else None)
+    ours = simulate(load_circuit(path), t=torch.tensor(ng.time.to_numpy().copy()))
+    return compare(ng, ours, columns=columns or [c for c in ng.columns if c.startswith("v(")])

@@ -66,8 +66,8 @@ def test_exp_sources_match_ngspice_on_the_deck_as_written(tmp_path):
     assert compare(tight, ours, columns=["v(c)"])["worst"] < 1e-3
 
 
-@pytest.mark.parametrize("source", ["V1 a 0 AM 0.5 2 1.8 1k 100k", "I1 0 a trnoise(0.05 8p 0 1.0 0.001)",
-                                    "V1 a 0 SFFM(0 1 1k 5 10k)"])
+@pytest.mark.parametrize("source", ["I1 0 a trnoise(0.05 8p 0 1.0 0.001)", "V1 a 0 trrandom(2 10m 0 1)",
+                                    "V1 a 0 PAT(1 0 0 1n 1n 5n b0101 1)"])
 def test_other_ngspice_waveforms_are_rejected_by_name(source):
     from tests.netlist_helpers import assert_rejected
 

@@ -317,7 +317,7 @@ def test_include_errors(tmp_path: Path) -> None:
     ("C1 a\n", 2, "c1: expected 2 nodes and a value"),
     ("R1 a 0 1 2\n", 2, "unexpected '2'"),
     ("R1 a 0 1 ic=0\n", 2, "unknown parameter 'ic' for r1"),
-    ("C1 a 0 1p m=2\n", 2, "unknown parameter 'm' for c1"),
+    ("C1 a 0 1p nt=2\n", 2, "unknown parameter 'nt' for c1"),
     ("C1 a 0 1p ic=0 3\n", 2, "after parameters"),
     ("E1 a 0 b\n", 2, "e1: expected 4 nodes"),
     ("G1 a 0 b 0\n", 2, "g1: missing value"),

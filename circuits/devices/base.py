@@ -63,6 +63,26 @@ class Device:
     # True: the device limits its junction/gate voltages between Newton iterations as ngspice does
     # (devsup.c's pnjlim, fetlim), through `limit` and `limit_start`
     limits: ClassVar[bool] = False
+    # what a `.control` ``alter`` may set (ngspice's com_alter): ngspice's instance parameter name ->
+    # the element's parameter (``value``: the element's value); the first is the parameter
+    # ``alter dev value`` sets (ngspice's principal parameter)
+    alter_params: ClassVar[dict[str, str]] = {}
+
+    def alter(self, element, param: str, values: list[float]):
+        """The element with ngspice parameter ``param`` set to ``values`` (one number, or a vector),
+        as ngspice's ``alter`` sets it before a transient; a string saying why not otherwise."""
+        from dataclasses import replace
+
+        from circuits.expr import Expr
+
+        key = self.alter_params.get(param)
+        if key is None:
+            return f"parameter '{param}' cannot be altered (alterable: {', '.join(self.alter_params) or 'none'})"
+        if len(values) != 1:
+            return f"parameter '{param}' takes one value, got {len(values)}"
+        if key == "value":
+            return replace(element, value=Expr.const(values[0]))
+        return replace(element, params={**element.params, key: Expr.const(values[0])})
 
     def evaluate(self, v: Tensor, s: Tensor, t: Tensor, p: dict[str, Tensor], ctx=None) -> DeviceEval:
         """Return currents, charges and state residual terms for all instances.

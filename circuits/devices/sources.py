@@ -30,19 +30,53 @@ def _source_values(ctx, t: Tensor, tran: dict, like: Tensor) -> Tensor:
     return torch.stack([torch.broadcast_to(x, like.shape[:-1]) for x in vals], dim=-1)
 
 
-@register
-class VoltageSource(Device):
-    """V n+ n- waveform: branch current i (into n+, as ngspice's i(v)) with v+ - v- = V(t)."""
+# ngspice's other names for a source's waveform parameters (vsrc.c, isrc.c)
+_WAVE_ALIASES = {"sine": "sin"}
 
-    letter = "v"
+
+class IndependentSource(Device):
+    """What V and I share: a waveform, which ngspice's ``alter`` may replace (``@v1[pulse] = [..]``)
+    or whose DC value it may set (``dc``: the transient's value only for a DC source, as in
+    vsrcload.c, where the operating point before a transient uses the waveform at t = 0)."""
+
     linear = True
-    states = ("i",)
+    alter_params = {"dc": "dc"}
 
     def prepare(self, elements, env, tran):
         return _wave_context(elements, env, tran), tran
 
     def time_dependent(self, ctx) -> bool:
         return _varies_in_time(ctx)
+
+    def alter(self, element, param: str, values: list[float]):
+        from dataclasses import replace
+
+        from circuits.expr import Expr
+        from circuits.netlist import Waveform
+
+        param = _WAVE_ALIASES.get(param, param)
+        consts = [Expr.const(v) for v in values]
+        old = element.waveform
+        if self.alter_params.get(param) == "dc":
+            if len(values) != 1:
+                return f"parameter '{param}' takes one value, got {len(values)}"
+            wave = Waveform("dc", consts, consts[0]) if old.kind == "dc" else Waveform(old.kind, old.args, consts[0])
+            return replace(element, waveform=wave)
+        if param not in waveforms.ARITY or param == "dc":
+            return (f"parameter '{param}' cannot be altered (alterable: "
+                    f"{', '.join([*self.alter_params, *(k for k in waveforms.ARITY if k != 'dc')])})")
+        why = waveforms.check_args(param, values)
+        if why:
+            return why
+        return replace(element, waveform=Waveform(param, consts, old.dc))
+
+
+@register
+class VoltageSource(IndependentSource):
+    """V n+ n- waveform: branch current i (into n+, as ngspice's i(v)) with v+ - v- = V(t)."""
+
+    letter = "v"
+    states = ("i",)
 
     def evaluate(self, v, s, t, p, ctx=None):
         waves, tran = ctx
@@ -55,17 +89,11 @@ class VoltageSource(Device):
 
 
 @register
-class CurrentSource(Device):
+class CurrentSource(IndependentSource):
     """I n+ n- waveform: current I(t) flows from n+ through the source to n-."""
 
     letter = "i"
-    linear = True
-
-    def prepare(self, elements, env, tran):
-        return _wave_context(elements, env, tran), tran
-
-    def time_dependent(self, ctx) -> bool:
-        return _varies_in_time(ctx)
+    alter_params = {"dc": "dc", "c": "dc"}
 
     def evaluate(self, v, s, t, p, ctx=None):
         waves, tran = ctx
