@@ -59,7 +59,7 @@ def save_surrogate(model: Surrogate, path: str | Path, metrics: Mapping[str, Any
     lay = model.physics.layout
     blob = {"format": "neurospice-surrogate", "version": FORMAT_VERSION,
             "kind": model.kind, "circuit_config": model.circuit.config, "net": model.config(),
-            "layout": {k: getattr(lay, k) for k in ("pinned", "differential", "learned", "x_scale", "row_scale")},
+            "layout": {k: getattr(lay, k) for k in ("pinned", "differential", "learned", "x_scale", "row_scale", "solved")},
             "state_dict": model.nets.state_dict(), "metrics": _plain(dict(metrics or {})),
             "time_coef": getattr(model, "time_coef", torch.zeros(0, dtype=torch.float64))}
     if model.fast_form is not None:  # optional key: readers without fast forms ignore it

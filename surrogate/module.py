@@ -47,6 +47,7 @@ class PinnModule(L.LightningModule):
         self.held_out = held_out
         self.last_val: dict[str, Any] = {}
         self._last_points: tuple | None = None
+        self._frozen_scales: dict | None = None
         # the global step at which each window's Adam starts (and, last, where Adam ends): a window
         # whose Adam outruns its time allowance is cut short (`end_adam_early`) and the later ones move up
         self.adam_edges = [steps_per_window * k for k in range(model.windows + 1)]
@@ -144,7 +145,25 @@ class PinnModule(L.LightningModule):
         t = model.unwarp(t, P, window)  # window times are network times w; the physics runs in seconds
         x, xdot, bound = model.state(t, P, with_rate=True, starts=starts, window=window)
         self._last_points = (bound, x, t)  # to name a non-finite device if the loss turns NaN
-        return model.physics.residual(bound, x, xdot, t).pow(2).sum(dim=1)
+        physics = model.physics
+        point_scale = None
+        if model.hparams_net.get("point_scale"):
+            key = (window, t.shape[0], float(t.sum()), float(P.sum()))
+
+            def point_scale(bound, x, t):
+                scale = self._frozen_scales.get(key) if self._frozen_scales is not None else None
+                if scale is None:
+                    scale = physics.point_row_scale(bound, x, t)
+                    if self._frozen_scales is not None:
+                        self._frozen_scales[key] = scale
+                return scale
+        return physics.residual(bound, x, xdot, t, point_scale).pow(2).sum(dim=1)
+
+    def freeze_row_scales(self, frozen: bool) -> None:
+        """Hold each point set's per-point row scales (`point_scale` models) at their values on the
+        next evaluation, until called again: L-BFGS needs one fixed function per run of iterations,
+        and scales that followed the network would make its gradients inconsistent."""
+        self._frozen_scales = {} if frozen else None
 
     def training_step(self, batch, batch_idx):
         t, designs = batch

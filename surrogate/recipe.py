@@ -68,6 +68,13 @@ CYCLE_AGREEMENT = 0.02
 ROW_SCALE_DISAGREEMENT = 100.0
 
 
+#: spread (largest over smallest, over the planning designs) of some learned row's term size above
+#: which each point's rows are also scaled by the size of their own terms there: the half-wave
+#: rectifier's diode rows span 100x over its load and amplitude, and a fixed scale let its
+#: low-current designs' errors vanish from the loss
+POINT_SCALE_SPREAD = 30.0
+
+
 @dataclass
 class Recipe:
     """What the recipe decided for one circuit, and why (one line per decision)."""
@@ -227,6 +234,23 @@ def _row_scale_kind(circuit: Circuit) -> tuple[str, float]:
     return ("mixed" if ratio > ROW_SCALE_DISAGREEMENT else "jacobian"), ratio
 
 
+def _term_spread(circuit: Circuit, P: Tensor) -> float:
+    """Largest ratio, over learned rows, between the designs' (P (B, P)) RMS term sizes."""
+    from surrogate.physics import CircuitPhysics
+
+    physics = CircuitPhysics(circuit)
+    sizes = []
+    with torch.no_grad():
+        for design in P:
+            res = simulate_tensor(circuit, design.unsqueeze(0), rtol=1e-4)
+            sizes.append(physics._term_scale(res.t, res.x[0], design))
+    sizes = torch.stack(sizes)[:, physics.layout.learned]  # (B, learned rows)
+    if sizes.numel() == 0:
+        return 1.0
+    top = sizes.amax(dim=0)
+    return float((top / sizes.amin(dim=0).clamp(min=1e-9 * float(top.max()))).max())
+
+
 def max_windows_for(budget_s: float, share: float = 0.5) -> int:
     """Windows a first pass can afford within `share` of a `budget_s` second budget."""
     return int(min(MAX_WINDOWS, max(2, share * budget_s // MIN_WINDOW_COST_S)))
@@ -237,11 +261,19 @@ def plan(circuit: Circuit, fixed_params: bool = False, max_windows: int = MAX_WI
     space = circuit.space
     row_scale, ratio = _row_scale_kind(circuit)
     reasons = [f"residual rows: {row_scale} scale (Jacobian/terms ratio up to {ratio:.3g})"]
+    point_scale = False
+    if space.dim > 0 and not fixed_params:
+        spread = _term_spread(circuit, torch.cat([space.nominal_vector().unsqueeze(0),
+                                                  space.sample_sobol(PLANNING_DESIGNS - 1, seed=13_579)]))
+        point_scale = spread > POINT_SCALE_SPREAD
+        reasons.append(f"row terms differ up to {spread:.3g}x between designs: "
+                       + ("rows also scaled per point by their own terms" if point_scale else "one scale per row"))
     driven = is_time_varying(circuit)
     nominal = space.nominal_vector().unsqueeze(0)
     if not driven and space.dim > 0 and not fixed_params:
         recipe = _oscillator_plan(circuit, row_scale, reasons, max_windows)
         if recipe is not None:
+            recipe.model["point_scale"] = point_scale
             return recipe
         reasons.append("autonomous, but the reference runs do not end on a limit cycle: treated as settling")
     else:
@@ -258,8 +290,9 @@ def plan(circuit: Circuit, fixed_params: bool = False, max_windows: int = MAX_WI
                    f"has travelled {SWINGS_PER_WINDOW:g} swing(s) or its solver took {STEPS_PER_WINDOW} steps "
                    f"(at most {max_windows} windows), "
                    f"snapped to source corners and quarter periods of SIN sources")
-    model = ({"_target_": "surrogate.models.WindowedSurrogate", "window_edges": edges, "state_input": True,
-              "row_scale": row_scale} if edges else {"_target_": "surrogate.models.PlainSurrogate", "row_scale": row_scale})
+    model = ({"_target_": "surrogate.models.WindowedSurrogate", "window_edges": edges, "state_input": True}
+             if edges else {"_target_": "surrogate.models.PlainSurrogate"})
+    model.update(row_scale=row_scale, point_scale=point_scale)
     return Recipe(oscillator=False, model=model, training={"start_cover": 4 if edges else 0}, reasons=reasons)
 
 

@@ -50,7 +50,7 @@ def test_nan_loss_stops_training_with_a_clear_error(tmp_path, monkeypatch):
     from surrogate.module import TrainingDiverged
     from surrogate.physics import CircuitPhysics
 
-    def poisoned(self, bound, x, xdot, t):
+    def poisoned(self, bound, x, xdot, t, point_scale=None):
         return torch.full_like(x, float("nan"))
 
     monkeypatch.setattr(CircuitPhysics, "residual", poisoned)

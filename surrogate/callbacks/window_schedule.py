@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 LBFGS_CHUNK = 100
 LBFGS_FIRST_CHUNK = 10
 LBFGS_MIN_CHUNK = 5
+#: with per-point row scales, L-BFGS stopping on one set of them restarts on fresh ones while each
+#: stop is below this share of the previous one's residual
+RESTART_GAIN = 0.5
 
 
 class MasterWeights:
@@ -213,9 +216,17 @@ class WindowSchedule(L.Callback):
         net = module.model.nets[window]
         t, designs, starts = points
         weights = MasterWeights(net)
-        opt = torch.optim.LBFGS(weights.master, lr=1.0, max_iter=min(steps, LBFGS_CHUNK), history_size=50,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
+
+        def fresh_optimizer() -> torch.optim.LBFGS:
+            return torch.optim.LBFGS(weights.master, lr=1.0, max_iter=min(steps, LBFGS_CHUNK), history_size=50,
+                                     line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
+
+        opt = fresh_optimizer()
         history: list[float] = []
+        # per-point row scales are re-taken at each chunk: where L-BFGS stops on one set of them
+        # after real progress, a fresh L-BFGS goes on with the scales of where it stopped
+        reweighted = bool(module.model.hparams_net.get("point_scale"))
+        at_restart, opt_base = math.inf, 0
 
         def closure():
             opt.zero_grad()
@@ -237,16 +248,23 @@ class WindowSchedule(L.Callback):
                     spent = time.perf_counter() - began
                     chunk = min(chunk, self._chunk_for(allowance - spent, spent, done))
                 opt.param_groups[0]["max_iter"] = chunk
+                module.freeze_row_scales(True)  # per-point scales re-taken at each chunk's start
                 opt.step(closure)
-                ran = int(state.get("n_iter", 0)) - done
+                ran = int(state.get("n_iter", 0)) - (done - opt_base)
                 done += ran
                 converged = ran < chunk or not math.isfinite(history[-1])  # L-BFGS stopped on its tolerances
                 if converged and weights.reduced and math.isfinite(history[-1]):
                     weights.promote()  # a stop in float32 may be float32's; float64 goes on from there
                     continue
+                if converged and reweighted and history[-1] < RESTART_GAIN * at_restart:
+                    at_restart, opt_base = history[-1], done
+                    opt = fresh_optimizer()
+                    state = opt.state[weights.master[0]]
+                    continue
                 if converged or (allowance > 0 and time.perf_counter() - began > allowance):
                     break
         finally:
+            module.freeze_row_scales(False)
             weights.finish()  # the network ends at L-BFGS's last accepted point
         if history and not math.isfinite(history[-1]):
             raise TrainingDiverged(f"L-BFGS diverged in window {window}: residual is {history[-1]}")

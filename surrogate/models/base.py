@@ -51,7 +51,8 @@ class Surrogate(nn.Module):
 
     def __init__(self, circuit: Circuit, layout: Layout | None = None, *, width: int = 64, depth: int = 4,
                  fourier: int = 0, activation: str = "tanh", corner_features: bool = True,
-                 dtype: str = "float64", row_scale: str = "jacobian", state_input: bool = False,
+                 dtype: str = "float64", row_scale: str = "jacobian", point_scale: bool = False,
+                 state_input: bool = False,
                  corner_inputs: int = 0):
         super().__init__()
         self.circuit = circuit
@@ -60,6 +61,7 @@ class Surrogate(nn.Module):
         self.hparams_net: dict[str, Any] = {
             "width": int(width), "depth": int(depth), "fourier": int(fourier), "activation": activation,
             "corner_features": bool(corner_features), "dtype": dtype, "row_scale": row_scale,
+            "point_scale": bool(point_scale),
             "state_input": bool(state_input), "corner_inputs": int(corner_inputs)}
         self.metrics: dict[str, Any] = {}
         #: separable stand-in used by predict_batch when present (`surrogate.fast_form`); None: the PINN
@@ -260,10 +262,10 @@ class Surrogate(nn.Module):
 
     def full_state(self, t: Tensor, P: Tensor, x0: Tensor | None = None, starts: Tensor | None = None,
                    window: Tensor | int | None = None, warped: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """Like `state`, plus the branch currents of grounded sources (which need dq/dt)."""
+        """Like `state`, plus the branch currents of grounded sources (which need dq/dt) and the
+        solved device states."""
         x, xdot, bound = self.state(t, P, x0=x0, with_rate=True, starts=starts, window=window, warped=warped)
-        x, _ = self.physics.fill_source_currents(self.physics.rows(bound, x, xdot, t), x)
-        return x
+        return self.physics.complete(bound, x, xdot, t)[0]
 
     def _grid(self, t: Tensor | Sequence[float] | None) -> Tensor:
         if t is None:
