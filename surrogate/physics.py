@@ -56,6 +56,7 @@ class CircuitPhysics:
             raise ConfigError(f"row_scale must be one of {ROW_SCALES}, got {row_scale!r}")
         self.circuit = circuit
         self.dae: CircuitDAE = dae_of(circuit)
+        self._grounded: list[tuple[int, int, float, int | None]] | None = None
         switches = discrete_elements(self.dae)
         if switches:  # the residual at (t, p) cannot know the state at the previous time point
             raise ConfigError(f"circuit '{circuit.name}': hysteretic switch(es) {', '.join(switches)} are not "
@@ -76,29 +77,43 @@ class CircuitPhysics:
         return self.dae.bind(P)
 
     @property
-    def grounded_sources(self) -> list[tuple[int, int, float]]:
-        """(pinned node, branch-current state, sign) for every voltage source with a grounded terminal.
+    def grounded_sources(self) -> list[tuple[int, int, float, int | None]]:
+        """(pinned node, branch-current state, sign, other terminal) for every voltage source whose
+        other terminal is ground (other None) or a node pinned by an earlier source in the list
+        (stacked sources, a floating input V1 between nodes 1 and 2 with V2 grounding 2).
 
-        sign is +1 when the node is the source's + terminal: v(node) = sign·V(t), and the source's
-        branch current enters that node's KCL row with the same sign.
-        """
-        out = []
+        sign is +1 when the node is the source's + terminal: v(node) = v(other) + sign·V(t), and the
+        source's branch current enters that node's KCL row with the same sign (the other's with -sign)."""
+        if self._grounded is not None:
+            return self._grounded
         ground = self.dae.size
+        sources = []
         for g in self.dae.groups:
-            if g.device.letter != "v":
-                continue
-            for row, state in zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist()):
-                if row[1] == ground and row[0] != ground:
-                    out.append((row[0], state, 1.0))
-                elif row[0] == ground and row[1] != ground:
-                    out.append((row[1], state, -1.0))
+            if g.device.letter == "v":
+                sources += [(row[0], row[1], state) for row, state in
+                            zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist())]
+        out, pinned = [], {ground}
+        while True:  # grow the pinned set along chains of sources until nothing more is pinned
+            added = False
+            for plus, minus, state in sources:
+                if plus in pinned and minus not in pinned:
+                    out.append((minus, state, -1.0, None if plus == ground else plus))
+                elif minus in pinned and plus not in pinned:
+                    out.append((plus, state, 1.0, None if minus == ground else minus))
+                else:
+                    continue
+                pinned.add(out[-1][0])
+                added = True
+            if not added:
+                break
+        self._grounded = out
         return out
 
     def _pinned_nodes(self) -> tuple[Tensor, Tensor]:
         """(pinned node mask, derived branch-current mask)."""
         pinned = torch.zeros(self.dae.size, dtype=torch.bool)
         derived = torch.zeros(self.dae.size, dtype=torch.bool)
-        for node, state, _ in self.grounded_sources:
+        for node, state, _, _ in self.grounded_sources:
             pinned[node] = True
             derived[state] = True
         return pinned, derived
@@ -237,8 +252,8 @@ class CircuitPhysics:
         with torch.no_grad():
             _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t, letters=frozenset("v"))
         out = torch.zeros(N, n, dtype=bound.designs.dtype)
-        for node, state, sign in self.grounded_sources:
-            out[:, node] = -sign * f0[:, state]  # fs = v+ - v- - V(t) at x = 0
+        for node, state, sign, other in self.grounded_sources:  # fs = v+ - v- - V(t) at x = 0
+            out[:, node] = (0.0 if other is None else out[:, other]) - sign * f0[:, state]
         return out
 
     def pinned_with_rate(self, bound: BoundDAE, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -274,10 +289,12 @@ class CircuitPhysics:
         """Branch currents of grounded sources from their node's KCL (rows computed with them at 0).
 
         Returns (x with those currents, rows with the pinned-node rows thereby satisfied)."""
-        for node, state, sign in self.grounded_sources:
+        for node, state, sign, other in reversed(self.grounded_sources):  # a chain's far end first
             current = -sign * rows[:, node]
             x = x.index_copy(1, torch.tensor([state]), current.unsqueeze(1))
             rows = rows.index_copy(1, torch.tensor([node]), torch.zeros_like(current).unsqueeze(1))
+            if other is not None:  # the current leaves through the other terminal's KCL row
+                rows = rows.index_add(1, torch.tensor([other]), (-sign * current).unsqueeze(1))
         return x, rows
 
     def residual(self, bound: BoundDAE, x: Tensor, xdot: Tensor, t: Tensor,

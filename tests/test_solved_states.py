@@ -130,3 +130,34 @@ def test_frozen_point_scales_hold_while_the_network_moves(tmp_path):
             p.copy_(b)
     assert loss() == pytest.approx(frozen_first, rel=1e-12)  # frozen scales were those of the first state
     assert frozen_moved != pytest.approx(free_moved, rel=1e-6)  # and they did not follow the network
+
+
+def test_a_source_stacked_on_a_grounded_one_pins_its_node_and_its_current_is_kcls(tmp_path):
+    from circuits.simulation import simulate_tensor
+
+    deck = tmp_path / "stack.cir"
+    deck.write_text("stacked sources\n.param r=1k\nV1 a b SIN(0 1 1k)\nV2 b 0 DC 0.5\nR1 a 0 {r}\n"
+                    "R2 b 0 2k\nR3 a c 3k\nC1 c 0 1n\n.tran 10u 1m\n.end\n")
+    circuit = circuit_from_config(netlist_config(deck, {"r": [500, 2000]}), source=str(deck))
+    physics = CircuitPhysics(circuit)
+    names = physics.names
+    assert [names[n] for n, _, _, _ in physics.grounded_sources] == ["v(b)", "v(a)"]
+    assert physics.layout.learned.tolist() == [n == "v(c)" for n in names]
+    with torch.no_grad():
+        ref = simulate_tensor(circuit, None, rtol=1e-8)
+    x, t = ref.x[0][1:-1], ref.t[1:-1]
+    xdot = torch.gradient(ref.x[0], spacing=(ref.t,), dim=0)[0][1:-1]
+    bound = physics.bind(circuit.space.nominal_vector().unsqueeze(0).expand(t.shape[0], -1))
+    pinned = physics.pinned_values(bound, t)
+    for node in ("v(a)", "v(b)"):  # v(b) = 0.5, v(a) = v(b) + V1(t)
+        k = names.index(node)
+        assert torch.allclose(pinned[:, k], x[:, k], atol=1e-9)
+    guess = x.clone()
+    for current in ("i(v1)", "i(v2)"):
+        guess[:, names.index(current)] = 0.0
+    completed, rows = physics.complete(bound, guess, xdot, t)
+    for current in ("i(v1)", "i(v2)"):  # the reference solver's branch currents
+        k = names.index(current)
+        assert torch.allclose(completed[:, k], x[:, k], rtol=1e-4, atol=1e-9)
+    for node in ("v(a)", "v(b)"):
+        assert float(rows[:, names.index(node)].abs().max()) == 0.0
