@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 LBFGS_CHUNK = 100
 LBFGS_FIRST_CHUNK = 10
 LBFGS_MIN_CHUNK = 5
-#: with per-point row scales, L-BFGS stopping on one set of them restarts on fresh ones while each
-#: stop is below this share of the previous one's residual
+#: L-BFGS that stops restarts with a fresh memory while each stop is below this share of the
+#: previous one's residual
 RESTART_GAIN = 0.5
 
 
@@ -223,9 +223,9 @@ class WindowSchedule(L.Callback):
 
         opt = fresh_optimizer()
         history: list[float] = []
-        # per-point row scales are re-taken at each chunk: where L-BFGS stops on one set of them
-        # after real progress, a fresh L-BFGS goes on with the scales of where it stopped
-        reweighted = bool(module.model.hparams_net.get("point_scale"))
+        # where L-BFGS stops after real progress (its line search finds no decrease along a
+        # direction its memory built: per-point row scales re-taken at each chunk, or curvature
+        # learned far from here), a fresh L-BFGS goes on from that point
         at_restart, opt_base = math.inf, 0
 
         def closure():
@@ -256,7 +256,7 @@ class WindowSchedule(L.Callback):
                 if converged and weights.reduced and math.isfinite(history[-1]):
                     weights.promote()  # a stop in float32 may be float32's; float64 goes on from there
                     continue
-                if converged and reweighted and history[-1] < RESTART_GAIN * at_restart:
+                if converged and history[-1] < RESTART_GAIN * at_restart:
                     at_restart, opt_base = history[-1], done
                     opt = fresh_optimizer()
                     state = opt.state[weights.master[0]]
