@@ -3,8 +3,9 @@
 For one design every torch op costs its full dispatch overhead (~5 us) on a tiny (1, n) tensor,
 and a time step took ~50 of them.  Here the linear devices are constant numpy matrices (from
 `SplitDAE`), the sources come from a `SourceTable`, LU factors are reused while the matrix is
-unchanged (a linear circuit refactors only when the step changes), and only the nonlinear devices
-still go through torch, once per Newton iteration.  A linear circuit's step is one exact solve.
+unchanged (a linear circuit refactors only when the step changes), and the nonlinear devices are
+evaluated once per Newton iteration as numpy traces of their torch code (`circuits.dense_devices`;
+their Jacobians, needed far less often, stay in torch).  A linear circuit's step is one exact solve.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from circuits.dae import BoundDAE
 from circuits.dc import DC_MAX_ITER, current_columns, held_rows
+from circuits.dense_devices import NumpyDevices
 from circuits.limiting import Limiter
 from circuits.integrator import CHORD_MAX_CONTRACTION, error_left_per_update
 from circuits.source_table import SourceTable
@@ -43,6 +45,7 @@ class DenseSystem:
         self.q0 = None if split.q0 is None else split.q0[0].numpy().copy()
         self.sources = sources if sources is not None and sources.serves(split, edges) else SourceTable(split, edges)
         self.nonlinear = bool(split.nonlinear)
+        self.devices = NumpyDevices(split) if self.nonlinear else None
         self.limiting = any(g.device.limits for g, *_ in split._groups)  # Newton limits junctions
         self.has_charges = split.has_charges
         self._jac: tuple[np.ndarray, np.ndarray] | None = None
@@ -59,9 +62,7 @@ class DenseSystem:
         return torch.from_numpy(x)[None], self._t_torch
 
     def _nonlinear_terms(self, x: np.ndarray, t: float, limiter: Limiter | None = None):
-        with torch.inference_mode():  # (no autograd bookkeeping: results go straight to numpy)
-            q, f = self.split.nonlinear_terms(*self._torch(x, t), limiter)
-        return (None if q is None else q[0].numpy()), f[0].numpy()
+        return self.devices.terms(x, t, limiter)
 
     def _refresh(self, x: np.ndarray, t: float, limiter: Limiter | None = None) -> None:
         """The Jacobian at x (with a limiter: where its last evaluation linearised the devices)."""

@@ -16,8 +16,9 @@ limiting them from that point.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -84,6 +85,20 @@ class Limiter:
         moved = u_lim is not u and not torch.equal(u_lim, u)
         self.used[k] = (u_lim if moved else u, moved)
         self.active = self.active or counted
+        return u_lim if moved else None
+
+    def arrays(self, key: object, u: np.ndarray, limit: Callable[[np.ndarray, np.ndarray], np.ndarray]
+               ) -> np.ndarray | None:
+        """`__call__` on one design's numpy local unknowns in a Newton without a start point or off
+        instances (a transient step); limit(u, u_old) is the device's `Device.limit` (u itself where
+        it limits nothing)."""
+        assert not (self.start or self.holding_off or self._frozen)
+        k = id(key)
+        old = self.used.get(k, (None, False))[0]
+        u_lim = u if old is None or old.shape != u.shape else limit(u, old.numpy())
+        moved = u_lim is not u and not np.array_equal(u_lim, u)
+        self.used[k] = (torch.from_numpy(u_lim if moved else u), moved)
+        self.active = self.active or moved
         return u_lim if moved else None
 
 
