@@ -66,13 +66,9 @@ class DenseSystem:
 
     def _refresh(self, x: np.ndarray, t: float, limiter: Limiter | None = None) -> None:
         """The Jacobian at x (with a limiter: where its last evaluation linearised the devices)."""
-        with torch.inference_mode():
-            if limiter is None:
-                jq, jf = self.split.jacobians(*self._torch(x, t))
-            else:
-                with limiter.frozen():
-                    jq, jf = self.split.jacobians(*self._torch(x, t), limiter)
-        self._jac = (jq[0].numpy(), jf[0].numpy())
+        jq, jf = self.devices.jacobians(x, t, limiter)
+        # column-major as `SplitDAE.jacobians` gives them: products with them round alike
+        self._jac = (np.add(self.C, jq, order="F"), np.add(self.G, jf, order="F"))
         self.jacobians += 1
 
     def _factor(self, a: float):
@@ -153,8 +149,7 @@ class DenseSystem:
         """1.0 for the equations in which some charge depends on the unknowns at x (else 0.0)."""
         jq = self.C
         if self.has_charges:
-            with torch.inference_mode():
-                jq = self.split.jacobians(*self._torch(x, t))[0][0].numpy()
+            jq = jq + self.devices.jacobians(x, t)[0]
         return (np.abs(jq).max(axis=1) > 0).astype(np.float64)
 
     def forget_jacobian(self) -> None:

@@ -102,6 +102,13 @@ class Limiter:
         return u_lim if moved else None
 
 
+    def linearised_at(self, key: object) -> Tensor | None:
+        """Where the last iteration linearised group `key` if it limited it there, else None (what
+        a frozen call returns)."""
+        old, was_limited = self.used.get(id(key), (None, False))
+        return old if was_limited else None
+
+
 def limited_rows(device: Device, v: Tensor, s: Tensor, t: Tensor, p: dict, ctx, u_lim: Tensor
                  ) -> tuple[DeviceEval, Tensor, Tensor, Tensor, Tensor]:
     """(evaluation at u_lim, F, Q, dF/du, dQ/du): the device linearised at u_lim, its local rows at

@@ -53,6 +53,9 @@ _STATIC_PROPERTIES = {"shape", "dtype", "ndim", "device", "layout", "requires_gr
 _CREATION = {"zeros_like", "ones_like", "full_like", "new_zeros", "new_ones", "new_full", "new_tensor",
              "zeros", "ones", "full", "eye", "arange", "tensor"}
 _GUARDS = {"__bool__", "equal"}
+# in-place arithmetic, replayed as a new value
+_IN_PLACE = {"add_": "+", "__iadd__": "+", "sub_": "-", "__isub__": "-", "mul_": "*", "__imul__": "*",
+             "div_": "/", "__itruediv__": "/"}
 
 
 def _binary(op: str, reverse: bool = False):
@@ -129,7 +132,7 @@ _NAMESPACE: dict[str, Any] = {
     **{fn: getattr(np, fn[1:]) for fn in set(_UNARY.values()) | {
         "_maximum", "_minimum", "_where", "_nan_to_num", "_any", "_all",
         "_amax", "_amin", "_concatenate", "_moveaxis", "_swapaxes", "_broadcast_arrays",
-        "_reshape", "_broadcast_to", "_array_equal", "_asarray"}},
+        "_broadcast_to", "_array_equal", "_asarray"}},
     "_inf": math.inf, "_nan": math.nan, "GuardFailed": GuardFailed,
 }
 
@@ -139,7 +142,14 @@ def _tensor(a: np.ndarray) -> Tensor:
     return torch.from_numpy(a if a.flags.writeable else np.array(a))
 
 
-_NAMESPACE["_T"] = _tensor
+def _updated(a: np.ndarray, index: Any, value: Any) -> np.ndarray:
+    """A copy of a with a[index] = value."""
+    a = np.array(a)
+    a[index] = value
+    return a
+
+
+_NAMESPACE.update(_T=_tensor, _updated=_updated)
 
 
 def _func_name(func) -> str:
@@ -159,6 +169,7 @@ class _Recorder(TorchFunctionMode):
         self.env: dict[str, Any] = {}  # variable or constant -> its value in the torch run, as numpy
         self.lines: list[tuple[list[str], str]] = []  # (variables assigned, line)
         self._same: dict[str, list[str]] = {}  # expression -> the variables that hold it
+        self._parents: dict[int, tuple[Tensor, str]] = {}  # id of an indexed view -> (base, index code)
         self.consts: dict[str, Any] = {}
         self._const_ids: dict[int, str] = {}
         for name, t in inputs.items():
@@ -249,10 +260,31 @@ class _Recorder(TorchFunctionMode):
                 val = val.astype(want.dtype)
             if not np.array_equal(val, want, equal_nan=want.dtype.kind == "f"):
                 raise Untraceable(f"numpy differs from torch in {expr}")
-            self.env[name] = want
+            self.env[name] = want.copy()  # (torch may later change the tensor in place)
             self._bind(o, name)
         self.lines.append((names, f"{target} = {expr}"))
         self.lines += casts
+
+    def _in_place(self, name: str, args: tuple, kwargs: dict) -> None:
+        """An in-place op on an input-derived tensor, recorded as a new value (and, for a view taken
+        by indexing, its base updated); no other tensor may see the change."""
+        target = args[0]
+        if id(target) not in self.vars or kwargs:
+            raise Untraceable(f"{name} on a constant or with options")
+        parent = self._parents.get(id(target))
+        storage = target.untyped_storage().data_ptr()
+        allowed = {id(target), *(id(a) for a in args), *((id(parent[0]),) if parent else ())}
+        if any(isinstance(t, Tensor) and id(t) in self.vars and id(t) not in allowed
+               and t.untyped_storage().data_ptr() == storage for t in self.keep):
+            raise Untraceable(f"{name} on a tensor that other views share")
+        old = self.vars[id(target)]
+        if name == "__setitem__":
+            self._emit(f"_updated({old}, {self.code(args[1])}, {self.code(args[2])})", target)
+        else:
+            self._emit(f"({old} {_IN_PLACE[name]} {self.code(args[1])})", target)
+        if parent is not None:
+            base, index = parent
+            self._emit(f"_updated({self.vars[id(base)]}, {index}, {self.vars[id(target)]})", base)
 
     def _alias(self, name: str, args: tuple, kwargs: dict, out: Tensor) -> bool:
         """Bind out to the operand it equals bit for bit whatever the inputs (x * 1, x / 1, x - 0,
@@ -290,6 +322,9 @@ class _Recorder(TorchFunctionMode):
             return out  # parameters alone: a constant of the trace
         if name in _CREATION:
             return out
+        if name in _IN_PLACE or name == "__setitem__":
+            self._in_place(name, args, kwargs)
+            return out
         if name in _GUARDS:
             a = [self.code(x) for x in args]
             test = f"bool({a[0]})" if name == "__bool__" else f"_array_equal({a[0]}, {a[1]})"
@@ -310,9 +345,15 @@ class _Recorder(TorchFunctionMode):
             parts = "".join(f"{self.code(x)}[{index}], " for x in args[0])
             self._emit(f"_concatenate(({parts}), axis={dim})", out)
         elif name in _RESHAPE:
-            self._emit(f"_reshape({self.code(args[0])}, {tuple(out.shape)})", out)
+            self._emit(f"{self.code(args[0])}.reshape({tuple(out.shape)})", out)
         elif name in _EXPAND:
-            self._emit(f"_broadcast_to({self.code(args[0])}, {tuple(out.shape)})", out)
+            x = args[0]
+            if x.shape == out.shape and x.dtype == out.dtype:
+                self._bind(out, self.vars[id(x)])
+            elif out.dtype.is_floating_point:  # (x * 1 is x exactly; np.broadcast_to costs ~5 us)
+                self._emit(f"({self.code(x)} * {self._const(torch.ones(out.shape, dtype=out.dtype))})", out)
+            else:
+                self._emit(f"_broadcast_to({self.code(x)}, {tuple(out.shape)})", out)
         elif name in _CONVERT and isinstance(args[0], Tensor):
             self._emit(f"_asarray({self.code(args[0])}, {self.code(out.dtype)})", out)
         elif name in _TRANSLATIONS:
@@ -323,6 +364,8 @@ class _Recorder(TorchFunctionMode):
             except TypeError as exc:
                 raise Untraceable(f"{name}: {exc}") from None
             self._emit(expr, out)
+            if name == "__getitem__" and out.untyped_storage().data_ptr() == args[0].untyped_storage().data_ptr():
+                self._parents[id(out)] = (args[0], args_code[1])
         else:
             raise Untraceable(f"no numpy translation of {name}")
         return out

@@ -55,8 +55,9 @@ def test_untraceable_function_runs_in_torch():
 @pytest.mark.parametrize("deck", ["sia_diode_halfwave", "ng_rtl_inverters", "ng_inv_level6", "ng_vdmos_inv",
                                   "ng_mos_amp_level2", "las_bcd_counter_bsource", "ng_ddt_rc", "ng_fft_bsource_sine"])
 def test_numpy_devices_match_torch_bitwise(deck):
-    """Every nonlinear device family of these decks (diode, BJT, MOSFET levels 2 and 6, VDMOS,
-    B sources with comparisons, ddt and time), with and without limiting."""
+    """Currents, charges and Jacobians of every nonlinear device family of these decks (diode, BJT,
+    MOSFET levels 2 and 6, VDMOS, B sources with comparisons, ddt and time), with and without
+    limiting."""
     circuit = load_circuit(str(CORPUS / f"{deck}.cir"))
     bound = assemble(circuit).bind()
     split = SplitDAE(bound)
@@ -76,4 +77,9 @@ def test_numpy_devices_match_torch_bitwise(deck):
         assert np.array_equal(f, f_t[0].numpy(), equal_nan=True)
         assert (q is None) == (q_t is None) and (q is None or np.array_equal(q, q_t[0].numpy(), equal_nan=True))
         assert lim_np.active == lim_torch.active
-    assert all(ev.untraceable is None for *_, ev, _ in devices.groups)
+        jq, jf = devices.jacobians(x, t, lim_np)  # where the iteration above linearised
+        with torch.inference_mode(), lim_torch.frozen():
+            jq_t, jf_t = split.jacobians(torch.from_numpy(x)[None], torch.tensor([t], dtype=torch.float64), lim_torch)
+        assert np.array_equal(split.C[0].numpy() + jq, jq_t[0].numpy(), equal_nan=True)
+        assert np.array_equal(split.G[0].numpy() + jf, jf_t[0].numpy(), equal_nan=True)
+    assert all(ev.untraceable is None for *_, ev, _, _ in devices.groups)
