@@ -7,14 +7,17 @@ inputs (ops on parameters alone run once and become constants) and compiles the 
 numpy function, without repeated subexpressions, without ops whose result is not used, and without
 multiplications by one and selections by a constant condition.  Ops that numpy computes exactly as
 torch does (arithmetic, comparisons, selections) become numpy calls; the others (exp, log, sqrt,
-pow ...: torch's vectorised kernels round differently from numpy's) call the same torch function on
-the arrays, so the replay gives torch's results bit for bit.  While tracing, each numpy op runs on
-torch's operand values and must reproduce torch's result exactly, else the function stays in torch.
+pow ...: torch's vectorised kernels round differently from numpy's, and by memory layout) call the
+same torch function on the arrays.  While tracing, the record is replayed alongside and each op must
+give torch's result exactly, else the function stays in torch (on the corpus decks, every step and
+error is unchanged).
+In-place arithmetic on a tensor no other tensor shares (forward differences on a clone) is
+replayed as a new value.
 
 A Python branch on an input-derived value (``bool``, ``torch.equal``) becomes a guard: where the
 outcome differs, the replay raises `GuardFailed` and the function is traced again along that path
 (past `MAX_PATHS`, it runs in torch).  Whatever else cannot be replayed (a float taken from an input,
-an in-place op on one, an op without a translation) leaves the function in torch.
+an in-place op on a shared tensor, an op without a translation) leaves the function in torch.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ class _Recorder(TorchFunctionMode):
         super().__init__()
         self.vars: dict[int, str] = {}  # id of an input-derived tensor -> its variable
         self.keep: list[Any] = []  # every tensor given a variable (so ids stay unique)
-        self.env: dict[str, Any] = {}  # variable or constant -> its value in the torch run, as numpy
+        self.env: dict[str, Any] = {}  # variable or constant -> its value in the replay of the trace
         self.lines: list[tuple[list[str], str]] = []  # (variables assigned, line)
         self._same: dict[str, list[str]] = {}  # expression -> the variables that hold it
         self._parents: dict[int, tuple[Tensor, str]] = {}  # id of an indexed view -> (base, index code)
@@ -233,8 +236,8 @@ class _Recorder(TorchFunctionMode):
         return self.code(value)
 
     def _emit(self, expr: str, out: Any) -> None:
-        """Assign expr to new variables for the op's output(s); run on numpy with torch's values of
-        its operands, it must give torch's result exactly (a check of the translation)."""
+        """Assign expr to new variables for the op's output(s); run on the replay's values of its
+        operands, it must give torch's result exactly."""
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         if not all(isinstance(o, Tensor) for o in outs):
             raise Untraceable("an op returned something other than tensors")
@@ -260,7 +263,7 @@ class _Recorder(TorchFunctionMode):
                 val = val.astype(want.dtype)
             if not np.array_equal(val, want, equal_nan=want.dtype.kind == "f"):
                 raise Untraceable(f"numpy differs from torch in {expr}")
-            self.env[name] = want.copy()  # (torch may later change the tensor in place)
+            self.env[name] = val  # (the replay's own array: torch's kernels may round by memory layout)
             self._bind(o, name)
         self.lines.append((names, f"{target} = {expr}"))
         self.lines += casts
@@ -344,6 +347,9 @@ class _Recorder(TorchFunctionMode):
             index = self._const((slice(None),) * dim + (None,))
             parts = "".join(f"{self.code(x)}[{index}], " for x in args[0])
             self._emit(f"_concatenate(({parts}), axis={dim})", out)
+        elif name in _RESHAPE | _CONVERT and isinstance(args[0], Tensor) and id(args[0]) in self.vars \
+                and args[0].shape == out.shape and args[0].dtype == out.dtype:
+            self._bind(out, self.vars[id(args[0])])  # values unchanged (in-place ops are replayed as copies)
         elif name in _RESHAPE:
             self._emit(f"{self.code(args[0])}.reshape({tuple(out.shape)})", out)
         elif name in _EXPAND:
