@@ -62,12 +62,10 @@ _IN_PLACE = {"add_": "+", "__iadd__": "+", "sub_": "-", "__isub__": "-", "mul_":
 
 
 def _binary(op: str, reverse: bool = False):
-    if reverse:  # (torch's rsub scales the input by alpha: not translated)
-        return lambda a, b: f"({b} {op} {a})"
-
-    def emit(a, b, alpha=None):
-        return f"({a} {op} {b})" if alpha is None else f"({a} {op} {alpha} * {b})"
-    return emit
+    """a op b (reverse: b op a); an alpha other than 1 is replayed in torch (see `_VIA_TORCH`)."""
+    if reverse:
+        return lambda a, b, alpha="1": f"({b} {op} {a})"
+    return lambda a, b, alpha="1": f"({a} {op} {b})"
 
 
 def _call(fn: str):
@@ -95,7 +93,8 @@ _UNARY = {"abs": "_abs", "__abs__": "_abs", "sign": "_sign", "trunc": "_trunc", 
 # replayed by calling the traced torch function itself on the arrays
 _VIA_TORCH = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "atan", "atan2", "log1p", "expm1",
               "logaddexp", "pow", "__pow__", "__rpow__", "sum", "matmul", "__matmul__", "__rmatmul__",
-              "reciprocal", "sigmoid", "log2", "log10", "exp2", "sinh", "cosh", "asin", "acos", "erf"}
+              "reciprocal", "sigmoid", "log2", "log10", "exp2", "sinh", "cosh", "asin", "acos", "erf",
+              "addcmul", "addcdiv", "lerp"}  # (the last three: torch's kernels fuse a multiply-add)
 
 _TRANSLATIONS: dict[str, Callable[..., str]] = {
     **{name: _call(fn) for name, fn in _UNARY.items()},
@@ -113,7 +112,6 @@ _TRANSLATIONS: dict[str, Callable[..., str]] = {
     "maximum": _call("_maximum"), "minimum": _call("_minimum"), "where": _call("_where"), "clamp": _clamp,
     "clip": _clamp,
     "clamp_min": lambda x, m: _clamp(x, min=m), "clamp_max": lambda x, m: _clamp(x, max=m),
-    "addcmul": lambda x, a, b, value="1": f"({x} + {value} * {a} * {b})",
     "nan_to_num": lambda x, nan="0.0", posinf="None", neginf="None":
         f"_nan_to_num({x}, nan={nan}, posinf={posinf}, neginf={neginf})",
     "any": _reduction("_any"), "all": _reduction("_all"),
@@ -335,7 +333,7 @@ class _Recorder(TorchFunctionMode):
             return out
         if self._alias(name, args, kwargs, out):
             return out
-        if name in _VIA_TORCH:
+        if name in _VIA_TORCH or kwargs.get("alpha", 1) != 1:  # (add/sub with alpha: fused too)
             code = [self.torch_code(a) for a in args] + [f"{k}={self.torch_code(v)}" for k, v in kwargs.items()]
             self._emit(f"{self._const(func)}({', '.join(code)}).numpy()", out)
         elif name == "unbind":  # (one indexing per part: cheaper than moving the axis)
