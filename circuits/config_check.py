@@ -326,6 +326,7 @@ TRAIN = [
     Rule("ckpt_path", input_file, optional=True),
     Rule("surrogate.target_nrmse", POSITIVE),
     Rule("surrogate.target_median_nrmse", POSITIVE),
+    Rule("surrogate.target_aim", FRACTION),
     Rule("surrogate.budget_min", POSITIVE),
     Rule("surrogate.fixed_params", boolean),
     Rule("surrogate.designs_per_batch", COUNT),

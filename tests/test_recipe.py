@@ -249,6 +249,41 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
     assert module.model.nets is not first and len(module.model.nets) == 2  # the first state's copy is back
 
 
+def test_a_met_target_is_refined_towards_its_aim_while_time_is_left():
+    """Scripted held-out errors: the first state meets the target (worst 0.009 <= 0.01) but not the
+    aim (0.8 x 0.01); the loop refines window 1 and stops at the aim, target met.  With aim 1 it
+    stops at once."""
+    import time
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from surrogate.callbacks import TrainToTarget
+
+    def metrics(worst, median):
+        return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
+
+    def run(aim):
+        script = iter([(torch.tensor([0.002, 0.009]), torch.tensor([0.001, 0.002]), metrics(0.009, 0.002)),
+                       (torch.tensor([0.002, 0.006]), torch.tensor([0.001, 0.002]), metrics(0.006, 0.002))])
+        model = SimpleNamespace(nets=nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)]),
+                                edges=torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), windows=2,
+                                can_split=lambda k: False)
+        module = SimpleNamespace(model=model, hparams=SimpleNamespace(seed=0),
+                                 held_out=SimpleNamespace(window_errors=lambda model: next(script)))
+        schedule = SimpleNamespace(window_residuals=[0.0, 0.0], lbfgs_seconds=0.0,
+                                   lbfgs_points=lambda module, k, seed: None, optimise=lambda *a: [1.0])
+        loop = TrainToTarget(target=0.01, target_median=0.003, deadline=time.perf_counter() + 60,
+                             adam_steps=1, aim=aim)
+        return loop, loop.run(module, schedule)
+
+    loop, out = run(0.8)
+    assert [(r["window"], r["action"]) for r in loop.history] == [(1, "refined")]
+    assert out["nrmse_worst_overall"] == 0.006 and out["target_met"] is True
+    loop, out = run(1.0)
+    assert loop.history == [] and out["nrmse_worst_overall"] == 0.009 and out["target_met"] is True
+
+
 @pytest.mark.slow
 def test_a_long_ring_ends_on_a_limit_cycle_within_its_generated_window():
     """ring11's period is about twice ring5's: its generated window (8.8 ns) still ends on a limit cycle,

@@ -9,7 +9,9 @@ and both halves retrained, where the model allows (plain windows in seconds, not
 round that leaves the window's own held-out error worse is undone, and a window undone twice is
 left alone; the run ends with the best held-out state the loop saw.  Windows after it see their
 start state as an input (a flow map), so they follow the corrected start without retraining.  The
-loop ends when the held-out worst NRMSE meets the target or the wall-clock budget is spent.
+loop ends when the held-out errors are below `aim` times the target (worst and median) or the
+wall-clock budget is spent: the held-out designs are 65 of the box's, and the target stands for all
+of them, so a run that just meets it on these is not yet done while its budget lasts.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ def _restore(module: PinnModule, schedule: WindowSchedule, kept: tuple) -> None:
 class TrainToTarget(L.Callback):
     """After the window schedule: retrain the window that makes the error until the held-out NRMSE
     meets the target (worst <= `target`, median <= `target_median`) or the clock passes `deadline`
-    (time.perf_counter() seconds; 0: measure only).  The final held-out metrics, with `target_met`,
-    are in `metrics`."""
+    (time.perf_counter() seconds; 0: measure only), aiming at `aim` times both while time is left.
+    The final held-out metrics, with `target_met` (against the target itself), are in `metrics`."""
 
     def __init__(self, target: float = 0.01, target_median: float = math.inf, deadline: float = 0.0,
-                 adam_steps: int | None = None):
+                 adam_steps: int | None = None, aim: float = 1.0):
         self.target, self.target_median, self.deadline = float(target), float(target_median), float(deadline)
+        self.aim = float(aim)
         self.adam_steps = adam_steps  # Adam steps for each half of a split window (None: the module's per window)
         self.history: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] = {}
@@ -83,11 +86,11 @@ class TrainToTarget(L.Callback):
         target; windows in `skip` are passed over (None when nothing is left to work on)."""
         allowed = torch.ones_like(errors, dtype=torch.bool)
         allowed[list(skip or [])] = False
-        above = (errors > self.target) & allowed
+        above = (errors > self.aim * self.target) & allowed
         if bool(above.any()):
             growth = errors - torch.cat([errors.new_zeros(1), errors[:-1]])
             return int(torch.where(above, growth, torch.full_like(growth, -math.inf)).argmax())
-        high = (medians > self.target_median) & allowed
+        high = (medians > self.aim * self.target_median) & allowed
         if not bool(high.any()):
             return None
         return int(torch.where(high, medians, torch.full_like(medians, -math.inf)).argmax())
@@ -101,7 +104,7 @@ class TrainToTarget(L.Callback):
         while True:
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
             met = self._score(metrics) <= 1.0
-            if met or time.perf_counter() + self._round_estimate(schedule) >= self.deadline:
+            if self._score(metrics) <= self.aim or time.perf_counter() + self._round_estimate(schedule) >= self.deadline:
                 break
             k = self.culprit(errors, medians, self._given_up(module))
             if k is None:
@@ -133,8 +136,8 @@ class TrainToTarget(L.Callback):
             self.history.append({"round": rounds, "window": k, "action": action, "window_error": float(errors[k]),
                                  "worst_before": worst, "windows": module.model.windows,
                                  "seconds": time.perf_counter() - round_began})
-            log.info("target missed (held-out worst %.3g, median %.3g); window %d (worst %.3g, median %.3g) %s; "
-                     "now worst %.3g, median %.3g, %d windows", worst, median, k, float(errors[k]),
+            log.info("target %s (held-out worst %.3g, median %.3g); window %d (worst %.3g, median %.3g) %s; "
+                     "now worst %.3g, median %.3g, %d windows", "met, aiming lower" if met else "missed", worst, median, k, float(errors[k]),
                      float(medians[k]), action, metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"],
                      module.model.windows)
         if self._score(metrics) > best[0]:  # rounds kept for their own window left the whole worse

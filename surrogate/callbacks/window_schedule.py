@@ -1,6 +1,7 @@
 """The window schedule: windows trained one after the other, each by Adam (the trainer's loop) and
-then L-BFGS on a fixed point set (float64 weights, the network evaluated in its own precision), the
-next window starting from the weights of the earlier window that fits it best.
+then a quasi-Newton method on a fixed point set (dense BFGS for a network small enough, else
+L-BFGS; float64 weights, the network evaluated in its own precision), the next window starting
+from the weights of the earlier window that fits it best.
 
 Other phases hook into it as `WindowPhase` callbacks: when a window starts (the limit cycle's
 distillation), after each L-BFGS (rate projection) and when a window ends (stall and collapse
@@ -18,6 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from surrogate.bfgs import DenseBFGS, dense_bfgs_fits
 from surrogate.module import PinnModule, TrainingDiverged, cosine_lr_factor
 from surrogate.sampling import PointSet
 
@@ -217,7 +219,11 @@ class WindowSchedule(L.Callback):
         t, designs, starts = points
         weights = MasterWeights(net)
 
-        def fresh_optimizer() -> torch.optim.LBFGS:
+        dense = dense_bfgs_fits(weights.master)
+
+        def fresh_optimizer() -> torch.optim.Optimizer:
+            if dense:  # full BFGS goes on where L-BFGS's short memory stalls (surrogate/bfgs.py)
+                return DenseBFGS(weights.master, max_iter=min(steps, LBFGS_CHUNK), tolerance_change=1e-15)
             return torch.optim.LBFGS(weights.master, lr=1.0, max_iter=min(steps, LBFGS_CHUNK), history_size=50,
                                      line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15)
 
