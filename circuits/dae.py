@@ -121,12 +121,11 @@ class BoundDAE:
         """Number of designs B."""
         return self.designs.shape[0]
 
-    def evaluate(self, x: Tensor, t: Tensor | float, letters: frozenset[str] | None = None,
-                 groups: Sequence[int] | None = None, limiter: Limiter | None = None) -> tuple[Tensor, Tensor]:
+    def evaluate(self, x: Tensor, t: Tensor | float, groups: Sequence[int] | None = None,
+                 limiter: Limiter | None = None) -> tuple[Tensor, Tensor]:
         """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor.
 
-        letters: evaluate only the device groups with these element letters (e.g. ``{"v"}``);
-        groups: only these groups (positions in ``dae.groups``); limiter: Newton's junction
+        groups: evaluate only these device groups (positions in ``dae.groups``); limiter: Newton's junction
         limiting (`circuits.limiting`; no autograd graph through limited devices).
         """
         B, n = x.shape
@@ -134,8 +133,6 @@ class BoundDAE:
         x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
         f_parts, f_idx, q_parts, q_idx = [x.new_zeros(B, 0)], [torch.zeros(0, dtype=torch.long)], [], []
         for g, p, ctx in self._selected(groups):
-            if letters is not None and g.device.letter not in letters:
-                continue
             v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
             u_lim = limiter(g, g.device, torch.cat([v, s], -1), p, ctx) if limiter and g.device.limits else None
             out = g.device.evaluate(v, s, t, p, ctx) if u_lim is None else limited_eval(g.device, v, s, t, p, ctx, u_lim)
@@ -300,7 +297,7 @@ class BoundDAE:
         pts: set[float] = set()
         tran = self.dae.circuit
         for g, ctx in zip(self.dae.groups, self.ctxs):
-            if g.device.letter in ("v", "i"):
+            if g.device.independent_source:
                 for kind, args in ctx[0]:
                     pts.update(finder(kind, args, tstep=tran.tstep, tstop=tran.tstop))
         return sorted(pts)

@@ -87,11 +87,8 @@ class CircuitPhysics:
         if self._grounded is not None:
             return self._grounded
         ground = self.dae.size
-        sources = []
-        for g in self.dae.groups:
-            if g.device.letter == "v":
-                sources += [(row[0], row[1], state) for row, state in
-                            zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist())]
+        sources = [(row[0], row[1], state) for g in self.dae.groups if g.device.pins_voltage
+                   for row, state in zip(g.node_idx.tolist(), g.state_idx[:, 0].tolist())]
         out, pinned = [], {ground}
         while True:  # grow the pinned set along chains of sources until nothing more is pinned
             added = False
@@ -164,7 +161,7 @@ class CircuitPhysics:
         n = self.dae.size
         states = torch.zeros(n, dtype=torch.bool)
         for g in self.dae.groups:
-            if g.device.letter != "v" and g.state_idx.numel():
+            if not g.device.pins_voltage and g.state_idx.numel():
                 states[g.state_idx.reshape(-1)] = True
         # 1e-6: device Jacobians may be forward differences; a diode with RS varies by g·RS ~ 1 when on
         column_fixed = (jf - jf[:1]).abs().amax(dim=(0, 1)) <= 1e-6 * jf.abs().amax(dim=(0, 1)).clamp(min=1e-300)
@@ -250,7 +247,8 @@ class CircuitPhysics:
         """(N, n) with the source value at pinned nodes (from the V rows evaluated at x = 0)."""
         N, n = bound.batch, self.dae.size
         with torch.no_grad():
-            _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t, letters=frozenset("v"))
+            sources = [k for k, g in enumerate(self.dae.groups) if g.device.pins_voltage]
+            _, f0 = bound.evaluate(torch.zeros(N, n, dtype=bound.designs.dtype), t, groups=sources)
         out = torch.zeros(N, n, dtype=bound.designs.dtype)
         for node, state, sign, other in self.grounded_sources:  # fs = v+ - v- - V(t) at x = 0
             out[:, node] = (0.0 if other is None else out[:, other]) - sign * f0[:, state]

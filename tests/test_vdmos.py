@@ -13,7 +13,7 @@ from circuits import load_circuit, run_ngspice, simulate
 from circuits.dae import assemble
 from circuits.measure import compare
 from circuits.ngspice import circuit_deck, ngspice_available
-from tests.netlist_helpers import assert_rejected, parse_body
+from tests.netlist_helpers import assert_rejected, nrmse_vs_ngspice, parse_body
 
 DATA = Path(__file__).parent / "data"
 # ngspice stops ("timestep too small") on the half bridge at trtol=1 with reltol 1e-6
@@ -77,10 +77,7 @@ def test_drain_current_sweeps_match_ngspice_for_n_and_p_channel() -> None:
     RD RS RG RB RDS and m in some model (measured 7.7e-6; the rest is interpolation at the steep
     forward-diode start)."""
     outputs = ["i(vd1)", "i(vd2)", "i(vd3)", "i(vd4)", "i(vd5)"]
-    circuit = load_circuit(DATA / "vdmos_iv.cir", outputs=outputs)
-    ng = run_ngspice(circuit)
-    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()))
-    nrmse = compare(ng, ref)
+    nrmse = nrmse_vs_ngspice(DATA / "vdmos_iv.cir", outputs)
     assert nrmse["worst"] <= 1e-4, nrmse
 
 
@@ -90,10 +87,7 @@ def test_drain_current_sweeps_match_ngspice_for_n_and_p_channel() -> None:
 def test_corpus_inverter_transient_matches_ngspice() -> None:
     """ngspice's own VDMOS inverter example (RG 5k, RB 1G, CGS, nonlinear CGD, CJO; measured 2.9e-4:
     its output has no capacitance, so its edges are steep and the rest is interpolation)."""
-    circuit = load_circuit(DATA / "corpus" / "ng_vdmos_inv.cir", outputs=["v(3)"])
-    ng = run_ngspice(circuit)
-    ref = simulate(circuit, t=torch.tensor(ng.time.to_numpy().copy()))
-    nrmse = compare(ng, ref)
+    nrmse = nrmse_vs_ngspice(DATA / "corpus" / "ng_vdmos_inv.cir", ["v(3)"])
     assert nrmse["worst"] <= 1e-3, nrmse
 
 

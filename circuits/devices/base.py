@@ -67,6 +67,11 @@ class Device:
     # the element's parameter (``value``: the element's value); the first is the parameter
     # ``alter dev value`` sets (ngspice's principal parameter)
     alter_params: ClassVar[dict[str, str]] = {}
+    # True: an independent source, whose waveform's corners are breakpoints of the transient
+    independent_source: ClassVar[bool] = False
+    # True: the device's one state is a branch current that holds v(+) - v(-) at a given function of
+    # time (an independent voltage source): a surrogate pins its node and solves the current from KCL
+    pins_voltage: ClassVar[bool] = False
 
     def alter(self, element, param: str, values: list[float]):
         """The element with ngspice parameter ``param`` set to ``values`` (one number, or a vector),

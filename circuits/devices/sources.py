@@ -40,6 +40,7 @@ class IndependentSource(Device):
     vsrcload.c, where the operating point before a transient uses the waveform at t = 0)."""
 
     linear = True
+    independent_source = True
     alter_params = {"dc": "dc"}
 
     def prepare(self, elements, env, tran):
@@ -77,6 +78,7 @@ class VoltageSource(IndependentSource):
 
     letter = "v"
     states = ("i",)
+    pins_voltage = True
 
     def evaluate(self, v, s, t, p, ctx=None):
         waves, tran = ctx
