@@ -24,6 +24,10 @@ WINDOW_ALLOWANCE_S = 60.0
 #: Sobol designs (with their initial states, solved once) that collocation designs are drawn from
 DESIGN_POOL = 8192
 
+#: held-out designs the target is judged on: as many as the bench's, since the worst over 64 missed
+#: the box's worst corner (amp: 0.589 % over 65 designs, 1.74 % over 257 fresh ones)
+HELD_OUT_DESIGNS = 256
+
 #: Adam steps per window before its L-BFGS (the automatic recipe)
 ADAM_STEPS_PER_WINDOW = 300
 
@@ -67,7 +71,7 @@ def apply_recipe(cfg, circuit_cfg: dict, budget_s: float, began: float):
     oscillator = recipe.oscillator
     cfg.surrogate.update({"design_margin": 0.1, "lbfgs_steps": 100_000, "retry_factor": 30.0,
                           "lbfgs_designs": 128 if oscillator else 512, "lbfgs_times": 32 if oscillator else 4,
-                          "designs_per_batch": 32, "times_per_design": 32, "val_points": 1001, "val_designs": 64,
+                          "designs_per_batch": 32, "times_per_design": 32, "val_points": 1001, "val_designs": HELD_OUT_DESIGNS,
                           "design_pool": DESIGN_POOL,
                           **recipe.training})
     cfg.trainer.max_steps = ADAM_STEPS_PER_WINDOW * recipe.windows
