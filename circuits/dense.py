@@ -4,8 +4,9 @@ For one design every torch op costs its full dispatch overhead (~5 us) on a tiny
 and a time step took ~50 of them.  Here the linear devices are constant numpy matrices (from
 `SplitDAE`), the sources come from a `SourceTable`, LU factors are reused while the matrix is
 unchanged (a linear circuit refactors only when the step changes), and the nonlinear devices are
-evaluated once per Newton iteration as numpy traces of their torch code (`circuits.dense_devices`;
-their Jacobians, needed far less often, stay in torch).  A linear circuit's step is one exact solve.
+evaluated once per Newton iteration, and their Jacobians, as numpy traces of their torch code
+(`circuits.dense_devices`; the DC operating point's Newton, which limits from start voltages, stays
+in torch).  A linear circuit's step is one exact solve.
 """
 
 from __future__ import annotations

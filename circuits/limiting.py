@@ -101,7 +101,6 @@ class Limiter:
         self.active = self.active or moved
         return u_lim if moved else None
 
-
     def linearised_at(self, key: object) -> Tensor | None:
         """Where the last iteration linearised group `key` if it limited it there, else None (what
         a frozen call returns)."""

@@ -212,10 +212,15 @@ def test_where_the_reference_solver_needs_many_steps_the_windows_are_short():
     assert len(inside) >= 4 and len(edges) - len(inside) <= 1
 
 
-def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_best_state(monkeypatch):
-    """Scripted held-out errors: round 1 improves window 1 but the whole gets worse (kept: judged on
-    its window), round 2 leaves window 1 worse (undone), round 3 too (undone: window 1 is given up),
-    then nothing is left to work on; the run ends with the best state seen, the first one."""
+def _held_out(worst: float, median: float) -> dict:
+    """Overall held-out metrics as `HeldOut.evaluate` reports them (9 designs)."""
+    return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
+
+
+def _scripted_loop(script: list, **loop_kwargs):
+    """(loop, module, its metrics, the first networks) of `TrainToTarget.run` on a two-window stand-in
+    model whose successive held-out evaluations are `script`'s (per-window worst, per-window median,
+    overall) entries; target 0.01, median 0.003, a minute of budget, rounds that retrain nothing."""
     import time
     from types import SimpleNamespace
 
@@ -223,15 +228,6 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
 
     from surrogate.callbacks import TrainToTarget
 
-    def metrics(worst, median):
-        return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
-
-    script = [  # (per-window worst, per-window median, overall)
-        (torch.tensor([0.002, 0.05]), torch.tensor([0.001, 0.02]), metrics(0.05, 0.02)),
-        (torch.tensor([0.002, 0.04]), torch.tensor([0.001, 0.015]), metrics(0.06, 0.025)),
-        (torch.tensor([0.002, 0.07]), torch.tensor([0.001, 0.03]), metrics(0.07, 0.03)),
-        (torch.tensor([0.002, 0.08]), torch.tensor([0.001, 0.03]), metrics(0.08, 0.03)),
-    ]
     calls = iter(script)
     model = SimpleNamespace(nets=nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)]),
                             edges=torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), windows=2,
@@ -241,8 +237,22 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
                              held_out=SimpleNamespace(window_errors=lambda model: next(calls)))
     schedule = SimpleNamespace(window_residuals=[0.0, 0.0], lbfgs_seconds=0.0,
                                lbfgs_points=lambda module, k, seed: None, optimise=lambda *a: [1.0])
-    loop = TrainToTarget(target=0.01, deadline=time.perf_counter() + 60, adam_steps=1, target_median=0.003)
-    out = loop.run(module, schedule)
+    loop = TrainToTarget(target=0.01, deadline=time.perf_counter() + 60, adam_steps=1, target_median=0.003,
+                         **loop_kwargs)
+    return loop, module, loop.run(module, schedule), first
+
+
+def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_best_state(monkeypatch):
+    """Scripted held-out errors: round 1 improves window 1 but the whole gets worse (kept: judged on
+    its window), round 2 leaves window 1 worse (undone), round 3 too (undone: window 1 is given up),
+    then nothing is left to work on; the run ends with the best state seen, the first one."""
+    script = [  # (per-window worst, per-window median, overall)
+        (torch.tensor([0.002, 0.05]), torch.tensor([0.001, 0.02]), _held_out(0.05, 0.02)),
+        (torch.tensor([0.002, 0.04]), torch.tensor([0.001, 0.015]), _held_out(0.06, 0.025)),
+        (torch.tensor([0.002, 0.07]), torch.tensor([0.001, 0.03]), _held_out(0.07, 0.03)),
+        (torch.tensor([0.002, 0.08]), torch.tensor([0.001, 0.03]), _held_out(0.08, 0.03)),
+    ]
+    loop, module, out, first = _scripted_loop(script)
     assert [r["action"] for r in loop.history] == ["refined", "refined, undone", "refined, undone"]
     assert [r["window"] for r in loop.history] == [1, 1, 1]
     assert out["nrmse_worst_overall"] == 0.05 and out["target_met"] is False
@@ -253,34 +263,12 @@ def test_a_met_target_is_refined_towards_its_aim_while_time_is_left():
     """Scripted held-out errors: the first state meets the target (worst 0.009 <= 0.01) but not the
     aim (0.8 x 0.01); the loop refines window 1 and stops at the aim, target met.  With aim 1 it
     stops at once."""
-    import time
-    from types import SimpleNamespace
-
-    from torch import nn
-
-    from surrogate.callbacks import TrainToTarget
-
-    def metrics(worst, median):
-        return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
-
-    def run(aim):
-        script = iter([(torch.tensor([0.002, 0.009]), torch.tensor([0.001, 0.002]), metrics(0.009, 0.002)),
-                       (torch.tensor([0.002, 0.006]), torch.tensor([0.001, 0.002]), metrics(0.006, 0.002))])
-        model = SimpleNamespace(nets=nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)]),
-                                edges=torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), windows=2,
-                                can_split=lambda k: False)
-        module = SimpleNamespace(model=model, hparams=SimpleNamespace(seed=0),
-                                 held_out=SimpleNamespace(window_errors=lambda model: next(script)))
-        schedule = SimpleNamespace(window_residuals=[0.0, 0.0], lbfgs_seconds=0.0,
-                                   lbfgs_points=lambda module, k, seed: None, optimise=lambda *a: [1.0])
-        loop = TrainToTarget(target=0.01, target_median=0.003, deadline=time.perf_counter() + 60,
-                             adam_steps=1, aim=aim)
-        return loop, loop.run(module, schedule)
-
-    loop, out = run(0.8)
+    script = [(torch.tensor([0.002, 0.009]), torch.tensor([0.001, 0.002]), _held_out(0.009, 0.002)),
+              (torch.tensor([0.002, 0.006]), torch.tensor([0.001, 0.002]), _held_out(0.006, 0.002))]
+    loop, _, out, _ = _scripted_loop(script, aim=0.8)
     assert [(r["window"], r["action"]) for r in loop.history] == [(1, "refined")]
     assert out["nrmse_worst_overall"] == 0.006 and out["target_met"] is True
-    loop, out = run(1.0)
+    loop, _, out, _ = _scripted_loop(script, aim=1.0)
     assert loop.history == [] and out["nrmse_worst_overall"] == 0.009 and out["target_met"] is True
 
 

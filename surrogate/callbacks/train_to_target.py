@@ -10,8 +10,8 @@ round that leaves the window's own held-out error worse is undone, and a window 
 left alone; the run ends with the best held-out state the loop saw.  Windows after it see their
 start state as an input (a flow map), so they follow the corrected start without retraining.  The
 loop ends when the held-out errors are below `aim` times the target (worst and median) or the
-wall-clock budget is spent: the held-out designs are 65 of the box's, and the target stands for all
-of them, so a run that just meets it on these is not yet done while its budget lasts.
+wall-clock budget is spent: the held-out designs are a sample of the box, and the target stands for
+all of it, so a run that just meets it on the sample is not yet done while its budget lasts.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ class TrainToTarget(L.Callback):
         best = (self._score(metrics), _snapshot(module, schedule), metrics)
         while True:
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
-            met = self._score(metrics) <= 1.0
-            if self._score(metrics) <= self.aim or time.perf_counter() + self._round_estimate(schedule) >= self.deadline:
+            score = self._score(metrics)
+            met = score <= 1.0
+            if score <= self.aim or time.perf_counter() + self._round_estimate(schedule) >= self.deadline:
                 break
             k = self.culprit(errors, medians, self._given_up(module))
             if k is None:
