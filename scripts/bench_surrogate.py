@@ -26,7 +26,9 @@ import torch  # noqa: E402
 from circuits.cli import user_errors  # noqa: E402
 
 CONFIGS = str(ROOT / "configs")
-HEADLINE_TASK = {"ring5": "ring5_freq", "amp": "amp_gain", "feram": "feram_switch", "rc": "rc_delay"}
+#: headlines of surrogate files saved before circuit configs declared theirs (configs/circuit/*.yaml)
+HEADLINE_TASK = {"ring5": {"task": "ring5_freq", "target": 0.002}, "amp": {"task": "amp_gain", "target": 0.01},
+                 "feram": {"task": "feram_switch", "target": 0.01}, "rc": {"task": "rc_delay", "target": 0.01}}
 
 
 def train(run: str, seed: int, outdir: Path, extra: list[str]) -> Path:
@@ -55,25 +57,21 @@ def held_out(model, designs: int, seed: int) -> torch.Tensor:
 
 
 def headline_errors(model, P: torch.Tensor, t: torch.Tensor) -> dict:
-    """Relative error of the circuit's headline measurement (its task config), worst and median."""
-    from circuits.simulation import simulate_batch
-    from optimize.measurements import measure_sampled
-    from optimize.tasks import load_task
+    """Relative error of the circuit's headline measurement, worst and median (`surrogate.headline`)."""
+    from surrogate.headline import Headline
 
-    name = HEADLINE_TASK.get(model.circuit.name)
-    if name is None:
+    circuit = model.circuit
+    if "headline" not in (circuit.config or {}) and circuit.name in HEADLINE_TASK:
+        # a surrogate file saved before circuit configs named their headline
+        circuit.config = {**(circuit.config or {}), "headline": HEADLINE_TASK[circuit.name]}
+    headline = Headline.draw(circuit, P, t, rtol=1e-6)
+    if headline is None:
         return {}
-    meas = load_task(name).objective.measurement
-    with torch.no_grad():
-        y = model.predict_batch(t, P, outputs=meas.signals())
-        _, y_ref = simulate_batch(model.circuit, P, t=t, outputs=meas.signals(), rtol=1e-6)
-    m, m_ref = measure_sampled(meas, t, y), measure_sampled(meas, t, y_ref)
-    both = ~(m.isnan() | m_ref.isnan())
-    rel = ((m - m_ref) / m_ref).abs()[both]
-    # a design whose measurement exists in only one of the two (a FeRAM write that fails in one)
-    wrong = int((m.isnan() != m_ref.isnan()).sum())
-    return {"headline": meas.describe(), "headline_err_worst": float(rel.max()) if len(rel) else math.nan,
-            "headline_err_median": float(rel.median()) if len(rel) else math.nan, "headline_missing": wrong}
+    rel = headline.errors(model, P, t)
+    summary = headline.summary(rel)
+    finite = rel[torch.isfinite(rel)]  # designs measured in only one of the two are counted apart
+    return {"headline": summary["headline"], "headline_err_worst": float(finite.max()) if len(finite) else math.nan,
+            "headline_err_median": summary["headline_err_median"], "headline_missing": summary["headline_missing"]}
 
 
 def ngspice_check(model, t: torch.Tensor, y: torch.Tensor) -> dict:

@@ -1,13 +1,17 @@
 """Train a PINN surrogate over a circuit's design space: python scripts/train.py circuit=ring5"""
 
 import sys
+from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
+# keep scripts/ (which holds optimize.py) from shadowing the `optimize` package (headline measurements)
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from circuits.cli import exit_code_for_hydra, user_errors, validate
-from circuits.config_check import TRAIN
-from circuits.errors import ConfigError
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+
+from circuits.cli import exit_code_for_hydra, user_errors, validate  # noqa: E402
+from circuits.config_check import TRAIN  # noqa: E402
+from circuits.errors import ConfigError  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
@@ -36,9 +40,13 @@ def main(cfg) -> None:
               f"the waveform from there on may be off")
     print(f"results in {outdir}")
     verdict = "target met" if m["target_met"] else "TARGET MISSED"
+    headline = ""
+    if "headline_target" in m:
+        headline = (f", {m['headline']} error worst {m['headline_err_worst']:.2e} "
+                    f"(target {m['headline_target']:.2e})")
     print(f"{m['circuit']}: held-out NRMSE worst {m['nrmse_worst_overall']:.2e} (median "
           f"{m['nrmse_median_overall']:.2e}) over {m['designs']} designs, target {m['target_nrmse']:.2e} "
-          f"(median {m['target_median_nrmse']:.2e}): "
+          f"(median {m['target_median_nrmse']:.2e}){headline}: "
           f"{verdict}; {len(m['window_edges']) - 1} windows, {m['total_time_s']:.0f} s")
     if not m["target_met"]:
         sys.exit(3)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from circuits.circuit import Circuit
 from circuits.simulation import simulate_batch
+from surrogate.headline import Headline
 from surrogate.models import Surrogate
 
 __all__ = ["HeldOut", "nrmse_table"]
@@ -25,12 +26,14 @@ def nrmse_table(y: Tensor, y_ref: Tensor) -> Tensor:
 @dataclass
 class HeldOut:
     """The nominal design and `designs` uniform random ones (never Sobol collocation points) on a
-    uniform grid, with the reference solver's waveforms there."""
+    uniform grid, with the reference solver's waveforms there (and its headline measurement, when
+    the circuit declares one)."""
 
     circuit: Circuit
     P: Tensor    # (B, P)
     t: Tensor    # (T,)
     ref: Tensor  # (B, T, n_out)
+    headline: Headline | None = None
 
     @classmethod
     def draw(cls, circuit: Circuit, designs: int, points: int, seed: int, fixed_params: bool = False) -> "HeldOut":
@@ -42,7 +45,7 @@ class HeldOut:
         t = torch.linspace(0.0, circuit.tstop, points, dtype=torch.float64)
         with torch.no_grad():
             _, ref = simulate_batch(circuit, P, t=t, rtol=1e-5)
-        return cls(circuit, P, t, ref)
+        return cls(circuit, P, t, ref, Headline.draw(circuit, P, t, rtol=1e-5))
 
     def predict(self, model: Surrogate) -> Tensor:
         """The surrogate's waveforms (B, T, n_out) at the held-out designs (no graph)."""
@@ -55,7 +58,9 @@ class HeldOut:
         table = nrmse_table(self.predict(model) if y is None else y, self.ref)
         outputs = self.circuit.outputs
         worst_design = int(table.amax(dim=1).argmax())
-        return {"nrmse_median": {o: float(table[:, k].median()) for k, o in enumerate(outputs)},
+        headline = {} if self.headline is None else self.headline.summary(self.headline.errors(model, self.P, self.t))
+        return {**headline,
+                "nrmse_median": {o: float(table[:, k].median()) for k, o in enumerate(outputs)},
                 "nrmse_worst": {o: float(table[:, k].max()) for k, o in enumerate(outputs)},
                 "nrmse_worst_overall": float(table.max()),
                 # median over designs of each design's worst output (a pinned output, exact by
@@ -64,22 +69,31 @@ class HeldOut:
                 "worst_design": self.circuit.space.to_dict(self.P[worst_design]),
                 "worst_design_index": worst_design, "designs": int(self.P.shape[0])}
 
-    def window_errors(self, model: Surrogate) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        """Per window: the worst and the median (over held-out designs; worst output) RMS error of the
-        points in that window, relative to the design's reference swing; and the overall metrics."""
-        y = self.predict(model)
+    def design_window_errors(self, model: Surrogate, y: Tensor | None = None) -> Tensor:
+        """(B, K): each design's RMS error over the points of each window (worst output), relative to
+        the design's reference swing; NaN where a design has no point in a window."""
+        y = self.predict(model) if y is None else y
         with torch.no_grad():
             win = model.warp_grid(self.t, self.P)[2]  # (B, T) window of each point
         swing = (self.ref.amax(dim=1) - self.ref.amin(dim=1)).clamp(min=1e-12)  # (B, n)
         err2 = ((y - self.ref) / swing.unsqueeze(1)).pow(2)  # (B, T, n)
-        worst = torch.zeros(model.windows, dtype=torch.float64)
-        median = torch.zeros_like(worst)
+        table = torch.full((self.P.shape[0], model.windows), float("nan"), dtype=torch.float64)
         for k in range(model.windows):
             mask = (win == k).unsqueeze(2).to(err2.dtype)
             count = mask.sum(dim=1)  # (B, 1)
-            if float(count.max()) == 0:
-                continue
             per_design = ((err2 * mask).sum(dim=1) / count.clamp(min=1)).sqrt().amax(dim=1)  # (B,)
-            seen = per_design[count.squeeze(1) > 0]
-            worst[k], median[k] = float(seen.max()), float(seen.median())
+            table[:, k] = torch.where(count.squeeze(1) > 0, per_design, table[:, k])
+        return table
+
+    def window_errors(self, model: Surrogate) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """Per window: the worst and the median (over held-out designs; worst output) RMS error of the
+        points in that window, relative to the design's reference swing; and the overall metrics."""
+        y = self.predict(model)
+        table = self.design_window_errors(model, y)
+        worst = torch.zeros(model.windows, dtype=torch.float64)
+        median = torch.zeros_like(worst)
+        for k in range(model.windows):
+            seen = table[:, k][~table[:, k].isnan()]
+            if len(seen):
+                worst[k], median[k] = float(seen.max()), float(seen.median())
         return worst, median, self.evaluate(model, y)
