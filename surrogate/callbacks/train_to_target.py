@@ -121,6 +121,7 @@ class TrainToTarget(L.Callback):
         best = (self._score(metrics), _snapshot(module, schedule), metrics)
         while True:
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
+            before = _headline_text(metrics)
             score = self._score(metrics)
             met = score <= 1.0
             if score <= self.aim or time.perf_counter() + self._round_estimate(schedule) >= self.deadline:
@@ -166,7 +167,7 @@ class TrainToTarget(L.Callback):
                                  "seconds": time.perf_counter() - round_began})
             log.info("target %s (held-out worst %.3g, median %.3g%s); window %d (worst %.3g, median %.3g) %s%s; "
                      "now worst %.3g, median %.3g%s, %d windows", "met, aiming lower" if met else "missed", worst, median,
-                     _headline_text(metrics), k, float(errors[k]), float(medians[k]), action,
+                     before, k, float(errors[k]), float(medians[k]), action,
                      " for the headline" if for_headline else "", metrics["nrmse_worst_overall"],
                      metrics["nrmse_median_overall"], _headline_text(metrics), module.model.windows)
         if self._score(metrics) > best[0]:  # rounds kept for their own window left the whole worse
