@@ -122,20 +122,23 @@ class BoundDAE:
         return self.designs.shape[0]
 
     def evaluate(self, x: Tensor, t: Tensor | float, groups: Sequence[int] | None = None,
-                 limiter: Limiter | None = None) -> tuple[Tensor, Tensor]:
+                 limiter: Limiter | None = None, charged: list[int] | None = None) -> tuple[Tensor, Tensor]:
         """Charges q(x) and currents f(x, t), both (B, n); t is a scalar or a (B,) tensor.
 
         groups: evaluate only these device groups (positions in ``dae.groups``); limiter: Newton's junction
-        limiting (`circuits.limiting`; no autograd graph through limited devices).
+        limiting (`circuits.limiting`; no autograd graph through limited devices); charged: a list that
+        gets the positions of the groups that returned charges (the others add nothing to q).
         """
         B, n = x.shape
         t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=x.dtype)
         x_ext = torch.cat([x, x.new_zeros(B, 1)], dim=1)
         f_parts, f_idx, q_parts, q_idx = [x.new_zeros(B, 0)], [torch.zeros(0, dtype=torch.long)], [], []
-        for g, p, ctx in self._selected(groups):
+        for k, (g, p, ctx) in zip(range(len(self.dae.groups)) if groups is None else groups, self._selected(groups)):
             v, s = x_ext[:, g.node_idx], x[:, g.state_idx]
             u_lim = limiter(g, g.device, torch.cat([v, s], -1), p, ctx) if limiter and g.device.limits else None
             out = g.device.evaluate(v, s, t, p, ctx) if u_lim is None else limited_eval(g.device, v, s, t, p, ctx, u_lim)
+            if charged is not None and (out.q is not None or out.qs is not None):
+                charged.append(k)
             for value, idx, parts, idxs in ((out.i, g.node_flat, f_parts, f_idx),
                                             (out.q, g.node_flat, q_parts, q_idx),
                                             (out.fs, g.state_flat, f_parts, f_idx),
