@@ -56,9 +56,21 @@ class Headline:
     target: float
     ref: Tensor  # (B,) the reference solver's measurement, NaN where it does not exist
 
+    @staticmethod
+    def signals(circuit: Circuit) -> list[str]:
+        """The waveforms the circuit's headline reads (none when it declares no headline)."""
+        spec = headline_spec(circuit)
+        if spec is None:
+            return []
+        from optimize.tasks import load_task
+
+        return load_task(spec[0]).objective.measurement.signals()
+
     @classmethod
-    def draw(cls, circuit: Circuit, P: Tensor, t: Tensor, rtol: float = 1e-5) -> "Headline | None":
-        """The circuit's headline at designs P on grid t, measured on the reference solver (None if it has none)."""
+    def draw(cls, circuit: Circuit, P: Tensor, t: Tensor, rtol: float = 1e-5,
+             y_ref: Tensor | None = None) -> "Headline | None":
+        """The circuit's headline at designs P on grid t, measured on the reference solver (None if
+        it has none); `y_ref`: the reference's `signals` there (B, T, S), when the caller has them."""
         spec = headline_spec(circuit)
         if spec is None:
             return None
@@ -68,8 +80,9 @@ class Headline:
 
         task, target = spec
         meas = load_task(task).objective.measurement
-        with torch.no_grad():
-            _, y_ref = simulate_batch(circuit, P, t=t, outputs=meas.signals(), rtol=rtol)
+        if y_ref is None:
+            with torch.no_grad():
+                _, y_ref = simulate_batch(circuit, P, t=t, outputs=meas.signals(), rtol=rtol)
         return cls(task, meas, target, measure_sampled(meas, t, y_ref))
 
     def errors(self, model, P: Tensor, t: Tensor) -> Tensor:

@@ -43,9 +43,15 @@ class HeldOut:
         if not (fixed_params or space.dim == 0):
             P = torch.cat([P, space.sample_uniform(designs, torch.Generator().manual_seed(10_000 + seed))])
         t = torch.linspace(0.0, circuit.tstop, points, dtype=torch.float64)
+        # one reference run for the outputs and the headline's waveforms (amp's reads v(in) too)
+        outputs = list(circuit.outputs)
+        signals = Headline.signals(circuit)
+        names = outputs + [s for s in signals if s not in outputs]
         with torch.no_grad():
-            _, ref = simulate_batch(circuit, P, t=t, rtol=1e-5)
-        return cls(circuit, P, t, ref, Headline.draw(circuit, P, t, rtol=1e-5))
+            _, y = simulate_batch(circuit, P, t=t, outputs=names, rtol=1e-5)
+        ref = y[..., :len(outputs)]
+        headline = Headline.draw(circuit, P, t, y_ref=y[..., [names.index(s) for s in signals]]) if signals else None
+        return cls(circuit, P, t, ref, headline)
 
     def predict(self, model: Surrogate) -> Tensor:
         """The surrogate's waveforms (B, T, n_out) at the held-out designs (no graph)."""
