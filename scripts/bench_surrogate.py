@@ -26,9 +26,6 @@ import torch  # noqa: E402
 from circuits.cli import user_errors  # noqa: E402
 
 CONFIGS = str(ROOT / "configs")
-#: headlines of surrogate files saved before circuit configs declared theirs (configs/circuit/*.yaml)
-HEADLINE_TASK = {"ring5": {"task": "ring5_freq", "target": 0.002}, "amp": {"task": "amp_gain", "target": 0.01},
-                 "feram": {"task": "feram_switch", "target": 0.01}, "rc": {"task": "rc_delay", "target": 0.01}}
 
 
 def train(run: str, seed: int, outdir: Path, extra: list[str]) -> Path:
@@ -61,9 +58,14 @@ def headline_errors(model, P: torch.Tensor, t: torch.Tensor) -> dict:
     from surrogate.headline import Headline
 
     circuit = model.circuit
-    if "headline" not in (circuit.config or {}) and circuit.name in HEADLINE_TASK:
-        # a surrogate file saved before circuit configs named their headline
-        circuit.config = {**(circuit.config or {}), "headline": HEADLINE_TASK[circuit.name]}
+    shipped = Path(CONFIGS) / "circuit" / f"{circuit.name}.yaml"
+    if "headline" not in (circuit.config or {}) and shipped.is_file():
+        # a surrogate file saved before circuit configs named their headline: the shipped config's
+        from omegaconf import OmegaConf
+
+        declared = OmegaConf.to_container(OmegaConf.load(shipped)).get("headline")
+        if declared:
+            circuit.config = {**(circuit.config or {}), "headline": declared}
     headline = Headline.draw(circuit, P, t, rtol=1e-6)
     if headline is None:
         return {}

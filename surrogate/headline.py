@@ -56,34 +56,36 @@ class Headline:
     target: float
     ref: Tensor  # (B,) the reference solver's measurement, NaN where it does not exist
 
-    @staticmethod
-    def signals(circuit: Circuit) -> list[str]:
-        """The waveforms the circuit's headline reads (none when it declares no headline)."""
-        spec = headline_spec(circuit)
-        if spec is None:
-            return []
-        from optimize.tasks import load_task
-
-        return load_task(spec[0]).objective.measurement.signals()
-
     @classmethod
-    def draw(cls, circuit: Circuit, P: Tensor, t: Tensor, rtol: float = 1e-5,
-             y_ref: Tensor | None = None) -> "Headline | None":
-        """The circuit's headline at designs P on grid t, measured on the reference solver (None if
-        it has none); `y_ref`: the reference's `signals` there (B, T, S), when the caller has them."""
+    def declared(cls, circuit: Circuit) -> "tuple[str, Any, float] | None":
+        """(task name, its measurement, target) the circuit config declares, or None."""
         spec = headline_spec(circuit)
         if spec is None:
             return None
-        from circuits.simulation import simulate_batch
-        from optimize.measurements import measure_sampled
         from optimize.tasks import load_task
 
         task, target = spec
-        meas = load_task(task).objective.measurement
-        if y_ref is None:
-            with torch.no_grad():
-                _, y_ref = simulate_batch(circuit, P, t=t, outputs=meas.signals(), rtol=rtol)
+        return task, load_task(task).objective.measurement, target
+
+    @classmethod
+    def measured(cls, declared: "tuple[str, Any, float]", t: Tensor, y_ref: Tensor) -> "Headline":
+        """The `declared` headline measured on reference waveforms y_ref (B, T, S) of its signals on grid t."""
+        from optimize.measurements import measure_sampled
+
+        task, meas, target = declared
         return cls(task, meas, target, measure_sampled(meas, t, y_ref))
+
+    @classmethod
+    def draw(cls, circuit: Circuit, P: Tensor, t: Tensor, rtol: float = 1e-5) -> "Headline | None":
+        """The circuit's headline at designs P on grid t, measured on the reference solver (None if it has none)."""
+        declared = cls.declared(circuit)
+        if declared is None:
+            return None
+        from circuits.simulation import simulate_batch
+
+        with torch.no_grad():
+            _, y_ref = simulate_batch(circuit, P, t=t, outputs=declared[1].signals(), rtol=rtol)
+        return cls.measured(declared, t, y_ref)
 
     def errors(self, model, P: Tensor, t: Tensor) -> Tensor:
         """The surrogate's relative error (B,) of the measurement at the designs P on grid t."""

@@ -45,13 +45,13 @@ class HeldOut:
         t = torch.linspace(0.0, circuit.tstop, points, dtype=torch.float64)
         # one reference run for the outputs and the headline's waveforms (amp's reads v(in) too)
         outputs = list(circuit.outputs)
-        signals = Headline.signals(circuit)
+        declared = Headline.declared(circuit)
+        signals = declared[1].signals() if declared else []
         names = outputs + [s for s in signals if s not in outputs]
         with torch.no_grad():
             _, y = simulate_batch(circuit, P, t=t, outputs=names, rtol=1e-5)
-        ref = y[..., :len(outputs)]
-        headline = Headline.draw(circuit, P, t, y_ref=y[..., [names.index(s) for s in signals]]) if signals else None
-        return cls(circuit, P, t, ref, headline)
+        headline = Headline.measured(declared, t, y[..., [names.index(s) for s in signals]]) if declared else None
+        return cls(circuit, P, t, y[..., :len(outputs)], headline)
 
     def predict(self, model: Surrogate) -> Tensor:
         """The surrogate's waveforms (B, T, n_out) at the held-out designs (no graph)."""

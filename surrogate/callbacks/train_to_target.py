@@ -56,6 +56,18 @@ def _restore(module: PinnModule, schedule: WindowSchedule, kept: tuple) -> None:
     schedule.window_residuals[:] = residuals
 
 
+def _largest(values: Tensor, allowed: Tensor) -> int | None:
+    """Index of the largest of `values` where `allowed` (the earliest of equals); None if none is."""
+    if not bool(allowed.any()):
+        return None
+    return int(torch.where(allowed, values, torch.full_like(values, -math.inf)).argmax())
+
+
+def _growth(errors: Tensor) -> Tensor:
+    """Each window's error minus its predecessor's (the first window's minus 0)."""
+    return errors - torch.cat([errors.new_zeros(1), errors[:-1]])
+
+
 def _headline_score(metrics: dict[str, Any]) -> float:
     """The headline's worst relative error over its target (0 when the circuit declares none)."""
     if "headline_target" not in metrics:
@@ -106,12 +118,8 @@ class TrainToTarget(L.Callback):
         allowed[list(skip or [])] = False
         above = (errors > self.aim * self.target) & allowed
         if bool(above.any()):
-            growth = errors - torch.cat([errors.new_zeros(1), errors[:-1]])
-            return int(torch.where(above, growth, torch.full_like(growth, -math.inf)).argmax())
-        high = (medians > self.aim * self.target_median) & allowed
-        if not bool(high.any()):
-            return None
-        return int(torch.where(high, medians, torch.full_like(medians, -math.inf)).argmax())
+            return _largest(_growth(errors), above)
+        return _largest(medians, (medians > self.aim * self.target_median) & allowed)
 
     def run(self, module: PinnModule, schedule: WindowSchedule) -> dict[str, Any]:
         """The loop; returns the final held-out metrics (with `target_met`)."""
@@ -204,16 +212,13 @@ class TrainToTarget(L.Callback):
         held_out, model = module.held_out, module.model
         d = metrics["headline_worst_design_index"]
         row = torch.nan_to_num(held_out.design_window_errors(model)[d], nan=0.0)
-        growth = row - torch.cat([row.new_zeros(1), row[:-1]])
         with torch.no_grad():  # the windows of the design's points inside the measurement's span
             windows = model.warp_grid(held_out.t, held_out.P[d:d + 1])[2][0]
         read = windows[window_slice(held_out.headline.measurement, held_out.t)].unique()
         reads = torch.zeros(model.windows, dtype=torch.bool)
         reads[read] = True
         reads[list(skip)] = False
-        if not bool(reads.any()):
-            return None
-        return int(torch.where(reads, growth, torch.full_like(growth, -math.inf)).argmax())
+        return _largest(_growth(row), reads)
 
     @staticmethod
     def _span(module: PinnModule, k: int) -> tuple[float, float]:
