@@ -32,12 +32,16 @@ class Limiter:
 
     start: the first linearisation uses the devices' DC starting voltages (`Device.limit_start`,
     ngspice's MODEINITJCT); otherwise it is at the first iterate itself.
+    enabled: while False, calls only record the iterate as the linearisation point (no limit
+    functions run); a caller that knows its iterates moved little skips their cost this way.
     """
 
     def __init__(self, start: bool = False):
         self.start = start
+        self.enabled = True
         self.used: dict[int, tuple[Tensor, bool]] = {}  # group -> (linearisation point, limited)
         self.active = False  # some instance was limited since the last `begin`
+        self.rows: Tensor | None = None  # (B,) bool: the designs (batch rows) limited since the last `begin`
         self._frozen = False
         self.holding_off = start  # off instances held at their off point (MODEINITJCT/INITFIX)
         self.held = False  # some instance was held off
@@ -54,6 +58,7 @@ class Limiter:
     def begin(self) -> None:
         """A new Newton iteration: forget whether the previous one limited."""
         self.active = False
+        self.rows = None
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
@@ -70,6 +75,9 @@ class Limiter:
         old, was_limited = self.used.get(k, (None, False))
         if self._frozen and old is not None and old.shape == u.shape:
             return old if was_limited else None
+        if not self.enabled and not self.holding_off:
+            self.used[k] = (u, False)
+            return None
         off = p.get("off") if self.holding_off else None
         held = None
         if off is not None and bool((off != 0).any()):
@@ -80,6 +88,9 @@ class Limiter:
         else:  # held instances are not limited (their own old point is u), so never count as limited
             u_lim = device.limit(u, old if held is None else torch.where(held, u, old), p, ctx)
         counted = u_lim is not u and not torch.equal(u_lim, u)
+        if counted:  # which designs: u is (B, ...), one batch row per design
+            rows = (u_lim != u).reshape(u.shape[0], -1).any(dim=1)
+            self.rows = rows if self.rows is None else self.rows | rows
         if held is not None:
             u_lim = torch.where(held, device.off_point(u, p, ctx), u_lim)
         moved = u_lim is not u and not torch.equal(u_lim, u)

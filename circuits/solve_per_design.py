@@ -11,6 +11,7 @@ from torch import Tensor
 from circuits.dae import BoundDAE
 from circuits.dc import initial_condition
 from circuits.errors import ConvergenceError
+from circuits.limiting import Limiter
 from circuits.integrator import (CHORD_MAX_CONTRACTION, CONTROLLER, Method, checked_unknowns, error_left_per_update,
                                  predictor_degree, second_order, step_ceiling, step_weights)
 from circuits.result import TransientResult, progress_bar
@@ -21,6 +22,8 @@ from circuits.split import SplitDAE
 # ----------------------------------------------------------------------------------------------
 
 COMPACT_FRACTION = 0.8   # re-bind to the unfinished designs once at most this fraction is unfinished
+# junction/gate limiting runs in an iteration only after some node voltage moved more than this (V)
+LIMIT_AFTER_MOVE = 0.5
 
 
 def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
@@ -44,6 +47,14 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
     The error left after an update is estimated from the contraction θ = |dx_k| / |dx_k-1| measured
     in this step as θ/(1-θ)·|dx| (θ < 1/2).  (Carrying θ over from earlier steps, as CVODE does,
     let steps converge after one iteration but cost 100x accuracy on a diode circuit; measured.)
+
+    Devices limit their junction and gate voltages (`circuits.limiting`, as the shared and dense
+    loops do) in the iterations after one that moved some node voltage by more than
+    LIMIT_AFTER_MOVE: near a point where the Jacobian is almost singular (a CMOS inverter with
+    lambda = 0 at its switching point) an unlimited update diverged (v(out) to 1e10 V), while
+    running the limit functions in every iteration cost ring5 1.8x (they, not extra iterations).
+    An iteration that limited a design refreshes the Jacobian where the devices were linearised
+    and does not converge that design.
     Returns (x, converged (B,), q at the solution (B, n), jacobian-to-reuse).  (The trapezoidal
     history needs dq/dt = a q + b at the solution, as SPICE takes it, so f is not returned.)
     This loop runs ~10^4 times per transient: it is written for few tensor ops per iteration.
@@ -62,8 +73,24 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
     prev = None  # the previous iteration's update size (None right after a Jacobian refresh)
     inv_tol = 1.0 / tol
     left_per_update = 1.0
+    limiter = Limiter() if split.limits else None
+    moved_far = False  # the last update moved some node voltage by more than LIMIT_AFTER_MOVE
     for it in range(1, max_iter + 1):
-        q_nl, f_nl = split.nonlinear_terms(x, t)
+        limited = None  # (B,) bool: the designs whose devices this iteration limited
+        if limiter is not None:
+            limiter.begin()
+            limiter.enabled = moved_far
+        q_nl, f_nl = split.nonlinear_terms(x, t, limiter)
+        if limiter is not None and limiter.active:
+            limited = limiter.rows
+            with limiter.frozen():  # the Jacobian where the devices were linearised
+                jac = split.jacobians(x, t, limiter)
+            stats["jacobians"] += 1
+            lu, piv, bad = _factor(a, jac)
+            if bad is not None:
+                pending = pending & ~bad
+            left_per_update = 1.0
+            prev = None
         known = rhs if f_nl is None else rhs + f_nl
         if q_nl is not None:
             known = torch.addcmul(known, a_col, q_nl)
@@ -75,11 +102,19 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
         if prev is not None:  # the contraction measured by this iteration
             left_per_update = error_left_per_update(size / prev)
         done = pending & (size * left_per_update <= 1.0)
+        if limited is not None:
+            done = done & ~limited
         stats["newton_iterations"] += 1
         conv = conv | done
         pending = pending & ~done
-        if not bool(pending.any()):
-            break
+        if limiter is None:
+            if not bool(pending.any()):
+                break
+        else:  # one sync for both
+            left, moved_far = (torch.stack([pending.any(), (pending & (dx[:, :split.voltages].abs().amax(dim=1) > LIMIT_AFTER_MOVE)).any()])
+                               .tolist())
+            if not left:
+                break
         slow = pending & (size > CHORD_MAX_CONTRACTION * prev) if prev is not None else None
         if it % 10 == 0 or (slow is not None and bool(slow.any())):  # stale Jacobian: refresh
             jac = split.jacobians(x, t)

@@ -84,6 +84,8 @@ class SplitDAE:
             self._groups.append((g, bound.params[k], bound.ctxs[k], select_v, select_s))
         self._f_index, self._q_index = self._scatter_indices(zero_x)
         self.has_charges = self._q_index.numel() > 0  # some nonlinear device stores charge
+        self.limits = any(groups[k].device.limits for k in self.nonlinear)  # junction limiting in Newton
+        self.voltages = len(bound.dae.node_names)  # the first unknowns are node voltages
 
     def sources(self, t: Tensor) -> Tensor:
         """s(t) (B, n): the linear devices' currents at x = 0; t is (B,)."""
