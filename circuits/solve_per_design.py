@@ -39,6 +39,15 @@ def _factor(a: Tensor, jac: tuple[Tensor, Tensor]):
     return lu, piv, bad
 
 
+def _refreshed(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, pending: Tensor, stats: dict,
+               limiter: Limiter | None = None):
+    """(Jacobian, its LU, pivots, pending without the designs whose matrix is singular) at x."""
+    jac = split.jacobians(x, t, limiter)
+    stats["jacobians"] += 1
+    lu, piv, bad = _factor(a, jac)
+    return jac, lu, piv, pending if bad is None else pending & ~bad
+
+
 def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Tensor, tol: Tensor,
                         jac: tuple[Tensor, Tensor] | None, run: Tensor, stats: dict, max_iter: int = 25):
     """Per-design chord Newton for a q(x) + b + f(x, t) = 0 (a, t: (B,)); only designs in `run`
@@ -84,11 +93,7 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
         if limiter is not None and limiter.active:
             limited = limiter.rows
             with limiter.frozen():  # the Jacobian where the devices were linearised
-                jac = split.jacobians(x, t, limiter)
-            stats["jacobians"] += 1
-            lu, piv, bad = _factor(a, jac)
-            if bad is not None:
-                pending = pending & ~bad
+                jac, lu, piv, pending = _refreshed(split, x, t, a, pending, stats, limiter)
             left_per_update = 1.0
             prev = None
         known = rhs if f_nl is None else rhs + f_nl
@@ -111,17 +116,13 @@ def _chord_newton_batch(split: SplitDAE, x: Tensor, t: Tensor, a: Tensor, b: Ten
             if not bool(pending.any()):
                 break
         else:  # one sync for both
-            left, moved_far = (torch.stack([pending.any(), (pending & (dx[:, :split.voltages].abs().amax(dim=1) > LIMIT_AFTER_MOVE)).any()])
-                               .tolist())
+            far = pending & (dx[:, :split.voltages].abs().amax(dim=1) > LIMIT_AFTER_MOVE)
+            left, moved_far = torch.stack([pending.any(), far.any()]).tolist()
             if not left:
                 break
         slow = pending & (size > CHORD_MAX_CONTRACTION * prev) if prev is not None else None
         if it % 10 == 0 or (slow is not None and bool(slow.any())):  # stale Jacobian: refresh
-            jac = split.jacobians(x, t)
-            stats["jacobians"] += 1
-            lu, piv, bad = _factor(a, jac)
-            if bad is not None:
-                pending = pending & ~bad
+            jac, lu, piv, pending = _refreshed(split, x, t, a, pending, stats)
             left_per_update = 1.0
             prev = None
         else:
