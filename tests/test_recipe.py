@@ -217,11 +217,13 @@ def _held_out(worst: float, median: float) -> dict:
     return {"nrmse_worst_overall": worst, "nrmse_median_overall": median, "designs": 9}
 
 
-def _scripted_loop(script: list, edges: tuple = (0.0, 1.0, 2.0), held_out: dict | None = None, **loop_kwargs):
+def _scripted_loop(script: list, edges: tuple = (0.0, 1.0, 2.0), held_out: dict | None = None,
+                   retrained_with=lambda k: [], trained: list | None = None, **loop_kwargs):
     """(loop, module, its metrics, the first networks) of `TrainToTarget.run` on a stand-in model
     with windows between `edges` whose successive held-out evaluations are `script`'s (per-window
     worst, per-window median, overall) entries; `held_out`: more attributes of the held-out stand-in;
-    target 0.01, median 0.003, a minute of budget, rounds that retrain nothing."""
+    `retrained_with`: the model's; target 0.01, median 0.003, a minute of budget, rounds that retrain
+    nothing (the windows they would retrain are appended to `trained`)."""
     import time
     from types import SimpleNamespace
 
@@ -238,12 +240,14 @@ def _scripted_loop(script: list, edges: tuple = (0.0, 1.0, 2.0), held_out: dict 
         return t, torch.ones_like(t), win.expand(P.shape[0], -1)
 
     model = SimpleNamespace(nets=nn.ModuleList([nn.Linear(1, 1) for _ in range(windows)]), edges=edges,
-                            windows=windows, can_split=lambda k: False, warp_grid=warp_grid)
+                            windows=windows, can_split=lambda k: False, warp_grid=warp_grid,
+                            retrained_with=retrained_with, cost_weight=lambda k: 1.0)
     first = model.nets
     module = SimpleNamespace(model=model, hparams=SimpleNamespace(seed=0),
                              held_out=SimpleNamespace(window_errors=lambda model: next(calls), **(held_out or {})))
     schedule = SimpleNamespace(window_residuals=[0.0] * windows, lbfgs_seconds=0.0,
-                               lbfgs_points=lambda module, k, seed: None, optimise=lambda *a: [1.0])
+                               lbfgs_points=lambda module, k, seed: k,
+                               optimise=lambda module, k, points: (trained if trained is not None else []).append(k) or [1.0])
     loop = TrainToTarget(target=0.01, deadline=time.perf_counter() + 60, adam_steps=1, target_median=0.003,
                          **loop_kwargs)
     return loop, module, loop.run(module, schedule), first
@@ -264,6 +268,25 @@ def test_the_loop_undoes_a_worse_round_gives_up_on_a_window_and_ends_with_the_be
     assert [r["window"] for r in loop.history] == [1, 1, 1]
     assert out["nrmse_worst_overall"] == 0.05 and out["target_met"] is False
     assert module.model.nets is not first and len(module.model.nets) == 2  # the first state's copy is back
+
+
+def test_a_limit_cycle_is_retrained_after_its_start_up_window_and_the_round_judged_on_the_whole():
+    """Scripted, windows 0-1 start-up and 2 the cycle (retrained with either): round 1 on window 1 improves
+    it but the whole gets worse: undone, though its window improved (the plain rule keeps such a
+    round); round 2 on window 1 again meets the target: kept, and the loop ends.  Each round
+    retrained window 1, then window 2."""
+    script = [  # (per-window worst, per-window median, overall)
+        (torch.tensor([0.002, 0.05, 0.05]), torch.tensor([0.001, 0.02, 0.02]), _held_out(0.05, 0.02)),
+        (torch.tensor([0.002, 0.04, 0.06]), torch.tensor([0.001, 0.015, 0.025]), _held_out(0.06, 0.025)),
+        (torch.tensor([0.002, 0.008, 0.009]), torch.tensor([0.001, 0.002, 0.002]), _held_out(0.009, 0.002)),
+    ]
+    trained: list[int] = []
+    loop, _, out, _ = _scripted_loop(script, edges=(0.0, 1.0, 2.0, 3.0), trained=trained, aim=1.0,
+                                     retrained_with=lambda k: [2] if k < 2 else [])
+    assert [(r["window"], r["action"]) for r in loop.history] == [
+        (1, "refined (then window 2), undone"), (1, "refined (then window 2)")]
+    assert trained == [1, 2, 1, 2]
+    assert out["nrmse_worst_overall"] == 0.009 and out["target_met"] is True
 
 
 def test_a_met_target_is_refined_towards_its_aim_while_time_is_left():
@@ -330,7 +353,8 @@ def test_a_headline_over_its_target_means_the_target_is_missed():
     loop = TrainToTarget(target=0.01, target_median=0.003, deadline=time.perf_counter() - 1)
     metrics = {**_held_out(0.004, 0.001), "headline": "gain", "headline_target": 0.01, "headline_err_worst": 0.02}
     held_out = SimpleNamespace(window_errors=lambda model: (torch.zeros(1), torch.zeros(1), dict(metrics)))
-    module = SimpleNamespace(model=SimpleNamespace(nets=[], edges=torch.tensor([0.0, 1.0]), windows=1),
+    module = SimpleNamespace(model=SimpleNamespace(nets=[], edges=torch.tensor([0.0, 1.0]), windows=1,
+                                                   retrained_with=lambda k: [], cost_weight=lambda k: 1.0),
                              held_out=held_out, hparams=SimpleNamespace(seed=0))
     out = loop.run(module, SimpleNamespace(window_residuals=[0.0], lbfgs_seconds=1.0))
     assert out["target_met"] is False

@@ -7,7 +7,8 @@ their start states).  That window is first refined (more L-BFGS on fresh colloca
 cheaper, and enough where L-BFGS overfitted its points); when it misses again it is split in two
 and both halves retrained, where the model allows (plain windows in seconds, not too short).  A
 round that leaves the window's own held-out error worse is undone, and a window undone twice is
-left alone; the run ends with the best held-out state the loop saw.  Windows after it see their
+left alone (a model that retrains later windows with it, a limit cycle after a start-up window,
+has its round judged on the whole); the run ends with the best held-out state the loop saw.  Windows after it see their
 start state as an input (a flow map), so they follow the corrected start without retraining.  The
 loop ends when the held-out errors are below `aim` times the target (worst and median) or the
 wall-clock budget is spent: the held-out designs are a sample of the box, and the target stands for
@@ -103,11 +104,15 @@ class TrainToTarget(L.Callback):
             schedule = next(cb for cb in trainer.callbacks if isinstance(cb, WindowSchedule))
             self.metrics = self.run(module, schedule)
 
-    def _round_estimate(self, schedule: WindowSchedule) -> float:
+    def _round_estimate(self, module: PinnModule, schedule: WindowSchedule) -> float:
         """Expected length (s) of the next round: the longest so far, else two windows' allowance
-        (a split retrains two)."""
+        (a split retrains two) and that of the windows retrained with them."""
         done = [r["seconds"] for r in self.history]
-        return max(done) if done else 2.0 * schedule.lbfgs_seconds
+        if done:
+            return max(done)
+        model = module.model
+        followers = max(sum(model.cost_weight(j) for j in model.retrained_with(k)) for k in range(model.windows))
+        return (2.0 + followers) * schedule.lbfgs_seconds
 
     def culprit(self, errors: Tensor, medians: Tensor, skip: list[int] | None = None) -> int | None:
         """The window to work on: among windows whose worst error exceeds the target, the one where
@@ -132,7 +137,7 @@ class TrainToTarget(L.Callback):
             before = _headline_text(metrics)
             score = self._score(metrics)
             met = score <= 1.0
-            if score <= self.aim or time.perf_counter() + self._round_estimate(schedule) >= self.deadline:
+            if score <= self.aim or time.perf_counter() + self._round_estimate(module, schedule) >= self.deadline:
                 break
             for_headline = _headline_score(metrics) > self._waveform_score(metrics)
             if for_headline:
@@ -153,11 +158,17 @@ class TrainToTarget(L.Callback):
                 action = "refined"
                 self._refined.add(span)
                 self._retrain(module, schedule, k, seed, adam=False)
+            halves = 2 if action == "split" else 1
+            followers = module.model.retrained_with(k + halves - 1)
+            for j in followers:
+                self._retrain(module, schedule, j, seed + 7 * (j + 1), adam=False)
+            if followers:
+                action += f" (then window{'s' if len(followers) > 1 else ''} {', '.join(map(str, followers))})"
             new_errors, new_medians, new_metrics = held_out.window_errors(module.model)
             # judged on the window itself (both halves after a split), as a step is by its local error:
             # later windows, trained on the old start states, are the next rounds' business
-            now = slice(k, k + (2 if action == "split" else 1))
-            if for_headline:  # the measurement reads several windows: judged on the whole
+            now = slice(k, k + halves)
+            if for_headline or followers:  # the measurement reads several windows, or several were retrained
                 better = self._score(new_metrics) < score
             else:
                 better = self._local(new_errors[now], new_medians[now]) < self._local(errors[k:k + 1], medians[k:k + 1])

@@ -130,6 +130,11 @@ class Surrogate(nn.Module):
         """The model with window k split at its midpoint, both halves starting from its weights."""
         raise SurrogateError(f"{type(self).__name__}: windows cannot be split")
 
+    def retrained_with(self, k: int) -> list[int]:
+        """Windows to retrain whenever window k is (fitted to more of window k than its end states
+        as an input can carry); none here: later windows follow a changed start state as a flow map."""
+        return []
+
     def rate_head(self, k: int) -> nn.Module | None:
         """Window k's time-rate head (refitted to the circuit's traversal speed), if it has one."""
         return None
