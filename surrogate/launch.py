@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from circuits.errors import ConfigError, NeuroSpiceError
 
-__all__ = ["check_ddp_launch", "TrainingInterrupted", "interrupted"]
+__all__ = ["check_ddp_launch", "TrainingInterrupted", "interrupted", "stop_if_signalled"]
 
 
 class TrainingInterrupted(NeuroSpiceError):
@@ -19,6 +19,18 @@ def interrupted(trainer, outdir: str | Path) -> TrainingInterrupted:
     last = Path(outdir) / "checkpoints" / "last.ckpt"
     resume = (f"resume with ckpt_path={last}" if last.exists() else "no checkpoint was written yet")
     return TrainingInterrupted(f"training stopped by SIGTERM at step {trainer.global_step}; {resume}")
+
+
+def stop_if_signalled(module) -> None:
+    """Raise Lightning's SIGTERMException once the module's trainer has received SIGTERM.
+
+    Lightning checks its flag between batches only; a window's optimiser (minutes inside one
+    batch hook) and the target loop (after the last batch) call this at every step, so a stopped
+    run ends within one loss evaluation and says how to resume."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and trainer.received_sigterm:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+        raise SIGTERMException()
 
 
 _IN_PROCESS = ("spawn", "fork", "notebook")

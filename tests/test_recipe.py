@@ -218,11 +218,11 @@ def _held_out(worst: float, median: float) -> dict:
 
 
 def _scripted_loop(script: list, edges: tuple = (0.0, 1.0, 2.0), held_out: dict | None = None,
-                   retrained_with=lambda k: [], trained: list | None = None, **loop_kwargs):
+                   retrained_with=lambda k: [], trained: list | None = None, trainer=None, **loop_kwargs):
     """(loop, module, its metrics, the first networks) of `TrainToTarget.run` on a stand-in model
     with windows between `edges` whose successive held-out evaluations are `script`'s (per-window
     worst, per-window median, overall) entries; `held_out`: more attributes of the held-out stand-in;
-    `retrained_with`: the model's; target 0.01, median 0.003, a minute of budget, rounds that retrain
+    `retrained_with`: the model's; `trainer`: the module's (its `received_sigterm`); target 0.01, median 0.003, a minute of budget, rounds that retrain
     nothing (the windows they would retrain are appended to `trained`)."""
     import time
     from types import SimpleNamespace
@@ -243,7 +243,7 @@ def _scripted_loop(script: list, edges: tuple = (0.0, 1.0, 2.0), held_out: dict 
                             windows=windows, can_split=lambda k: False, warp_grid=warp_grid,
                             retrained_with=retrained_with, cost_weight=lambda k: 1.0)
     first = model.nets
-    module = SimpleNamespace(model=model, hparams=SimpleNamespace(seed=0),
+    module = SimpleNamespace(model=model, hparams=SimpleNamespace(seed=0), _trainer=trainer,
                              held_out=SimpleNamespace(window_errors=lambda model: next(calls), **(held_out or {})))
     schedule = SimpleNamespace(window_residuals=[0.0] * windows, lbfgs_seconds=0.0,
                                lbfgs_points=lambda module, k, seed: k,
@@ -358,3 +358,16 @@ def test_a_headline_over_its_target_means_the_target_is_missed():
                              held_out=held_out, hparams=SimpleNamespace(seed=0))
     out = loop.run(module, SimpleNamespace(window_residuals=[0.0], lbfgs_seconds=1.0))
     assert out["target_met"] is False
+
+
+def test_the_target_loop_stops_at_once_when_the_run_was_sent_sigterm():
+    """A SIGTERM'd run does not start another round (Lightning would only look after the loop)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from types import SimpleNamespace
+
+    script = [(torch.tensor([0.002, 0.05]), torch.tensor([0.001, 0.02]), _held_out(0.05, 0.02))] * 3
+    with pytest.raises(SIGTERMException):
+        _scripted_loop(script, trainer=SimpleNamespace(received_sigterm=True))
+    met = (torch.tensor([0.002, 0.005]), torch.tensor([0.001, 0.002]), _held_out(0.005, 0.002))
+    loop, *_ = _scripted_loop([script[0], met], trainer=SimpleNamespace(received_sigterm=False), aim=1.0)
+    assert [r["action"] for r in loop.history] == ["refined"]

@@ -312,3 +312,35 @@ def test_nan_device_during_training_stops_with_a_clear_error(tmp_path, monkeypat
     assert _NanAfterResistor.poisoned == poison
     assert not (tmp_path / "run" / "surrogate.pt").exists()
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.slow  # ~30 s: the default recipe's planning, then a few seconds of a window's optimiser
+def test_sigterm_inside_a_windows_optimiser_stops_the_run_within_seconds(tmp_path):
+    """Lightning looks at SIGTERM between batches only, and a window's Adam and L-BFGS run for a
+    minute inside one batch hook: the run went on to the window's end.  Now it stops within one
+    loss evaluation, with the one-line error that says how to resume."""
+    outdir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "circuit=rc", "trainer.enable_progress_bar=false",
+           f"hydra.run.dir={outdir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        log = outdir / "train.log"
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not (
+                log.exists() and "recipe: planned" in log.read_text()):
+            time.sleep(0.1)
+        time.sleep(5.0)  # inside window 0's optimiser
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.time()
+        _, err = proc.communicate(timeout=120)
+        took = time.time() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "training stopped by SIGTERM" in lines[0], err[-2000:]
+    assert "window 0: L-BFGS residual" not in log.read_text()  # it did not wait for the window's end
+    assert took < 15.0, f"{took:.1f} s from SIGTERM to exit"
+    assert not (outdir / "metrics.json").exists()

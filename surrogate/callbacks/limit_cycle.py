@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from surrogate.callbacks.window_schedule import WindowPhase
+from surrogate.launch import stop_if_signalled
 from surrogate.models import LimitCycleSurrogate
 from surrogate.module import PinnModule, cosine_lr_factor
 from surrogate.sampling import PointSet
@@ -94,6 +95,7 @@ class CycleDistillation(WindowPhase):
         opt = torch.optim.Adam(model.cycle_net.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
         for k in range(steps):
+            stop_if_signalled(module)
             if k and seconds > 0 and time.perf_counter() - began > seconds:
                 log.info("window %d: distillation stopped after %d of %d steps (its %.0f s allowance is spent)",
                          model.cycle_window, k, steps, seconds)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from surrogate.callbacks.window_schedule import WindowSchedule
+from surrogate.launch import stop_if_signalled
 from surrogate.module import PinnModule
 
 __all__ = ["TrainToTarget"]
@@ -133,6 +134,7 @@ class TrainToTarget(L.Callback):
         errors, medians, metrics = held_out.window_errors(module.model)
         best = (self._score(metrics), _snapshot(module, schedule), metrics)
         while True:
+            stop_if_signalled(module)
             worst, median = metrics["nrmse_worst_overall"], metrics["nrmse_median_overall"]
             before = _headline_text(metrics)
             score = self._score(metrics)

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from surrogate.bfgs import DenseBFGS, dense_bfgs_fits
+from surrogate.launch import stop_if_signalled
 from surrogate.module import PinnModule, TrainingDiverged, cosine_lr_factor
 from surrogate.sampling import PointSet
 
@@ -235,6 +236,7 @@ class WindowSchedule(L.Callback):
         at_restart, opt_base = math.inf, 0
 
         def closure():
+            stop_if_signalled(module)
             opt.zero_grad()
             weights.load()
             loss = module.loss_terms(t, designs, window, starts)["residual"]
@@ -293,6 +295,7 @@ class WindowSchedule(L.Callback):
         allowance = self.adam_seconds * module.model.cost_weight(window) * steps / max(module.steps_per_window, 1)
         began = time.perf_counter()
         for k in range(steps):
+            stop_if_signalled(module)
             if allowance > 0 and time.perf_counter() - began > allowance:
                 log.info("window %d: Adam stopped after %d of %d steps (its %.0f s allowance is spent)",
                          window, k, steps, allowance)
