@@ -130,6 +130,17 @@ class ParamSpace:
             u = torch.clamp(u * (1 + 2 * margin) - margin, 0.0, 1.0)
         return self.from_unit(u)
 
+    def corners(self, limit: int = 64, seed: int = 0, dtype=torch.float64) -> Tensor:
+        """The box's 2^P corners (designs, in SI units); over `limit` of them, `limit` drawn at random."""
+        if self.dim == 0:
+            return torch.zeros(0, 0, dtype=dtype)
+        if 2 ** self.dim <= limit:
+            bits = torch.arange(2 ** self.dim).unsqueeze(1).bitwise_right_shift(torch.arange(self.dim)) & 1
+        else:  # (repeats are possible, and harmless)
+            bits = torch.randint(0, 2, (limit, self.dim), generator=torch.Generator().manual_seed(seed))
+        low, high = self.bounds(dtype)
+        return torch.minimum(torch.maximum(self.from_unit(bits.to(dtype)), low), high)  # log axes: exp(log) may overshoot
+
     def sample_uniform(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
         """n i.i.d. uniform designs in the unit cube, mapped to SI units."""
         return self.from_unit(torch.rand(n, self.dim, generator=generator, dtype=dtype))
