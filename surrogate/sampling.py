@@ -64,11 +64,16 @@ class WindowSampler:
         """x(0, p) (D, n) of each design (no graph); designs drawn from the design pool are looked up,
         not solved again (a DC solve of the candidates was half of every Adam step)."""
         pool = self._design_pool(model)
-        if pool is not None:
-            index = [pool[2].get(row.numpy().tobytes()) for row in designs]
-            if all(i is not None for i in index):
-                return pool[1][torch.tensor(index)]
-        return model.physics.initial_state(model.physics.bind(designs))
+        if pool is None:
+            return model.physics.initial_state(model.physics.bind(designs))
+        index = [pool[2].get(row.numpy().tobytes()) for row in designs]
+        found = torch.tensor([i is not None for i in index])
+        x0 = pool[1].new_empty(len(designs), pool[1].shape[1])
+        if bool(found.any()):
+            x0[found] = pool[1][torch.tensor([i for i in index if i is not None])]
+        if not bool(found.all()):  # the box's corners (and any design from elsewhere): solved here
+            x0[~found] = model.physics.initial_state(model.physics.bind(designs[~found]))
+        return x0
 
     def _design_pool(self, model: Surrogate) -> tuple[Tensor, Tensor, dict[bytes, int]] | None:
         """(designs, their initial states, row -> index) of the `design_pool` Sobol designs that
@@ -97,15 +102,26 @@ class WindowSampler:
         start states as network inputs)."""
         return self.start_cover > 1 and len(model.state_features) > 0
 
+    def corners(self, D: int, seed: int) -> Tensor:
+        """The box's corners to put among D collocation designs: at most an eighth of them (all
+        2^P when they fit, else a seeded draw), none below 16 designs.
+
+        Sobol designs leave the corners to extrapolation, and there the error was largest: amp's
+        (rd, w, cl) = (high, high, low) corner at 2.4-8.7 % NRMSE in three runs whose 257
+        uniform held-out designs were all under 0.64 %."""
+        room = D // 8
+        return self.space.corners(limit=room if room >= 2 else 0, seed=seed)
+
     def designs(self, model: Surrogate, D: int, seed: int, window: int = 0) -> Tensor:
-        """D collocation designs for a window (see module docstring)."""
+        """D collocation designs for a window (see module docstring), the box's corners among them."""
         if self.fixed_params or self.space.dim == 0:
             return self.space.nominal_vector().unsqueeze(0).expand(D, -1).clone()
         if window > 0 and self.covers_start_states(model):
             return self._covering_designs(model, D, self.start_cover * D, seed, window)
+        corners = self.corners(D, seed)
         if window == 0 or not model.warped_time:
-            return self.sobol(model, D, seed)
-        candidates = self.sobol(model, 8 * D, seed)
+            return torch.cat([corners, self.sobol(model, D - len(corners), seed)])
+        candidates = torch.cat([corners, self.sobol(model, 8 * D, seed)])
         tstop = torch.full((len(candidates),), model.circuit.tstop, dtype=torch.float64)
         reach = model.warp(tstop, candidates)[0]  # network time at tstop
         kept = candidates[reach > float(model.edges[window])]
