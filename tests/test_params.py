@@ -38,3 +38,18 @@ def test_held_out_designs_hold_the_nominal_design_and_every_corner():
     assert held.P.shape[0] == 1 + n_corners + 3
     assert torch.equal(held.P[0], circuit.space.nominal_vector())
     assert torch.equal(held.P[1:1 + n_corners], circuit.space.corners())
+
+
+def test_collocation_designs_hold_the_box_corners_once_a_set_has_room():
+    """An L-BFGS set of 512 designs holds all 8 corners of amp's box (an eighth of a set at most);
+    an 8-design batch has no room and stays plain Sobol."""
+    from surrogate.sampling import WindowSampler
+
+    space = load_circuit("amp").space
+    sampler = WindowSampler(space)
+    big = sampler.designs(None, 512, seed=3)
+    assert big.shape == (512, 3)
+    assert torch.equal(big[:8], space.corners())
+    assert torch.equal(big[8:], space.sample_sobol(504, seed=3))
+    assert torch.equal(sampler.designs(None, 8, seed=3), space.sample_sobol(8, seed=3))
+    assert sampler.designs(None, 32, seed=3)[:4].tolist() != sampler.designs(None, 32, seed=4)[:4].tolist()
