@@ -53,6 +53,21 @@ def held_out(model, designs: int, seed: int) -> torch.Tensor:
     return torch.cat([P, space.sample_uniform(designs, torch.Generator().manual_seed(20_000 + seed))])
 
 
+def corner_worst(model, t: torch.Tensor) -> float:
+    """Worst NRMSE over the box's corners (`ParamSpace.corners`), where a surrogate is weakest;
+    NaN for a nominal-only surrogate."""
+    from circuits.simulation import simulate_batch
+    from surrogate.module import nrmse_table
+
+    space = model.circuit.space
+    if model.metrics.get("fixed_params") or space.dim == 0:
+        return math.nan
+    P = space.corners()
+    with torch.no_grad():
+        _, y_ref = simulate_batch(model.circuit, P, t=t, rtol=1e-6)
+        return float(nrmse_table(model.predict_batch(t, P), y_ref).max())
+
+
 def headline_errors(model, P: torch.Tensor, t: torch.Tensor) -> dict:
     """Relative error of the circuit's headline measurement, worst and median (`surrogate.headline`)."""
     from surrogate.headline import Headline
@@ -136,6 +151,7 @@ def evaluate(path: Path, designs: int = 32, seed: int = 0) -> dict:
            # the worst of 33 designs moves more between seeds than the 90th percentile (amp, one config,
            # seeds 0 and 1: worst 0.93 / 1.21 %; p90 over 256 designs 0.71 / 0.79 %)
            "nrmse_p90": float(torch.quantile(per_design, 0.9)), "nrmse_worst": float(per_design.max()),
+           "nrmse_corner_worst": corner_worst(model, t),
            **headline_errors(model, P, t), **ngspice_check(model, t, y[:1]), **inference(model),
            "file": str(path)}
     return row
