@@ -207,6 +207,8 @@ class WindowSchedule(L.Callback):
         residual history.  Runs in chunks of LBFGS_CHUNK iterations until `steps`, the window's time
         allowance or convergence."""
         steps = self.lbfgs_steps if steps is None else steps
+        log.info("window %d: L-BFGS on %d points (at most %d iterations, %.0f s)", window, points[0].shape[0],
+                 steps, self.lbfgs_seconds * module.model.cost_weight(window))
         history = self._lbfgs(module, window, points, steps)
         for phase in self.phases:
             history = phase.after_lbfgs(self, module, window, points, history)
