@@ -138,8 +138,8 @@ class ParamSpace:
             bits = torch.arange(2 ** self.dim).unsqueeze(1).bitwise_right_shift(torch.arange(self.dim)) & 1
         else:  # (repeats are possible, and harmless)
             bits = torch.randint(0, 2, (limit, self.dim), generator=torch.Generator().manual_seed(seed))
-        low, high = self.bounds(dtype)
-        return torch.minimum(torch.maximum(self.from_unit(bits.to(dtype)), low), high)  # log axes: exp(log) may overshoot
+        low, high = self.bounds(dtype)  # on log axes exp(log(high)) may overshoot high: clamped back
+        return torch.minimum(torch.maximum(self.from_unit(bits.to(dtype)), low), high)
 
     def sample_uniform(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> Tensor:
         """n i.i.d. uniform designs in the unit cube, mapped to SI units."""

@@ -26,8 +26,8 @@ def nrmse_table(y: Tensor, y_ref: Tensor) -> Tensor:
 @dataclass
 class HeldOut:
     """The nominal design, the box's corners (`ParamSpace.corners`) and `designs` uniform random
-    ones (never Sobol collocation points) on a uniform grid, with the reference solver's waveforms there (and its headline measurement, when
-    the circuit declares one)."""
+    ones (never Sobol collocation points) on a uniform grid, with the reference solver's waveforms
+    there (and its headline measurement, when the circuit declares one)."""
 
     circuit: Circuit
     P: Tensor    # (B, P)

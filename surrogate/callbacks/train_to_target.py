@@ -7,12 +7,13 @@ their start states).  That window is first refined (more L-BFGS on fresh colloca
 cheaper, and enough where L-BFGS overfitted its points); when it misses again it is split in two
 and both halves retrained, where the model allows (plain windows in seconds, not too short).  A
 round that leaves the window's own held-out error worse is undone, and a window undone twice is
-left alone (a model that retrains later windows with it, a limit cycle after a start-up window,
-has its round judged on the whole); the run ends with the best held-out state the loop saw.  Windows after it see their
-start state as an input (a flow map), so they follow the corrected start without retraining.  The
-loop ends when the held-out errors are below `aim` times the target (worst and median) or the
-wall-clock budget is spent: the held-out designs are a sample of the box, and the target stands for
-all of it, so a run that just meets it on the sample is not yet done while its budget lasts.
+left alone; the run ends with the best held-out state the loop saw.  Windows after it see their
+start state as an input (a flow map), so they follow the corrected start without retraining,
+except those the model retrains with it (a limit cycle after a start-up window): such a round is
+judged on the whole held-out score.  The loop ends when the held-out errors are below `aim` times
+the target (worst and median) or the wall-clock budget is spent: the held-out designs are a sample
+of the box, and the target stands for all of it, so a run that just meets it on the sample is not
+yet done while its budget lasts.
 
 Where the circuit declares a headline measurement (`surrogate.headline`), its worst relative error
 is a third target.  When it is the furthest off, the window worked on is the one, among those the
@@ -168,9 +169,10 @@ class TrainToTarget(L.Callback):
                 action += f" (then window{'s' if len(followers) > 1 else ''} {', '.join(map(str, followers))})"
             new_errors, new_medians, new_metrics = held_out.window_errors(module.model)
             # judged on the window itself (both halves after a split), as a step is by its local error:
-            # later windows, trained on the old start states, are the next rounds' business
+            # later windows, trained on the old start states, are the next rounds' business; unless
+            # the round retrained some of them too, or the headline reads several: then on the whole
             now = slice(k, k + halves)
-            if for_headline or followers:  # the measurement reads several windows, or several were retrained
+            if for_headline or followers:
                 better = self._score(new_metrics) < score
             else:
                 better = self._local(new_errors[now], new_medians[now]) < self._local(errors[k:k + 1], medians[k:k + 1])
